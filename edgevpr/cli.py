@@ -1,0 +1,99 @@
+"""The ``edgevpr`` command: a thin dispatcher that calls the stages.
+
+Subcommands are imported lazily so that the runtime commands (``query``, ``index``) never
+import torch, and a missing optional dependency only affects the command that needs it.
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+import sys
+
+import click
+
+from edgevpr import __version__
+from edgevpr.errors import EdgeVPRError
+
+# command name -> "module:attribute"; each stage owns its own click commands.
+COMMANDS = {
+    "demo": "edgevpr.demo:demo",
+    "info": "edgevpr.info:info",
+    "synth": "edgevpr.data.cli:synth",
+    "train": "edgevpr.train.cli:train",
+    "eval": "edgevpr.eval.cli:evaluate",
+    "export": "edgevpr.export.cli:export",
+    "index": "edgevpr.runtime.cli:index",
+    "query": "edgevpr.runtime.cli:query",
+    "bench": "edgevpr.bench.cli:bench",
+}
+
+# Which extra provides the packages a command needs, for the error message.
+EXTRA_FOR_MODULE = {
+    "torch": "train",
+    "torchvision": "train",
+    "onnx": "export",
+    "onnxscript": "export",
+    "pytorch_metric_learning": "train",
+    "matplotlib": "train",
+    "tensorrt": "trt",
+}
+
+
+class LazyGroup(click.Group):
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted(COMMANDS)
+
+    def get_command(self, ctx: click.Context, name: str) -> click.Command | None:
+        target = COMMANDS.get(name)
+        if target is None:
+            return None
+        module_name, attr = target.split(":")
+        try:
+            module = importlib.import_module(module_name)
+        except ModuleNotFoundError as exc:
+            missing = (exc.name or "").split(".")[0]
+            extra = EXTRA_FOR_MODULE.get(missing)
+            if extra is None:
+                raise
+            raise EdgeVPRError(
+                f"'edgevpr {name}' needs the '{missing}' package: pip install 'edgevpr[{extra}]'"
+            ) from exc
+        return getattr(module, attr)
+
+
+@click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="edgevpr")
+def cli() -> None:
+    """Visual place recognition from training to the edge."""
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Entry point: user errors become one line on stderr and a non-zero exit."""
+    try:
+        cli.main(args=argv, prog_name="edgevpr", standalone_mode=False)
+    except EdgeVPRError as exc:
+        click.echo(f"error: {exc}", err=True)
+        sys.exit(exc.exit_code)
+    except click.exceptions.Abort:
+        click.echo("aborted", err=True)
+        sys.exit(130)
+    except click.ClickException as exc:
+        exc.show()
+        sys.exit(exc.exit_code)
+    except KeyboardInterrupt:
+        click.echo("interrupted", err=True)
+        sys.exit(130)
+    except Exception as exc:  # noqa: BLE001 - last line of defence: no traceback for users
+        if os.environ.get("EDGEVPR_DEBUG"):
+            raise
+        click.echo(
+            f"internal error: {type(exc).__name__}: {exc} (set EDGEVPR_DEBUG=1 for a traceback)",
+            err=True,
+        )
+        sys.exit(3)
+    sys.exit(0)
+
+
+if __name__ == "__main__":
+    main()

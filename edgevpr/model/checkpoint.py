@@ -1,0 +1,271 @@
+"""Checkpoints: one self-describing format, and direct loading of the MixVPR authors' files.
+
+Everything is read with ``torch.load(weights_only=True)``: a file that would need to run
+code to unpickle is refused, never executed.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import hashlib
+import math
+import os
+import pickle
+import re
+import tempfile
+import zipfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from edgevpr import __version__
+from edgevpr.errors import EdgeVPRError
+from edgevpr.model.config import ModelConfig
+from edgevpr.model.vpr import VPRModel, build_model
+from edgevpr.runtime.preprocess import PreprocessSpec
+
+FORMAT = "edgevpr.checkpoint"
+FORMAT_VERSION = 1
+
+
+@dataclass
+class Checkpoint:
+    """A loaded checkpoint: the model (eval mode, CPU) and what the file said about it."""
+
+    model: VPRModel
+    source: str  # "edgevpr" or "mixvpr-official"
+    provenance: dict[str, Any] = field(default_factory=dict)
+    training_state: dict[str, Any] | None = None
+    sha256: str = ""
+
+    @property
+    def config(self) -> ModelConfig:
+        return self.model.config
+
+
+def file_sha256(path: str | os.PathLike[str]) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def atomic_torch_save(obj: Any, path: str | os.PathLike[str]) -> None:
+    """Write to a temporary file in the same folder, fsync, then rename over ``path``:
+    a crash leaves either the old file or the new one, never a torn one."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            torch.save(obj, fh)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def save_checkpoint(
+    path: str | os.PathLike[str],
+    model: VPRModel,
+    provenance: dict[str, Any] | None = None,
+    training_state: dict[str, Any] | None = None,
+) -> None:
+    """Save ``model`` in the edgevpr format (atomically)."""
+    payload = {
+        "format": FORMAT,
+        "format_version": FORMAT_VERSION,
+        "edgevpr_version": __version__,
+        "config": model.config.to_dict(),
+        "descriptor_dim": model.descriptor_dim,
+        "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()},
+        "provenance": {
+            "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+            **(provenance or {}),
+        },
+    }
+    if training_state is not None:
+        payload["training_state"] = training_state
+    atomic_torch_save(payload, path)
+
+
+def read_safely(path: str | os.PathLike[str]) -> Any:
+    """``torch.load(weights_only=True)`` with every failure turned into one line."""
+    path = Path(path)
+    if not path.is_file():
+        raise EdgeVPRError(f"checkpoint {path} does not exist or is not a file")
+    if path.stat().st_size == 0:
+        raise EdgeVPRError(f"checkpoint {path} is empty")
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+        if "Weights only load failed" in first or "Unsupported" in str(exc):
+            raise EdgeVPRError(
+                f"refusing to load {path}: it holds Python objects that would run code when "
+                "unpickled; only tensors and plain data are accepted"
+            ) from None
+        raise EdgeVPRError(f"checkpoint {path} is corrupt ({first or 'unpickling failed'})") from None
+    except (RuntimeError, EOFError, zipfile.BadZipFile, ValueError, OSError) as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise EdgeVPRError(f"checkpoint {path} is truncated or corrupt ({first[:160]})") from None
+
+
+def load_checkpoint(path: str | os.PathLike[str], size: tuple[int, int] | None = None) -> Checkpoint:
+    """Load an edgevpr checkpoint, or an official MixVPR one (raw or Lightning-wrapped).
+
+    ``size`` overrides the input size inferred for official files whose grid is not square.
+    """
+    data = read_safely(path)
+    if not isinstance(data, dict):
+        raise EdgeVPRError(f"{path} is not a checkpoint (top level is {type(data).__name__})")
+    if data.get("format") == FORMAT:
+        ckpt = from_edgevpr(data, path)
+    else:
+        state = data.get("state_dict", data)
+        if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+            raise EdgeVPRError(f"{path} is neither an edgevpr checkpoint nor a state dict")
+        ckpt = from_official(state, path, size)
+    ckpt.sha256 = file_sha256(path)
+    return ckpt
+
+
+def from_edgevpr(data: dict[str, Any], path: str | os.PathLike[str]) -> Checkpoint:
+    version = data.get("format_version")
+    if version != FORMAT_VERSION:
+        raise EdgeVPRError(
+            f"checkpoint {path} has format version {version}; this edgevpr reads {FORMAT_VERSION}"
+        )
+    config = ModelConfig.from_dict(data["config"])
+    model = build_model(config)
+    load_strict(model, data["state_dict"], path)
+    return Checkpoint(
+        model=model.eval(),
+        source="edgevpr",
+        provenance=dict(data.get("provenance", {})),
+        training_state=data.get("training_state"),
+    )
+
+
+def load_strict(model: VPRModel, state: dict[str, torch.Tensor], path: Any) -> None:
+    try:
+        model.load_state_dict(state, strict=True)
+    except RuntimeError as exc:
+        summary = " ".join(str(exc).split())[:240]
+        raise EdgeVPRError(f"checkpoint {path} does not match its model: {summary}") from None
+
+
+# --- the MixVPR authors' checkpoints -------------------------------------------------------
+
+MIX_KEY = re.compile(r"^(.*?)aggregator\.mix\.(\d+)\.mix\.0\.weight$")
+
+
+def strip_prefix(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Remove a wrapper prefix ('model.', 'module.', ...) in front of backbone/aggregator."""
+    for key in state:
+        match = MIX_KEY.match(key)
+        if match:
+            prefix = match.group(1)
+            if not prefix:
+                return state
+            return {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}
+    raise EdgeVPRError("no MixVPR aggregator keys (aggregator.mix.N.mix.0.weight) found")
+
+
+def infer_backbone(state: dict[str, torch.Tensor]) -> str:
+    if "backbone.model.features.0.weight" in state:
+        return "vgg16"
+    if any(k.startswith("backbone.model.blocks.") for k in state):
+        return "efficientnet_lite0"
+    blocks = {int(m.group(1)) for k in state if (m := re.match(r"backbone\.model\.layer3\.(\d+)\.", k))}
+    if not blocks:
+        raise EdgeVPRError("cannot tell the backbone: no backbone.model.layer3 keys")
+    depth = max(blocks) + 1
+    bottleneck = "backbone.model.layer1.0.conv3.weight" in state
+    if not bottleneck:
+        return {2: "resnet18", 6: "resnet34"}.get(depth) or unknown_depth(depth)
+    conv2 = state["backbone.model.layer1.0.conv2.weight"]
+    grouped = conv2.shape[1] != conv2.shape[0]
+    if grouped and depth == 6:
+        return "resnext50_32x4d"
+    return {6: "resnet50", 23: "resnet101"}.get(depth) or unknown_depth(depth)
+
+
+def unknown_depth(depth: int) -> str:
+    raise EdgeVPRError(f"unsupported ResNet variant ({depth} blocks in layer3)")
+
+
+def infer_official_config(
+    state: dict[str, torch.Tensor], size: tuple[int, int] | None = None
+) -> ModelConfig:
+    """Read the MixVPR hyper-parameters off the tensor shapes."""
+    depth = len({int(m.group(2)) for k in state if (m := MIX_KEY.match(k))})
+    hw = state["aggregator.mix.0.mix.0.weight"].shape[0]
+    hidden = state["aggregator.mix.0.mix.1.weight"].shape[0]
+    out_channels = state["aggregator.channel_proj.weight"].shape[0]
+    out_rows = state["aggregator.row_proj.weight"].shape[0]
+    if size is None:
+        side = math.isqrt(hw)
+        if side * side != hw:
+            raise EdgeVPRError(
+                f"the mixer works on a {hw}-cell grid, which is not square: give the input size"
+            )
+        size = (side * 16, side * 16)
+    elif (size[0] // 16) * (size[1] // 16) != hw:
+        raise EdgeVPRError(f"input size {size[0]}x{size[1]} does not give the {hw}-cell grid")
+    return ModelConfig(
+        backbone=infer_backbone(state),
+        aggregator="mixvpr",
+        aggregator_params={
+            "mix_depth": depth,
+            "mlp_ratio": hidden / hw,
+            "out_channels": out_channels,
+            "out_rows": out_rows,
+        },
+        preprocess=PreprocessSpec(height=size[0], width=size[1]),
+    )
+
+
+def from_official(
+    state: dict[str, torch.Tensor], path: Any, size: tuple[int, int] | None
+) -> Checkpoint:
+    try:
+        state = strip_prefix(state)
+        config = infer_official_config(state, size)
+    except EdgeVPRError as exc:
+        raise EdgeVPRError(f"{path} is not a MixVPR checkpoint: {exc}") from None
+    except KeyError as exc:
+        raise EdgeVPRError(f"{path} is not a MixVPR checkpoint: missing {exc}") from None
+    # Lightning files may carry extra keys for the loss/miner; only the model's are loaded.
+    state = {k: v for k, v in state.items() if k.startswith(("backbone.", "aggregator."))}
+    model = build_model(config)
+    load_strict(model, state, path)
+    return Checkpoint(
+        model=model.eval(),
+        source="mixvpr-official",
+        provenance={"origin": "MixVPR authors' release", "file": Path(path).name},
+    )
+
+
+def describe(ckpt: Checkpoint) -> dict[str, Any]:
+    """What ``edgevpr info`` prints for a checkpoint."""
+    model = ckpt.model
+    config = model.config
+    backbone_params = sum(p.numel() for p in model.backbone.parameters())
+    aggregator_params = sum(p.numel() for p in model.aggregator.parameters())
+    return {
+        "kind": f"PyTorch checkpoint ({ckpt.source})",
+        "architecture": f"{config.backbone} + {config.aggregator} {config.params}",
+        "parameters": f"{backbone_params + aggregator_params:,} "
+        f"(backbone {backbone_params:,}, aggregator {aggregator_params:,})",
+        "descriptor": f"{model.descriptor_dim}-d, L2-normalised",
+        "input": f"3x{config.preprocess.height}x{config.preprocess.width}",
+        "preprocessing": config.preprocess.to_dict(),
+        "provenance": ckpt.provenance,
+        "sha256": ckpt.sha256,
+    }
