@@ -17,15 +17,15 @@ from edgevpr.errors import EdgeVPRError
 
 # command name -> "module:attribute"; each stage owns its own click commands.
 COMMANDS = {
-    "demo": "edgevpr.demo:demo",
-    "info": "edgevpr.info:info",
-    "synth": "edgevpr.data.cli:synth",
-    "train": "edgevpr.train.cli:train",
-    "eval": "edgevpr.eval.cli:evaluate",
-    "export": "edgevpr.export.cli:export",
-    "index": "edgevpr.runtime.cli:index",
-    "query": "edgevpr.runtime.cli:query",
-    "bench": "edgevpr.bench.cli:bench",
+    "demo": ("edgevpr.demo:demo", "Run the whole pipeline on built-in synthetic data."),
+    "info": ("edgevpr.info:info", "Describe a checkpoint, ONNX model, engine or place map."),
+    "synth": ("edgevpr.data.cli:synth", "Generate a synthetic VPR dataset."),
+    "train": ("edgevpr.train.cli:train", "Train a VPR model."),
+    "eval": ("edgevpr.eval.cli:evaluate", "Recall@N of a checkpoint or exported model."),
+    "export": ("edgevpr.export.cli:export", "Export to ONNX / INT8 / TensorRT with parity gates."),
+    "index": ("edgevpr.runtime.cli:index", "Build and inspect place maps."),
+    "query": ("edgevpr.runtime.cli:query", "Recognise places in query images."),
+    "bench": ("edgevpr.bench.cli:bench", "Latency tables per backend, precision and batch."),
 }
 
 # Which extra provides the packages a command needs, for the error message.
@@ -44,11 +44,15 @@ class LazyGroup(click.Group):
     def list_commands(self, ctx: click.Context) -> list[str]:
         return sorted(COMMANDS)
 
+    def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        # From the table, so that --help imports no stage (and no torch).
+        with formatter.section("Commands"):
+            formatter.write_dl([(name, COMMANDS[name][1]) for name in sorted(COMMANDS)])
+
     def get_command(self, ctx: click.Context, name: str) -> click.Command | None:
-        target = COMMANDS.get(name)
-        if target is None:
+        if name not in COMMANDS:
             return None
-        module_name, attr = target.split(":")
+        module_name, attr = COMMANDS[name][0].split(":")
         try:
             module = importlib.import_module(module_name)
         except ModuleNotFoundError as exc:
@@ -71,7 +75,7 @@ def cli() -> None:
 def main(argv: list[str] | None = None) -> None:
     """Entry point: user errors become one line on stderr and a non-zero exit."""
     try:
-        cli.main(args=argv, prog_name="edgevpr", standalone_mode=False)
+        code = cli.main(args=argv, prog_name="edgevpr", standalone_mode=False)
     except EdgeVPRError as exc:
         click.echo(f"error: {exc}", err=True)
         sys.exit(exc.exit_code)
@@ -92,7 +96,7 @@ def main(argv: list[str] | None = None) -> None:
             err=True,
         )
         sys.exit(3)
-    sys.exit(0)
+    sys.exit(code if isinstance(code, int) else 0)
 
 
 if __name__ == "__main__":

@@ -1,0 +1,105 @@
+"""Checkpoint -> one self-contained ONNX file with a dynamic batch axis and edgevpr metadata."""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import os
+import tempfile
+import warnings
+from pathlib import Path
+
+import onnx
+import torch
+
+from edgevpr import __version__
+from edgevpr.errors import EdgeVPRError
+from edgevpr.model.checkpoint import Checkpoint
+from edgevpr.runtime.metadata import INPUT_NAME, OUTPUT_NAME, ModelMetadata
+
+# The dynamo exporter starts at opset 18; 17 is the least that has LayerNormalization.
+DEFAULT_OPSET = 18
+MIN_OPSET = 17
+MAX_BATCH = 1024
+
+
+def checkpoint_metadata(ckpt: Checkpoint, precision: str = "fp32") -> ModelMetadata:
+    config = ckpt.model.config
+    return ModelMetadata(
+        descriptor_dim=ckpt.model.descriptor_dim,
+        preprocess=config.preprocess,
+        model_config=config.to_dict(),
+        checkpoint_sha256=ckpt.sha256,
+        precision=precision,
+        edgevpr_version=__version__,
+    )
+
+
+def set_metadata(model: onnx.ModelProto, metadata: ModelMetadata) -> None:
+    props = metadata.to_props()
+    keep = [p for p in model.metadata_props if p.key not in props]
+    del model.metadata_props[:]
+    model.metadata_props.extend(keep)
+    for key, value in props.items():
+        model.metadata_props.add(key=key, value=value)
+
+
+def save_onnx_atomic(model: onnx.ModelProto, path: str | os.PathLike[str]) -> None:
+    """Serialise to a temporary file beside ``path`` and rename it into place."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    data = model.SerializeToString()
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def trace_to_onnx(model: torch.nn.Module, height: int, width: int, opset: int) -> onnx.ModelProto:
+    """Run torch's dynamo exporter quietly and return the in-memory ONNX model."""
+    example = torch.zeros(2, 3, height, width)
+    batch = torch.export.Dim("batch", min=1, max=MAX_BATCH)
+    with tempfile.TemporaryDirectory() as tmp, warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        target = Path(tmp) / "model.onnx"
+        with contextlib.redirect_stdout(io.StringIO()):
+            torch.onnx.export(
+                model,
+                (example,),
+                str(target),
+                dynamo=True,
+                input_names=[INPUT_NAME],
+                output_names=[OUTPUT_NAME],
+                dynamic_shapes={"images": {0: batch}},
+                opset_version=opset,
+                external_data=False,
+            )
+        return onnx.load(str(target))
+
+
+def export_onnx(
+    ckpt: Checkpoint, path: str | os.PathLike[str], opset: int = DEFAULT_OPSET
+) -> ModelMetadata:
+    """Write ``ckpt`` as FP32 ONNX at ``path`` (atomically); returns the metadata written."""
+    if opset < MIN_OPSET:
+        raise EdgeVPRError(f"opset {opset} is too old: LayerNormalization needs opset >= {MIN_OPSET}")
+    if opset < DEFAULT_OPSET:
+        raise EdgeVPRError(f"torch's exporter starts at opset {DEFAULT_OPSET}; use --opset 18 or newer")
+    spec = ckpt.model.config.preprocess
+    model = ckpt.model.eval()
+    try:
+        proto = trace_to_onnx(model, spec.height, spec.width, opset)
+    except Exception as exc:  # noqa: BLE001 - exporter failures are many and deep
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise EdgeVPRError(f"ONNX export failed: {first[:200]}") from None
+    metadata = checkpoint_metadata(ckpt)
+    set_metadata(proto, metadata)
+    onnx.checker.check_model(proto, full_check=True)
+    save_onnx_atomic(proto, path)
+    return metadata
