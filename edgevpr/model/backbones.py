@@ -114,7 +114,10 @@ def efficientnet_lite0(pretrained: bool = False) -> nn.Module:
 
 
 BACKBONES: dict[str, Callable[[bool], nn.Module]] = {
-    **{name: (lambda pretrained, name=name: ResNetBackbone(name, pretrained)) for name in RESNET_ARCHS},
+    **{
+        name: (lambda pretrained, name=name: ResNetBackbone(name, pretrained))
+        for name in RESNET_ARCHS
+    },
     "vgg16": lambda pretrained: VGG16Backbone(pretrained),
     "efficientnet_lite0": efficientnet_lite0,
 }
@@ -122,7 +125,9 @@ BACKBONES: dict[str, Callable[[bool], nn.Module]] = {
 
 def build_backbone(name: str, pretrained: bool = False) -> nn.Module:
     if name not in BACKBONES:
-        raise EdgeVPRError(f"unknown backbone '{name}' (choose from {', '.join(sorted(BACKBONES))})")
+        raise EdgeVPRError(
+            f"unknown backbone '{name}' (choose from {', '.join(sorted(BACKBONES))})"
+        )
     return BACKBONES[name](pretrained)
 
 

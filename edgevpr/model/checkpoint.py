@@ -110,13 +110,17 @@ def read_safely(path: str | os.PathLike[str]) -> Any:
                 f"refusing to load {path}: it holds Python objects that would run code when "
                 "unpickled; only tensors and plain data are accepted"
             ) from None
-        raise EdgeVPRError(f"checkpoint {path} is corrupt ({first or 'unpickling failed'})") from None
+        raise EdgeVPRError(
+            f"checkpoint {path} is corrupt ({first or 'unpickling failed'})"
+        ) from None
     except (RuntimeError, EOFError, zipfile.BadZipFile, ValueError, OSError) as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise EdgeVPRError(f"checkpoint {path} is truncated or corrupt ({first[:160]})") from None
 
 
-def load_checkpoint(path: str | os.PathLike[str], size: tuple[int, int] | None = None) -> Checkpoint:
+def load_checkpoint(
+    path: str | os.PathLike[str], size: tuple[int, int] | None = None
+) -> Checkpoint:
     """Load an edgevpr checkpoint, or an official MixVPR one (raw or Lightning-wrapped).
 
     ``size`` overrides the input size inferred for official files whose grid is not square.
@@ -128,7 +132,9 @@ def load_checkpoint(path: str | os.PathLike[str], size: tuple[int, int] | None =
         ckpt = from_edgevpr(data, path)
     else:
         state = data.get("state_dict", data)
-        if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        if not isinstance(state, dict) or not all(
+            isinstance(v, torch.Tensor) for v in state.values()
+        ):
             raise EdgeVPRError(f"{path} is neither an edgevpr checkpoint nor a state dict")
         ckpt = from_official(state, path, size)
     ckpt.sha256 = file_sha256(path)
@@ -173,7 +179,7 @@ def strip_prefix(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
             prefix = match.group(1)
             if not prefix:
                 return state
-            return {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}
+            return {k[len(prefix) :]: v for k, v in state.items() if k.startswith(prefix)}
     raise EdgeVPRError("no MixVPR aggregator keys (aggregator.mix.N.mix.0.weight) found")
 
 
@@ -182,7 +188,9 @@ def infer_backbone(state: dict[str, torch.Tensor]) -> str:
         return "vgg16"
     if any(k.startswith("backbone.model.blocks.") for k in state):
         return "efficientnet_lite0"
-    blocks = {int(m.group(1)) for k in state if (m := re.match(r"backbone\.model\.layer3\.(\d+)\.", k))}
+    blocks = {
+        int(m.group(1)) for k in state if (m := re.match(r"backbone\.model\.layer3\.(\d+)\.", k))
+    }
     if not blocks:
         raise EdgeVPRError("cannot tell the backbone: no backbone.model.layer3 keys")
     depth = max(blocks) + 1

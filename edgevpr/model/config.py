@@ -114,7 +114,9 @@ def default_preprocess(backbone: str, height: int = 320, width: int = 320) -> Pr
     return PreprocessSpec(height=height, width=width, **norm)
 
 
-def mixvpr(backbone: str, out_channels: int, out_rows: int, size: int = 320, **kw: Any) -> ModelConfig:
+def mixvpr(
+    backbone: str, out_channels: int, out_rows: int, size: int = 320, **kw: Any
+) -> ModelConfig:
     params = {"mix_depth": 4, "mlp_ratio": 1.0, "out_channels": out_channels, "out_rows": out_rows}
     return ModelConfig(
         backbone=backbone,

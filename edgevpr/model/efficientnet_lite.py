@@ -38,7 +38,9 @@ class SameConv2d(nn.Conv2d):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         pads = []
-        for size, k, s in zip(x.shape[-1:-3:-1], self.kernel_size[::-1], self.stride[::-1], strict=True):
+        for size, k, s in zip(
+            x.shape[-1:-3:-1], self.kernel_size[::-1], self.stride[::-1], strict=True
+        ):
             total = max((math.ceil(size / s) - 1) * s + k - size, 0)
             pads += [total // 2, total - total // 2]
         if any(pads):
@@ -155,7 +157,9 @@ class EfficientNetLite0Backbone(nn.Module):
 
     def stages(self) -> list[list[nn.Module]]:
         stem = [self.model.conv_stem, self.model.bn0]
-        return [stem] + [[self.model.blocks[i] for i in r] for r in stage_block_ranges(STRIDE16_STAGES)]
+        return [stem] + [
+            [self.model.blocks[i] for i in r] for r in stage_block_ranges(STRIDE16_STAGES)
+        ]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.model.features(x)

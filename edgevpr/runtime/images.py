@@ -61,7 +61,9 @@ def decode_image(data: bytes | np.ndarray, name: str = "<bytes>") -> np.ndarray:
 def to_rgb8(image: np.ndarray, name: str = "<array>") -> np.ndarray:
     """Any OpenCV decode result (grey, BGR, BGRA; 8/16-bit or float) -> RGB uint8."""
     if image.shape[0] * image.shape[1] > MAX_PIXELS:
-        raise EdgeVPRError(f"cannot read image {name}: {image.shape[1]}x{image.shape[0]} is too large")
+        raise EdgeVPRError(
+            f"cannot read image {name}: {image.shape[1]}x{image.shape[0]} is too large"
+        )
     if image.dtype == np.uint16:
         image = (image >> 8).astype(np.uint8)
     elif image.dtype in (np.float32, np.float64):
