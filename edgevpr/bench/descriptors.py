@@ -1,0 +1,130 @@
+"""Place maps of any size with the structure of real ones, grown from the descriptors of a
+few hundred real images, and how an approximate search is scored against exact search.
+
+HNSW recall means something only on descriptors with neighbourhood structure: on uniform
+random vectors every point is about equally far from every other and recall collapses. So
+map entries are made the way a route is mapped: between two consecutive real keyframes
+(interpolated), plus appearance change drawn from the real descriptors' own differences
+(so it stays in the subspace real images span), plus a little isotropic noise; then
+renormalised. Queries are new draws from the real query descriptors where there are any.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+
+import numpy as np
+
+# Appearance change per entry, in units of the median nearest-neighbour distance of the real
+# descriptors: maps get small changes (nearby frames), queries larger ones (a revisit).
+MAP_CHANGE = 0.5
+QUERY_CHANGE = 1.0
+ISOTROPIC_SHARE = 0.1  # of the change, in directions no real image spans (sensor noise)
+DIFFERENCES_PER_ENTRY = 4
+CHUNK = 2048
+# Two results are the same place when their similarities agree to float32 rounding:
+# a tie broken differently is not a search error.
+TIE_TOLERANCE = 1e-5
+
+
+def l2_normalize(x: np.ndarray) -> np.ndarray:
+    norms = np.linalg.norm(x, axis=1, keepdims=True)
+    return (x / np.maximum(norms, 1e-12)).astype(np.float32)
+
+
+def median_nn_distance(real: np.ndarray, sample: int = 512) -> float:
+    """Median Euclidean distance from a real descriptor to its nearest other one."""
+    rows = real[:sample]
+    sims = rows @ real.T
+    for i in range(len(rows)):
+        sims[i, i] = -np.inf
+    nearest = np.clip(sims.max(axis=1), -1.0, 1.0)
+    return float(np.median(np.sqrt(np.maximum(2.0 - 2.0 * nearest, 0.0))))
+
+
+def rms_difference(real: np.ndarray, rng: np.random.Generator, pairs: int = 1024) -> float:
+    a = rng.integers(0, len(real), pairs)
+    b = rng.integers(0, len(real), pairs)
+    return float(np.sqrt(np.mean(np.sum((real[a] - real[b]) ** 2, axis=1))) + 1e-12)
+
+
+def grow(real: np.ndarray, count: int, seed: int, change: float = MAP_CHANGE) -> np.ndarray:
+    """``count`` unit descriptors (float32) spread along and around the real ones (see the
+    module docstring); ``real`` is N x D unit rows in route order, N >= 2."""
+    real = l2_normalize(np.asarray(real, dtype=np.float32))
+    n, dim = real.shape
+    if n < 2:
+        raise ValueError("need at least two real descriptors to grow a map")
+    rng = np.random.default_rng(seed)
+    target = change * median_nn_distance(real)
+    # A sum of k weighted differences has about sqrt(k) times the RMS difference as norm.
+    scale = target / (rms_difference(real, rng) * np.sqrt(DIFFERENCES_PER_ENTRY))
+    out = np.empty((count, dim), dtype=np.float32)
+    for start in range(0, count, CHUNK):
+        m = min(CHUNK, count - start)
+        left = rng.integers(0, n - 1, m)
+        t = rng.random((m, 1), dtype=np.float32)
+        entries = (1.0 - t) * real[left] + t * real[left + 1]
+        a = rng.integers(0, n, (m, DIFFERENCES_PER_ENTRY))
+        b = rng.integers(0, n, (m, DIFFERENCES_PER_ENTRY))
+        weights = rng.standard_normal((m, DIFFERENCES_PER_ENTRY), dtype=np.float32)
+        entries += scale * np.einsum("mk,mkd->md", weights, real[a] - real[b])
+        isotropic = rng.standard_normal((m, dim), dtype=np.float32)
+        entries += (ISOTROPIC_SHARE * target / np.sqrt(dim)) * isotropic
+        out[start : start + m] = l2_normalize(entries)
+    return out
+
+
+def content_key(*arrays: np.ndarray, **params: object) -> str:
+    """A short hash of arrays and parameters: the name of a cached artifact built from them."""
+    digest = hashlib.sha256()
+    for array in arrays:
+        digest.update(str(array.shape).encode())
+        digest.update(str(array.dtype).encode())
+        digest.update(np.ascontiguousarray(array).tobytes())
+    digest.update(repr(sorted(params.items())).encode())
+    return digest.hexdigest()[:20]
+
+
+def exact_search(
+    database: np.ndarray, queries: np.ndarray, k: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """Top-k by inner product (= cosine on unit rows): (ids, similarities), best first."""
+    sims = queries @ database.T
+    k = min(k, database.shape[0])
+    part = np.argpartition(-sims, k - 1, axis=1)[:, :k]
+    part_sims = np.take_along_axis(sims, part, axis=1)
+    order = np.argsort(-part_sims, axis=1, kind="stable")
+    return np.take_along_axis(part, order, axis=1), np.take_along_axis(part_sims, order, axis=1)
+
+
+@dataclass(frozen=True)
+class Agreement:
+    """How well an approximate search reproduces exact search on the same queries."""
+
+    top1: float  # share of queries whose first result is exact's first (or ties with it)
+    recall_at_k: float  # mean share of exact's top-k found in the approximate top-k
+    k: int
+
+
+def agreement(
+    approx_ids: np.ndarray,
+    approx_sims: np.ndarray,
+    exact_ids: np.ndarray,
+    exact_sims: np.ndarray,
+    k: int,
+) -> Agreement:
+    """Score approximate results against exact ones (both N x >=k, best first)."""
+    approx_ids, exact_ids = approx_ids[:, :k], exact_ids[:, :k]
+    same_first = approx_ids[:, 0] == exact_ids[:, 0]
+    tied_first = approx_sims[:, 0] >= exact_sims[:, 0] - TIE_TOLERANCE
+    found = [
+        len(set(a.tolist()) & set(e.tolist())) / k
+        for a, e in zip(approx_ids, exact_ids, strict=True)
+    ]
+    return Agreement(
+        top1=float(np.mean(same_first | tied_first)),
+        recall_at_k=float(np.mean(found)),
+        k=k,
+    )
