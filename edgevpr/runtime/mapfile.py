@@ -1,0 +1,212 @@
+"""The place-map file: one file, written atomically, checked on every load.
+
+Layout (little-endian)::
+
+    magic            14 bytes  b"EDGEVPRMAP\\r\\n\\x1a\\n"  (catches text-mode transfers)
+    format_version    u16
+    metadata_length   u64      bytes of the UTF-8 JSON metadata section
+    index_length      u64      bytes of the hnswlib index section
+    sha256            32 bytes over the metadata and index sections
+    metadata          JSON     (format, fingerprint, dimension, HNSW parameters, records)
+    index             bytes    exactly what hnswlib's save_index writes
+
+No pickle anywhere: the metadata is JSON and the index is hnswlib's own binary format, which
+is read only after the checksum has matched.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import struct
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, BinaryIO
+
+from edgevpr.errors import EdgeVPRError
+
+MAGIC = b"EDGEVPRMAP\r\n\x1a\n"
+FORMAT_NAME = "edgevpr.placemap"
+FORMAT_VERSION = 1
+HEADER = struct.Struct("<14sHQQ32s")
+CHUNK = 1 << 20
+REBUILD_HINT = "rebuild it with 'edgevpr index build' or restore a copy"
+
+
+@dataclass(frozen=True)
+class MapHeader:
+    format_version: int
+    metadata_length: int
+    index_length: int
+    sha256: bytes
+
+    @property
+    def total_size(self) -> int:
+        return HEADER.size + self.metadata_length + self.index_length
+
+
+def is_place_map(path: str | os.PathLike[str]) -> bool:
+    """True when ``path`` starts like a place map (cheap: reads 14 bytes)."""
+    try:
+        with open(path, "rb") as fh:
+            return fh.read(len(MAGIC)) == MAGIC
+    except OSError:
+        return False
+
+
+def _open_map(path: Path) -> BinaryIO:
+    if not path.exists():
+        raise EdgeVPRError(f"place map {path} does not exist")
+    if not path.is_file():
+        raise EdgeVPRError(f"place map {path} is not a file")
+    try:
+        return open(path, "rb")
+    except OSError as exc:
+        raise EdgeVPRError(f"cannot read place map {path}: {exc.strerror or exc}") from None
+
+
+def _read_header(fh: BinaryIO, path: Path) -> MapHeader:
+    raw = fh.read(HEADER.size)
+    if not raw:
+        raise EdgeVPRError(f"place map {path} is empty")
+    if not raw.startswith(MAGIC[: len(raw)]):
+        raise EdgeVPRError(f"{path} is not an edgevpr place map")
+    if len(raw) < HEADER.size:
+        raise EdgeVPRError(f"place map {path} is truncated (only {len(raw)} bytes); {REBUILD_HINT}")
+    _, version, metadata_length, index_length, digest = HEADER.unpack(raw)
+    if version != FORMAT_VERSION:
+        newer = "a newer edgevpr" if version > FORMAT_VERSION else "an older edgevpr"
+        raise EdgeVPRError(
+            f"place map {path} has format version {version} (made by {newer}); "
+            f"this edgevpr reads version {FORMAT_VERSION}"
+        )
+    header = MapHeader(version, metadata_length, index_length, digest)
+    size = os.fstat(fh.fileno()).st_size
+    if size < header.total_size:
+        raise EdgeVPRError(
+            f"place map {path} is truncated ({size} of {header.total_size} bytes); {REBUILD_HINT}"
+        )
+    if size > header.total_size:
+        raise EdgeVPRError(
+            f"place map {path} is corrupt ({size - header.total_size} unexpected bytes at the end)"
+        )
+    return header
+
+
+def _parse_metadata(raw: bytes, path: Path) -> dict[str, Any]:
+    try:
+        metadata = json.loads(raw.decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise EdgeVPRError(f"place map {path} has unreadable metadata ({exc})") from None
+    if not isinstance(metadata, dict) or metadata.get("format") != FORMAT_NAME:
+        raise EdgeVPRError(f"place map {path} has metadata of another format")
+    return metadata
+
+
+def read_map_metadata(path: str | os.PathLike[str]) -> tuple[MapHeader, dict[str, Any]]:
+    """Verify the whole file's checksum and return its header and metadata, without
+    loading the index (for ``edgevpr info``)."""
+    path = Path(path)
+    with _open_map(path) as fh:
+        header = _read_header(fh, path)
+        metadata_bytes = fh.read(header.metadata_length)
+        digest = hashlib.sha256(metadata_bytes)
+        _hash_copy(fh, header.index_length, digest, None)
+    _check_digest(digest, header, path)
+    return header, _parse_metadata(metadata_bytes, path)
+
+
+@contextmanager
+def open_map(path: str | os.PathLike[str]) -> Iterator[tuple[dict[str, Any], Path]]:
+    """Verify a map file and yield (metadata, path of its index section as a temporary file).
+
+    hnswlib loads only from a path, so the index section is copied out while it is hashed;
+    nothing of it is parsed before the checksum matched.
+    """
+    path = Path(path)
+    with _open_map(path) as fh, tempfile.TemporaryDirectory(prefix="edgevpr-map-") as tmp:
+        header = _read_header(fh, path)
+        metadata_bytes = fh.read(header.metadata_length)
+        digest = hashlib.sha256(metadata_bytes)
+        index_path = Path(tmp) / "index.hnsw"
+        with open(index_path, "wb") as out:
+            _hash_copy(fh, header.index_length, digest, out)
+        _check_digest(digest, header, path)
+        yield _parse_metadata(metadata_bytes, path), index_path
+
+
+def _hash_copy(src: BinaryIO, length: int, digest: Any, dst: BinaryIO | None) -> None:
+    remaining = length
+    while remaining:
+        block = src.read(min(CHUNK, remaining))
+        if not block:
+            break
+        digest.update(block)
+        if dst is not None:
+            dst.write(block)
+        remaining -= len(block)
+
+
+def _check_digest(digest: Any, header: MapHeader, path: Path) -> None:
+    if digest.digest() != header.sha256:
+        raise EdgeVPRError(f"place map {path} is corrupt (checksum mismatch); {REBUILD_HINT}")
+
+
+def write_map(path: str | os.PathLike[str], metadata: dict[str, Any], index_path: Path) -> None:
+    """Write a map file atomically: a temporary file beside ``path``, fsync, rename.
+
+    A crash or error at any point leaves the previous file at ``path`` untouched.
+    """
+    path = Path(path)
+    if path.is_dir():
+        raise EdgeVPRError(f"cannot write place map {path}: it is a folder")
+    if path.exists() and not is_place_map(path):
+        raise EdgeVPRError(f"refusing to overwrite {path}: it is not an edgevpr place map")
+    metadata_bytes = json.dumps(metadata, separators=(",", ":"), sort_keys=True).encode()
+    index_length = index_path.stat().st_size
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    except OSError as exc:
+        raise EdgeVPRError(f"cannot write place map {path}: {exc.strerror or exc}") from None
+    try:
+        with os.fdopen(fd, "wb") as out:
+            out.write(b"\0" * HEADER.size)
+            digest = hashlib.sha256(metadata_bytes)
+            out.write(metadata_bytes)
+            with open(index_path, "rb") as src:
+                _hash_copy(src, index_length, digest, out)
+            out.seek(0)
+            out.write(
+                HEADER.pack(
+                    MAGIC, FORMAT_VERSION, len(metadata_bytes), index_length, digest.digest()
+                )
+            )
+            out.flush()
+            os.fsync(out.fileno())
+        os.replace(tmp, path)
+        _fsync_folder(path.parent)
+    except OSError as exc:
+        Path(tmp).unlink(missing_ok=True)
+        raise EdgeVPRError(f"cannot write place map {path}: {exc.strerror or exc}") from None
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def _fsync_folder(folder: Path) -> None:
+    """Make the rename itself durable (POSIX); harmless to skip where unsupported."""
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
