@@ -1,0 +1,226 @@
+"""``edgevpr info`` for what the runtime reads: ONNX models, TensorRT engines, place maps.
+
+Torch-free and onnx-free: ONNX facts come from ONNX Runtime plus a few top-level protobuf
+fields (IR version, opsets) read directly from the file.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any, BinaryIO
+
+from edgevpr.errors import EdgeVPRError
+from edgevpr.runtime.mapfile import is_place_map, read_map_metadata
+from edgevpr.runtime.metadata import ModelMetadata
+from edgevpr.runtime.tensorrt_backend import (
+    ENGINE_SUFFIXES,
+    EngineHeader,
+    check_engine_compatibility,
+    header_path,
+    local_gpu,
+    read_engine_header,
+)
+
+# ModelProto field numbers (onnx.proto3)
+ONNX_IR_VERSION, ONNX_PRODUCER, ONNX_OPSET_IMPORT = 1, 2, 8
+OPSET_DOMAIN, OPSET_VERSION = 1, 2
+
+
+def describe_artifact(path: str | os.PathLike[str]) -> dict[str, Any]:
+    """What a place map, ONNX model or TensorRT engine is (a flat-ish dict for printing)."""
+    path = Path(path)
+    if not path.exists():
+        raise EdgeVPRError(f"{path} does not exist")
+    if path.is_file() and is_place_map(path):
+        return describe_place_map(path)
+    suffix = path.suffix.lower()
+    if suffix == ".onnx":
+        return describe_onnx(path)
+    if suffix in ENGINE_SUFFIXES:
+        return describe_engine(path)
+    raise EdgeVPRError(
+        f"don't know what {path} is: expected a checkpoint, .onnx model, "
+        ".engine/.plan or a place map"
+    )
+
+
+def describe_place_map(path: Path) -> dict[str, Any]:
+    header, metadata = read_map_metadata(path)
+    records = metadata.get("records", [])
+    has_en = any("east" in r for r in records)
+    has_ll = any("lat" in r for r in records)
+    coordinates = "+".join(k for k, v in (("east/north", has_en), ("lat/lon", has_ll)) if v)
+    hnsw = metadata.get("hnsw", {})
+    return {
+        "kind": "place map",
+        "file": str(path),
+        "size_bytes": path.stat().st_size,
+        "format_version": header.format_version,
+        "integrity": "ok (sha256 verified)",
+        "places": len(records),
+        "descriptor_dim": metadata.get("descriptor_dim"),
+        "fingerprint": metadata.get("fingerprint"),
+        "model": metadata.get("model", {}),
+        "coordinates": coordinates or "none",
+        "M": hnsw.get("M"),
+        "ef_construction": hnsw.get("ef_construction"),
+        "ef": hnsw.get("ef"),
+        "created": metadata.get("created"),
+        "saved": metadata.get("saved"),
+        "edgevpr_version": metadata.get("edgevpr_version"),
+    }
+
+
+def describe_onnx(path: Path) -> dict[str, Any]:
+    import onnxruntime as ort  # only here: the map and engine paths don't need it
+
+    options = ort.SessionOptions()
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+    options.log_severity_level = 3
+    try:
+        session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    except Exception as exc:  # noqa: BLE001 - ORT raises many pybind types
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
+        raise EdgeVPRError(f"cannot read ONNX model {path}: {first}") from None
+    info: dict[str, Any] = {
+        "kind": "onnx model",
+        "file": str(path),
+        "size_bytes": path.stat().st_size,
+    }
+    info.update(_onnx_header_fields(path))
+    for label, values in (("input", session.get_inputs()), ("output", session.get_outputs())):
+        for i, value in enumerate(values):
+            name = label if len(values) == 1 else f"{label}_{i}"
+            info[name] = f"{value.name} {list(value.shape)} {value.type}"
+    props = session.get_modelmeta().custom_metadata_map
+    try:
+        metadata = ModelMetadata.from_props(props, source=f"ONNX model {path}")
+    except EdgeVPRError as exc:
+        info["edgevpr_metadata"] = f"missing or unreadable: {exc}"
+        return info
+    info.update(_metadata_fields(metadata))
+    info["providers_here"] = ort.get_available_providers()
+    return info
+
+
+def describe_engine(path: Path) -> dict[str, Any]:
+    header = read_engine_header(path)
+    info: dict[str, Any] = {
+        "kind": "tensorrt engine",
+        "file": str(path),
+        "size_bytes": path.stat().st_size,
+        "header": str(header_path(path)),
+        "trt_version": header.trt_version,
+        "gpu_name": header.gpu_name,
+        "compute_capability": header.compute_capability,
+        "hardware_compatibility": header.hardware_compatibility,
+        "precision": header.precision,
+        "batch_min_opt_max": [header.batch_min, header.batch_opt, header.batch_max],
+        "onnx_sha256": header.onnx_sha256,
+    }
+    info.update(_metadata_fields(header.model_metadata(source=f"engine header of {path}")))
+    info["runs_here"] = _engine_runs_here(header)
+    return info
+
+
+def _engine_runs_here(header: EngineHeader) -> str:
+    """Checked without loading the engine; unknown where TensorRT or a GPU is missing."""
+    try:
+        import tensorrt
+    except ImportError:
+        return "unknown (tensorrt is not installed here)"
+    try:
+        name, capability = local_gpu()
+    except EdgeVPRError as exc:
+        return f"unknown ({exc})"
+    try:
+        check_engine_compatibility(header, tensorrt.__version__, capability, name)
+    except EdgeVPRError as exc:
+        return f"no: {exc}"
+    return "yes"
+
+
+def _metadata_fields(metadata: ModelMetadata) -> dict[str, Any]:
+    config = metadata.model_config
+    return {
+        "fingerprint": metadata.fingerprint,
+        "descriptor_dim": metadata.descriptor_dim,
+        "precision": metadata.precision,
+        "backbone": config.get("backbone"),
+        "aggregator": config.get("aggregator"),
+        "preprocess": json.dumps(metadata.preprocess.to_dict(), sort_keys=True),
+        "edgevpr_version": metadata.edgevpr_version,
+    }
+
+
+# ------------------------------------------------------------------ protobuf, minimally
+def _varint(fh: BinaryIO) -> int | None:
+    result, shift = 0, 0
+    while True:
+        byte = fh.read(1)
+        if not byte:
+            return None
+        result |= (byte[0] & 0x7F) << shift
+        if byte[0] < 0x80:
+            return result
+        shift += 7
+        if shift > 63:
+            raise ValueError("varint too long")
+
+
+def _fields(fh: BinaryIO, end: int) -> Any:
+    """Yield (field number, wire type, value) of one message; length-delimited values are
+    returned as their offset and length, and skipped, so that big graphs are never read."""
+    while fh.tell() < end:
+        key = _varint(fh)
+        if key is None:
+            return
+        number, wire = key >> 3, key & 7
+        if wire == 0:
+            yield number, wire, _varint(fh)
+        elif wire == 1:
+            fh.seek(8, os.SEEK_CUR)
+        elif wire == 2:
+            length = _varint(fh) or 0
+            start = fh.tell()
+            yield number, wire, (start, length)
+            fh.seek(start + length)
+        elif wire == 5:
+            fh.seek(4, os.SEEK_CUR)
+        else:
+            raise ValueError(f"unsupported wire type {wire}")
+
+
+def _onnx_header_fields(path: Path) -> dict[str, Any]:
+    """IR version and opsets from the ModelProto's top level (empty if unparsable)."""
+    found: dict[str, Any] = {}
+    opsets: dict[str, int] = {}
+    try:
+        with open(path, "rb") as fh:
+            size = os.fstat(fh.fileno()).st_size
+            for number, wire, value in _fields(fh, size):
+                if number == ONNX_IR_VERSION and wire == 0:
+                    found["ir_version"] = value
+                elif number == ONNX_PRODUCER and wire == 2:
+                    fh.seek(value[0])
+                    found["producer"] = fh.read(min(value[1], 200)).decode(errors="replace")
+                elif number == ONNX_OPSET_IMPORT and wire == 2:
+                    domain, version = "ai.onnx", 0
+                    for inner, inner_wire, inner_value in _fields(fh, value[0] + value[1]):
+                        if inner == OPSET_DOMAIN and inner_wire == 2:
+                            fh.seek(inner_value[0])
+                            domain = fh.read(inner_value[1]).decode(errors="replace") or "ai.onnx"
+                        elif inner == OPSET_VERSION and inner_wire == 0:
+                            version = inner_value
+                    opsets[domain] = version
+                    fh.seek(value[0] + value[1])
+    except (OSError, ValueError):
+        return found
+    if opsets:
+        found["opset"] = opsets.get("ai.onnx", max(opsets.values()))
+        others = {d: v for d, v in opsets.items() if d != "ai.onnx"}
+        if others:
+            found["other_opsets"] = others
+    return found

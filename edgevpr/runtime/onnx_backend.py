@@ -1,0 +1,236 @@
+"""ONNX Runtime backend: the best execution provider available, reused I/O buffers.
+
+Providers are tried best first: TensorRT, then CUDA, then CPU (each only where this
+onnxruntime build has it). Every thread gets its own IOBinding with input and output buffers
+allocated once per batch shape on the provider's device, so steady-state inference allocates
+nothing and concurrent callers never share a buffer (``run_with_iobinding`` on one session is
+thread-safe).
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import onnxruntime as ort
+
+from edgevpr.errors import EdgeVPRError
+from edgevpr.runtime.metadata import ModelMetadata
+
+TENSORRT_EP = "TensorrtExecutionProvider"
+CUDA_EP = "CUDAExecutionProvider"
+CPU_EP = "CPUExecutionProvider"
+PREFERRED_PROVIDERS = (TENSORRT_EP, CUDA_EP, CPU_EP)
+GPU_PROVIDERS = {TENSORRT_EP, CUDA_EP}
+PROVIDER_ALIASES = {
+    "tensorrt": TENSORRT_EP,
+    "trt": TENSORRT_EP,
+    "cuda": CUDA_EP,
+    "gpu": CUDA_EP,
+    "cpu": CPU_EP,
+}
+ORT_TYPES = {"tensor(float)": np.float32, "tensor(float16)": np.float16}
+# Buffers kept per thread: the full batch plus a couple of tail sizes.
+MAX_CACHED_SHAPES = 3
+
+ProviderRequest = str | tuple[str, dict[str, Any]]
+
+
+def resolve_providers(
+    requested: list[ProviderRequest] | None, available: list[str]
+) -> list[tuple[str, dict[str, Any]]]:
+    """Requested providers (names, short aliases or (name, options)) -> ORT's list, checked
+    against what this onnxruntime build offers; None picks the best available, in order."""
+    if requested is None:
+        return [(name, {}) for name in PREFERRED_PROVIDERS if name in available] or [(CPU_EP, {})]
+    if not requested:
+        raise EdgeVPRError("no execution provider given")
+    chosen: list[tuple[str, dict[str, Any]]] = []
+    for item in requested:
+        name, options = (item, {}) if isinstance(item, str) else (item[0], dict(item[1]))
+        name = PROVIDER_ALIASES.get(name.lower(), name)
+        if name not in available:
+            raise EdgeVPRError(
+                f"execution provider {name} is not available in this onnxruntime "
+                f"(available: {', '.join(available)}); GPU providers need 'onnxruntime-gpu'"
+            )
+        chosen.append((name, options))
+    return chosen
+
+
+def trt_cache_dir() -> Path:
+    """Where the TensorRT execution provider keeps the engines it builds (it builds one on
+    first use, which takes minutes; later sessions reuse it)."""
+    root = os.environ.get("EDGEVPR_CACHE") or Path.home() / ".cache" / "edgevpr"
+    return Path(root) / "ort-tensorrt"
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return (text.splitlines()[0] if text else type(exc).__name__)[:300]
+
+
+@dataclass
+class _Buffers:
+    binding: Any
+    input: Any
+    output: Any
+
+
+class OnnxBackend:
+    """One ONNX Runtime session for one exported model."""
+
+    def __init__(
+        self,
+        path: Path,
+        providers: list[ProviderRequest] | None = None,
+        threads: int | None = None,
+        batch_size: int = 16,
+    ) -> None:
+        self.path = path
+        options = ort.SessionOptions()
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        options.log_severity_level = 3  # errors only: provider fallbacks are reported by us
+        if threads is not None:
+            if threads < 1:
+                raise EdgeVPRError(f"threads must be at least 1, got {threads}")
+            options.intra_op_num_threads = threads
+            options.inter_op_num_threads = 1
+        chosen = resolve_providers(providers, ort.get_available_providers())
+        self.session = self._open(path, options, chosen, batch_size)
+        active = self.session.get_providers()
+        if providers is not None and chosen[0][0] not in active:
+            raise EdgeVPRError(
+                f"{chosen[0][0]} could not be started for {path} (running on {active[0]}); "
+                "check the CUDA/TensorRT libraries, or choose another provider"
+            )
+        self.provider = active[0]
+        self.device = "cuda" if self.provider in GPU_PROVIDERS else "cpu"
+        props = self.session.get_modelmeta().custom_metadata_map
+        self.metadata = ModelMetadata.from_props(props, source=f"ONNX model {path}")
+        self._check_io()
+        self._local = threading.local()
+
+    @property
+    def description(self) -> str:
+        return f"onnxruntime {ort.__version__} ({self.provider})"
+
+    @staticmethod
+    def _open(
+        path: Path,
+        options: ort.SessionOptions,
+        chosen: list[tuple[str, dict[str, Any]]],
+        batch_size: int,
+    ) -> ort.InferenceSession:
+        providers: list[tuple[str, dict[str, Any]]] = []
+        for name, user_options in chosen:
+            defaults: dict[str, Any] = {}
+            if name == TENSORRT_EP:
+                defaults = OnnxBackend._trt_defaults(path, batch_size)
+            providers.append((name, {**defaults, **user_options}))
+        try:
+            return ort.InferenceSession(str(path), sess_options=options, providers=providers)
+        except Exception as exc:  # noqa: BLE001 - ORT raises many pybind types
+            raise EdgeVPRError(f"cannot load ONNX model {path}: {_first_line(exc)}") from None
+
+    @staticmethod
+    def _trt_defaults(path: Path, batch_size: int) -> dict[str, Any]:
+        """Engine cache, and an optimisation profile for the dynamic batch axis (without
+        one, the TensorRT provider rebuilds its engine for every new batch size). The input
+        shape comes from a quick unoptimised CPU session."""
+        cache = trt_cache_dir()
+        cache.mkdir(parents=True, exist_ok=True)
+        defaults: dict[str, Any] = {
+            "trt_engine_cache_enable": True,
+            "trt_engine_cache_path": str(cache),
+        }
+        probe_options = ort.SessionOptions()
+        probe_options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+        try:
+            probe = ort.InferenceSession(str(path), probe_options, providers=[CPU_EP])
+        except Exception as exc:  # noqa: BLE001
+            raise EdgeVPRError(f"cannot load ONNX model {path}: {_first_line(exc)}") from None
+        model_input = probe.get_inputs()[0]
+        if len(model_input.shape) == 4 and not isinstance(model_input.shape[0], int):
+            shape = "x".join(str(d) for d in model_input.shape[1:])
+            name = model_input.name
+            defaults["trt_profile_min_shapes"] = f"{name}:1x{shape}"
+            defaults["trt_profile_opt_shapes"] = f"{name}:{batch_size}x{shape}"
+            defaults["trt_profile_max_shapes"] = f"{name}:{batch_size}x{shape}"
+        return defaults
+
+    def _check_io(self) -> None:
+        inputs, outputs = self.session.get_inputs(), self.session.get_outputs()
+        if len(inputs) != 1 or len(outputs) < 1:
+            raise EdgeVPRError(
+                f"ONNX model {self.path} has {len(inputs)} inputs; expected one image batch"
+            )
+        model_input, model_output = inputs[0], outputs[0]
+        spec = self.metadata.preprocess
+        expected = (3, spec.height, spec.width)
+        shape = list(model_input.shape)
+        if len(shape) != 4 or any(
+            isinstance(got, int) and got != want
+            for got, want in zip(shape[1:], expected, strict=True)
+        ):
+            raise EdgeVPRError(
+                f"ONNX model {self.path} takes input {shape}, but its metadata says "
+                f"N x 3 x {spec.height} x {spec.width}"
+            )
+        out_shape = list(model_output.shape)
+        if len(out_shape) != 2 or (
+            isinstance(out_shape[1], int) and out_shape[1] != self.metadata.descriptor_dim
+        ):
+            raise EdgeVPRError(
+                f"ONNX model {self.path} gives output {out_shape}, but its metadata says "
+                f"N x {self.metadata.descriptor_dim}"
+            )
+        if model_input.type not in ORT_TYPES or model_output.type not in ORT_TYPES:
+            raise EdgeVPRError(
+                f"ONNX model {self.path} has {model_input.type} input / {model_output.type} "
+                "output; expected float or float16"
+            )
+        self.input_name, self.output_name = model_input.name, model_output.name
+        self.input_dtype = ORT_TYPES[model_input.type]
+        self.output_dtype = ORT_TYPES[model_output.type]
+        fixed = shape[0] if isinstance(shape[0], int) and shape[0] > 0 else None
+        self.min_batch = fixed or 1
+        self.max_batch: int | None = fixed
+
+    def _buffers(self, batch: int) -> _Buffers:
+        cache: dict[int, _Buffers] = self._local.__dict__.setdefault("buffers", {})
+        buffers = cache.get(batch)
+        if buffers is None:
+            if len(cache) >= MAX_CACHED_SHAPES:
+                cache.clear()
+            spec = self.metadata.preprocess
+            in_shape = (batch, 3, spec.height, spec.width)
+            out_shape = (batch, self.metadata.descriptor_dim)
+            make = ort.OrtValue.ortvalue_from_shape_and_type
+            buffers = _Buffers(
+                binding=self.session.io_binding(),
+                input=make(in_shape, self.input_dtype, self.device, 0),
+                output=make(out_shape, self.output_dtype, self.device, 0),
+            )
+            buffers.binding.bind_ortvalue_input(self.input_name, buffers.input)
+            buffers.binding.bind_ortvalue_output(self.output_name, buffers.output)
+            cache[batch] = buffers
+        return buffers
+
+    def run(self, batch: np.ndarray) -> np.ndarray:
+        """N x 3 x H x W (already checked) -> N x D float32, a fresh array."""
+        buffers = self._buffers(batch.shape[0])
+        try:
+            buffers.input.update_inplace(np.ascontiguousarray(batch, dtype=self.input_dtype))
+            self.session.run_with_iobinding(buffers.binding)
+        except Exception as exc:  # noqa: BLE001 - ORT raises many pybind types
+            raise EdgeVPRError(f"inference failed for {self.path}: {_first_line(exc)}") from None
+        # .numpy() of a CPU buffer is a view that the next run overwrites: copy it out
+        return np.array(buffers.output.numpy(), dtype=np.float32, copy=True)
+
+    def close(self) -> None:
+        self._local = threading.local()

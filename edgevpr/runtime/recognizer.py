@@ -1,0 +1,170 @@
+"""Image in, place out: an embedder and a place map that it made."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from edgevpr.errors import EdgeVPRError
+from edgevpr.runtime.embedder import Embedder
+from edgevpr.runtime.geo import GeoPrior
+from edgevpr.runtime.images import decode_image, read_image
+from edgevpr.runtime.placemap import Neighbours, PlaceMap, PlaceRecord
+
+ImageInput = np.ndarray | str | os.PathLike[str] | bytes
+
+
+@dataclass(frozen=True)
+class Match:
+    """One candidate place: rank 1 is the best."""
+
+    rank: int
+    id: int
+    score: float
+    record: PlaceRecord
+    distance_m: float | None = None  # from the prior's position, when a prior was given
+
+    @property
+    def coordinates(self) -> tuple[float, float] | None:
+        """(east, north) when known, else (lat, lon), else None."""
+        if self.record.east is not None:
+            return (self.record.east, self.record.north)  # type: ignore[return-value]
+        if self.record.lat is not None:
+            return (self.record.lat, self.record.lon)  # type: ignore[return-value]
+        return None
+
+    def to_dict(self) -> dict[str, Any]:
+        data: dict[str, Any] = {"rank": self.rank, "id": self.id, "score": round(self.score, 6)}
+        data.update({k: v for k, v in self.record.to_dict().items() if k != "id"})
+        if self.distance_m is not None:
+            data["distance_m"] = round(self.distance_m, 3)
+        return data
+
+
+@dataclass(frozen=True)
+class Recognition:
+    """The answer for one query image."""
+
+    query: str | None
+    matches: list[Match] = field(default_factory=list)
+    prior: GeoPrior | None = None
+
+    @property
+    def best(self) -> Match | None:
+        """The best place, or None when a prior left no candidate."""
+        return self.matches[0] if self.matches else None
+
+    @property
+    def coordinates(self) -> tuple[float, float] | None:
+        return self.best.coordinates if self.best else None
+
+    @property
+    def score(self) -> float | None:
+        return self.best.score if self.best else None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "query": self.query,
+            "best": self.best.to_dict() if self.best else None,
+            "matches": [m.to_dict() for m in self.matches],
+            "prior": None if self.prior is None else self.prior.describe(),
+        }
+
+
+class Recognizer:
+    """Recognise places with ``embedder`` in ``placemap``; the map must come from the same
+    model (same fingerprint), since descriptors of different weights are not comparable."""
+
+    def __init__(self, embedder: Embedder, placemap: PlaceMap) -> None:
+        check_same_model(embedder, placemap)
+        self.embedder = embedder
+        self.placemap = placemap
+
+    def recognize(
+        self, image: ImageInput, k: int = 5, prior: GeoPrior | None = None
+    ) -> Recognition:
+        """One image (RGB uint8 array, file path or encoded bytes) -> its best places."""
+        return self.recognize_many([image], k=k, prior=prior)[0]
+
+    def recognize_many(
+        self,
+        images: Sequence[ImageInput],
+        k: int = 5,
+        prior: GeoPrior | None = None,
+        progress: bool = False,
+    ) -> list[Recognition]:
+        """Many images, embedded in batches; paths are decoded while the model runs."""
+        images = list(images)
+        if not images:
+            return []
+        if all(isinstance(i, (str, os.PathLike)) for i in images):
+            descriptors = self.embedder.embed_paths(images, progress=progress)  # type: ignore[arg-type]
+        else:
+            descriptors = self.embedder.embed_images([_to_rgb(i, n) for n, i in enumerate(images)])
+        return self.recognize_descriptors(
+            descriptors, k=k, prior=prior, names=[_name(i) for i in images]
+        )
+
+    def recognize_descriptors(
+        self,
+        descriptors: np.ndarray,
+        k: int = 5,
+        prior: GeoPrior | None = None,
+        names: Sequence[str | None] | None = None,
+    ) -> list[Recognition]:
+        """Descriptors already computed by this embedder -> recognitions."""
+        results = self.placemap.query(descriptors, k=k, prior=prior)
+        names = list(names) if names is not None else [None] * len(results)
+        return [
+            Recognition(query=name, matches=_matches(found), prior=prior)
+            for name, found in zip(names, results, strict=True)
+        ]
+
+
+def check_same_model(embedder: Embedder, placemap: PlaceMap) -> None:
+    """Refuse a map made by other weights: its scores would be meaningless."""
+    where = f"place map {placemap.source}" if placemap.source else "the place map"
+    if placemap.fingerprint != embedder.fingerprint:
+        raise EdgeVPRError(
+            f"{where} was built by model {placemap.fingerprint[:12]}, not by {embedder.path.name} "
+            f"({embedder.fingerprint[:12]}); rebuild it with "
+            f"'edgevpr index build {embedder.path.name} IMAGES_DIR --out MAP'"
+        )
+    if placemap.descriptor_dim != embedder.descriptor_dim:
+        raise EdgeVPRError(
+            f"{where} holds {placemap.descriptor_dim}-d descriptors, but {embedder.path.name} "
+            f"makes {embedder.descriptor_dim}-d ones"
+        )
+
+
+def _matches(found: Neighbours) -> list[Match]:
+    distances = found.distances_m
+    return [
+        Match(
+            rank=rank,
+            id=int(found.ids[rank - 1]),
+            score=float(found.scores[rank - 1]),
+            record=found.records[rank - 1],
+            distance_m=None if distances is None else float(distances[rank - 1]),
+        )
+        for rank in range(1, len(found) + 1)
+    ]
+
+
+def _to_rgb(image: ImageInput, index: int) -> np.ndarray:
+    if isinstance(image, np.ndarray):
+        return image
+    if isinstance(image, bytes):
+        return decode_image(image, f"image {index}")
+    if isinstance(image, (str, os.PathLike)):
+        return read_image(image)
+    raise EdgeVPRError(f"image {index}: expected an RGB array, a path or bytes, not {type(image)}")
+
+
+def _name(image: ImageInput) -> str | None:
+    return str(Path(image)) if isinstance(image, (str, os.PathLike)) else None
