@@ -14,6 +14,7 @@ import torch
 
 from edgevpr import __version__
 from edgevpr.errors import EdgeVPRError
+from edgevpr.export.files import write_bytes_atomic
 from edgevpr.model.checkpoint import Checkpoint
 from edgevpr.runtime.metadata import INPUT_NAME, OUTPUT_NAME, ModelMetadata
 
@@ -46,19 +47,7 @@ def set_metadata(model: onnx.ModelProto, metadata: ModelMetadata) -> None:
 
 def save_onnx_atomic(model: onnx.ModelProto, path: str | os.PathLike[str]) -> None:
     """Serialise to a temporary file beside ``path`` and rename it into place."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    data = model.SerializeToString()
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    write_bytes_atomic(path, model.SerializeToString())
 
 
 def trace_to_onnx(model: torch.nn.Module, height: int, width: int, opset: int) -> onnx.ModelProto:
@@ -88,9 +77,13 @@ def export_onnx(
 ) -> ModelMetadata:
     """Write ``ckpt`` as FP32 ONNX at ``path`` (atomically); returns the metadata written."""
     if opset < MIN_OPSET:
-        raise EdgeVPRError(f"opset {opset} is too old: LayerNormalization needs opset >= {MIN_OPSET}")
+        raise EdgeVPRError(
+            f"opset {opset} is too old: LayerNormalization needs opset >= {MIN_OPSET}"
+        )
     if opset < DEFAULT_OPSET:
-        raise EdgeVPRError(f"torch's exporter starts at opset {DEFAULT_OPSET}; use --opset 18 or newer")
+        raise EdgeVPRError(
+            f"torch's exporter starts at opset {DEFAULT_OPSET}; use --opset 18 or newer"
+        )
     spec = ckpt.model.config.preprocess
     model = ckpt.model.eval()
     try:
