@@ -1,0 +1,143 @@
+"""Recall@N of any embedder on a split in the evaluation layout.
+
+An embedder is anything with ``embed_paths(paths) -> N x D float32``: a checkpoint through
+``TorchEmbedder`` or an exported model through the runtime's ``Embedder``. Both go through
+this one function, so an export's accuracy is measured exactly like the original's.
+"""
+
+from __future__ import annotations
+
+import inspect
+import os
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Protocol
+
+import numpy as np
+
+from edgevpr.data.layout import DEFAULT_RADIUS_M, EvalSplit
+from edgevpr.errors import EdgeVPRError
+from edgevpr.eval.recall import DEFAULT_NS, Recalls, nearest, recall_at_n
+
+CHECKPOINT_SUFFIXES = {".pt", ".pth", ".ckpt"}
+RUNTIME_SUFFIXES = {".onnx", ".engine", ".plan"}
+
+
+class Embedder(Protocol):
+    def embed_paths(self, paths: Sequence[Path]) -> np.ndarray: ...
+
+
+@dataclass(frozen=True)
+class Evaluation:
+    """What one evaluation found: recalls, the ranked matches and their ground truth."""
+
+    split: EvalSplit
+    radius: float
+    recalls: Recalls
+    predictions: np.ndarray  # Q x k database indices, nearest first
+    distances: np.ndarray  # Q x k squared L2 distances
+    positives: list[np.ndarray]
+    descriptor_dim: int
+    embed_seconds: float
+    search_seconds: float
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "dataset": str(self.split.root),
+            "split": self.split.split,
+            "radius_m": self.radius,
+            "recall": {str(n): round(v, 4) for n, v in sorted(self.recalls.values.items())},
+            "queries": len(self.split.queries),
+            "database": len(self.split.database),
+            "queries_without_positives": self.recalls.queries_without_positives,
+            "descriptor_dim": self.descriptor_dim,
+            "embed_seconds": round(self.embed_seconds, 3),
+            "search_seconds": round(self.search_seconds, 3),
+        }
+
+
+def evaluate(
+    embedder: Embedder,
+    split: EvalSplit,
+    radius: float = DEFAULT_RADIUS_M,
+    ns: tuple[int, ...] = DEFAULT_NS,
+    depth: int = 0,
+) -> Evaluation:
+    """Embed the database and queries, search exactly, and score Recall@N.
+
+    ``depth`` asks for more ranked matches than max(ns) (for plots and match grids).
+    """
+    start = time.perf_counter()
+    database = checked_descriptors(embedder.embed_paths(list(split.database.paths)), split.database)
+    queries = checked_descriptors(embedder.embed_paths(list(split.queries.paths)), split.queries)
+    if database.shape[1] != queries.shape[1]:
+        raise EdgeVPRError("database and query descriptors differ in size")
+    embedded = time.perf_counter()
+    predictions, distances = nearest(database, queries, max(max(ns), depth))
+    positives = split.positives(radius)
+    recalls = recall_at_n(predictions, positives, ns)
+    return Evaluation(
+        split=split,
+        radius=radius,
+        recalls=recalls,
+        predictions=predictions,
+        distances=distances,
+        positives=positives,
+        descriptor_dim=int(database.shape[1]),
+        embed_seconds=embedded - start,
+        search_seconds=time.perf_counter() - embedded,
+    )
+
+
+def checked_descriptors(descriptors: Any, images: Any) -> np.ndarray:
+    descriptors = np.asarray(descriptors, dtype=np.float32)
+    if descriptors.ndim != 2 or len(descriptors) != len(images):
+        raise EdgeVPRError(
+            f"the model returned descriptors of shape {descriptors.shape} for {len(images)} images"
+        )
+    return descriptors
+
+
+def load_embedder(
+    model_path: str | os.PathLike[str], batch_size: int = 32, size: tuple[int, int] | None = None
+) -> Embedder:
+    """A checkpoint (.pt/.pth/.ckpt) through PyTorch, an exported model (.onnx/.engine)
+    through the torch-free runtime."""
+    path = Path(model_path)
+    if not path.exists():
+        raise EdgeVPRError(f"model {path} does not exist")
+    suffix = path.suffix.lower()
+    if suffix in RUNTIME_SUFFIXES:
+        try:
+            from edgevpr.runtime.embedder import Embedder as RuntimeEmbedder
+        except ModuleNotFoundError as exc:
+            if exc.name and exc.name.startswith("edgevpr"):
+                raise EdgeVPRError(
+                    f"this edgevpr has no runtime embedder to run {path.name}"
+                ) from None
+            raise EdgeVPRError(f"running {path.name} needs the '{exc.name}' package") from None
+        kwargs = {"batch_size": batch_size} if accepts(RuntimeEmbedder, "batch_size") else {}
+        return RuntimeEmbedder(path, **kwargs)
+    if suffix in CHECKPOINT_SUFFIXES:
+        try:
+            from edgevpr.eval.torch_embedder import TorchEmbedder
+        except ModuleNotFoundError as exc:
+            raise EdgeVPRError(
+                f"evaluating a checkpoint needs the '{exc.name}' package: "
+                "pip install 'edgevpr[train]'"
+            ) from None
+        return TorchEmbedder.from_checkpoint(path, batch_size=batch_size, size=size)
+    raise EdgeVPRError(
+        f"cannot tell what {path.name} is: expected a checkpoint "
+        f"({', '.join(sorted(CHECKPOINT_SUFFIXES))}) or an exported model "
+        f"({', '.join(sorted(RUNTIME_SUFFIXES))})"
+    )
+
+
+def accepts(cls: type, name: str) -> bool:
+    try:
+        return name in inspect.signature(cls).parameters
+    except (TypeError, ValueError):
+        return False

@@ -1,0 +1,194 @@
+"""``edgevpr eval`` and ``evaluate``: one code path for checkpoints and exports, reproducible
+numbers, pictures, and one-line errors."""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+import torch
+
+from edgevpr.cli import main
+from edgevpr.data.layout import read_split
+from edgevpr.data.synth import SynthConfig, generate
+from edgevpr.errors import EdgeVPRError
+from edgevpr.eval.evaluate import evaluate, load_embedder
+from edgevpr.eval.torch_embedder import TorchEmbedder
+from edgevpr.model.checkpoint import load_checkpoint, save_checkpoint
+from edgevpr.model.config import ModelConfig, default_preprocess
+from edgevpr.model.vpr import build_model
+from edgevpr.runtime.images import read_image
+from edgevpr.runtime.preprocess import preprocess
+
+RECALL_LINE = re.compile(r"^R@1: \d+\.\d  R@5: \d+\.\d  R@10: \d+\.\d  R@20: \d+\.\d$")
+
+
+@pytest.fixture(scope="module")
+def dataset(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = tmp_path_factory.mktemp("eval") / "synth"
+    generate(
+        root, SynthConfig(seed=2, places=10, val_places=0, train_places=0, height=48, width=64)
+    )
+    return root
+
+
+def tiny_model():
+    config = ModelConfig(
+        backbone="efficientnet_lite0",
+        aggregator="mixvpr",
+        aggregator_params={"mix_depth": 1, "out_channels": 16, "out_rows": 2},
+        preprocess=default_preprocess("efficientnet_lite0", 32, 32),
+    )
+    torch.manual_seed(0)
+    return build_model(config, pretrained=True).eval()
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    path = tmp_path_factory.mktemp("ckpt") / "tiny.pt"
+    save_checkpoint(path, tiny_model())
+    return path
+
+
+class ThumbnailEmbedder:
+    """A torch-free stand-in: 4 x 4 grey thumbnails, zero-mean, unit-norm."""
+
+    def embed_paths(self, paths):
+        out = []
+        for p in paths:
+            grey = cv2.resize(read_image(p).mean(axis=2), (4, 4), interpolation=cv2.INTER_AREA)
+            v = grey.ravel() - grey.mean()
+            out.append(v / (np.linalg.norm(v) + 1e-9))
+        return np.array(out, dtype=np.float32)
+
+
+def run_cli(args: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:
+    with pytest.raises(SystemExit) as exit_info:
+        main(args)
+    captured = capsys.readouterr()
+    return int(exit_info.value.code), captured.out, captured.err
+
+
+def test_evaluate_any_embedder(dataset: Path) -> None:
+    split = read_split(dataset, "test")
+    result = evaluate(ThumbnailEmbedder(), split, radius=25.0, ns=(1, 5), depth=8)
+    assert result.predictions.shape == (10, 8) and result.descriptor_dim == 16
+    assert all(len(p) == 1 for p in result.positives)
+    hits = [int(result.predictions[q, 0] in result.positives[q]) for q in range(10)]
+    assert result.recalls.values[1] == pytest.approx(10.0 * sum(hits))
+    assert set(result.to_dict()["recall"]) == {"1", "5"}
+
+
+def test_torch_embedder_uses_the_runtime_preprocessing(dataset: Path, checkpoint: Path) -> None:
+    embedder = TorchEmbedder.from_checkpoint(checkpoint, batch_size=3)
+    paths = read_split(dataset, "test").queries.paths[:5]
+    descriptors = embedder.embed_paths(paths)
+    batch = preprocess([read_image(p) for p in paths], embedder.spec)
+    with torch.no_grad():
+        expected = embedder.model(torch.from_numpy(batch)).numpy()
+    assert descriptors.shape == (5, 32)
+    assert np.allclose(descriptors, expected, atol=1e-5)
+    assert np.allclose(np.linalg.norm(descriptors, axis=1), 1.0, atol=1e-5)
+
+
+def test_cli_prints_recall_and_reproduces_it(
+    dataset: Path, checkpoint: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code, first, err = run_cli(["eval", str(checkpoint), str(dataset)], capsys)
+    assert code == 0 and RECALL_LINE.match(first.strip()), first
+    assert "10 queries" in err
+    code, second, _ = run_cli(["eval", str(checkpoint), str(dataset), "--batch", "3"], capsys)
+    assert code == 0 and second == first
+    code, out, _ = run_cli(["eval", str(checkpoint), str(dataset), "--json"], capsys)
+    report = json.loads(out)
+    assert f"R@1: {report['recall']['1']:.1f}" in first
+    assert report["queries"] == report["database"] == 10 and report["descriptor_dim"] == 32
+
+
+def test_cli_writes_curve_and_match_grid(
+    dataset: Path, checkpoint: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    plot, grid = tmp_path / "curve.png", tmp_path / "out" / "grid.png"
+    args = ["eval", str(checkpoint), str(dataset), "--plot", str(plot), "--visualize", str(grid)]
+    code, _, _ = run_cli([*args, "--visualize-queries", "4"], capsys)
+    assert code == 0
+    assert read_image(plot).shape[0] > 200
+    picture = read_image(grid)
+    # 4 rows of 96 x 128 tiles (the images' 3:4 aspect) with 6-pixel gaps; 6 tiles a row.
+    assert picture.shape == (4 * 96 + 3 * 6, 6 * 128 + 18 + 4 * 6, 3)
+    assert tuple(picture[1, 1]) == (120, 120, 120)  # the query's grey frame
+    frame = picture[1, 128 + 18 + 1]  # the frame of the first match
+    assert tuple(frame) in {(40, 180, 40), (220, 40, 40)}
+
+
+def test_cli_errors_are_one_line(
+    dataset: Path, checkpoint: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    cases = [
+        (["eval", str(checkpoint), str(tmp_path / "none")], "does not exist"),
+        (["eval", str(tmp_path / "none.pt"), str(dataset)], "does not exist"),
+        (["eval", str(checkpoint), str(dataset), "--split", "val"], "no split 'val'"),
+    ]
+    weird = tmp_path / "model.bin"
+    weird.write_bytes(b"x")
+    cases.append((["eval", str(weird), str(dataset)], "cannot tell what model.bin is"))
+    for args, message in cases:
+        code, out, err = run_cli(args, capsys)
+        assert code == 2 and message in err and err.count("\n") == 1 and not out, (args, err)
+
+
+def test_unreadable_and_unnamed_images_are_named(
+    dataset: Path, checkpoint: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    broken = tmp_path / "broken"
+    generate(
+        broken, SynthConfig(seed=1, places=3, val_places=0, train_places=0, height=32, width=32)
+    )
+    victim = sorted((broken / "images/test/queries").iterdir())[1]
+    victim.write_bytes(b"\x89PNG\r\n\x1a\n garbage")
+    code, _, err = run_cli(["eval", str(checkpoint), str(broken)], capsys)
+    assert code == 2 and victim.name in err and err.count("\n") == 1
+    victim.unlink()
+    (broken / "images/test/database/snapshot.png").write_bytes(b"")
+    code, _, err = run_cli(["eval", str(checkpoint), str(broken)], capsys)
+    assert code == 2 and "snapshot.png has no UTM coordinates" in err
+
+
+def test_load_embedder_dispatches_on_the_suffix(checkpoint: Path, tmp_path: Path) -> None:
+    assert isinstance(load_embedder(checkpoint), TorchEmbedder)
+    fake = tmp_path / "model.onnx"
+    fake.write_bytes(b"not onnx")
+    with pytest.raises(EdgeVPRError) as err:
+        load_embedder(fake)  # goes to the runtime, which refuses it in one line
+    assert "\n" not in str(err.value)
+
+
+@pytest.mark.slow
+def test_an_export_is_measured_like_its_checkpoint(
+    dataset: Path, checkpoint: Path, tmp_path: Path
+) -> None:
+    export = pytest.importorskip("edgevpr.export.onnx_export")
+    onnx_path = tmp_path / "tiny.onnx"
+    export.export_onnx(load_checkpoint(checkpoint), onnx_path)
+    split = read_split(dataset, "test")
+    from_torch = evaluate(load_embedder(checkpoint), split)
+    from_onnx = evaluate(load_embedder(onnx_path), split)
+    assert from_onnx.recalls.values == from_torch.recalls.values
+    assert np.array_equal(from_onnx.predictions[:, :3], from_torch.predictions[:, :3])
+
+
+def test_data_and_eval_import_without_torch() -> None:
+    code = (
+        "import sys; sys.modules['torch'] = None\n"
+        "import edgevpr.data, edgevpr.data.synth, edgevpr.data.gsv, edgevpr.data.cli\n"
+        "import edgevpr.eval.recall, edgevpr.eval.evaluate, edgevpr.eval.cli, edgevpr.eval.plots\n"
+        "print('ok')"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert result.returncode == 0 and result.stdout.strip() == "ok", result.stderr
