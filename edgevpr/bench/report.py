@@ -20,6 +20,8 @@ STAGE_PREPROCESS = "decode+preprocess"
 STAGE_SEARCH = "search"
 STAGE_END_TO_END = "end-to-end"
 STAGES = (STAGE_PREPROCESS, STAGE_EMBED, STAGE_SEARCH, STAGE_END_TO_END)
+# --stages names
+STAGE_CHOICES = ("embed", "search", "pipeline")
 
 OK, SKIPPED, FAILED = "ok", "skipped", "failed"
 
@@ -41,6 +43,7 @@ class Row:
     p99_ms: float | None = None
     throughput: float | None = None  # images (or queries) per second, from the mean
     iterations: int | None = None
+    foreign_cpu: float | None = None  # share of the CPUs other processes used meanwhile
     gflops: float | None = None  # achieved GFLOP/s
     size_mb: float | None = None  # model file, or index in memory
     peak_rss_mb: float | None = None
@@ -53,7 +56,7 @@ class Row:
     top1: float | None = None  # top-1 agreement with exact search
     recall_at_k: float | None = None  # share of exact top-k found
     k: int | None = None
-    share_of_e2e: float | None = None
+    vs_embed: float | None = None  # end-to-end mean over the batch-1 embed mean
     warnings: list[str] = field(default_factory=list)
 
     @property
@@ -153,7 +156,7 @@ Column = tuple[str, Any]
 EMBED_COLUMNS: list[Column] = [
     ("Backend", lambda r: r.backend),
     ("Precision", lambda r: r.precision),
-    ("Batch", lambda r: str(r.batch)),
+    ("Batch", lambda r: str(r.batch) if r.batch else "-"),
     ("Status", status_cell),
     ("Size (MB)", lambda r: fmt_num(r.size_mb)),
     ("Mean (ms)", lambda r: fmt_ms(r.mean_ms)),
@@ -162,27 +165,97 @@ EMBED_COLUMNS: list[Column] = [
     ("p99 (ms)", lambda r: fmt_ms(r.p99_ms)),
     ("ms/image", lambda r: fmt_ms(r.per_image_ms)),
     ("Images/s", lambda r: fmt_num(r.throughput)),
-    ("GFLOP/s", lambda r: fmt_num(r.gflops, 0)),
+    ("GFLOP/s", lambda r: fmt_num(r.gflops, 0 if (r.gflops or 0) >= 100 else 1)),
     ("Peak RSS (MB)", lambda r: fmt_num(r.peak_rss_mb, 0)),
     ("Speed-up", lambda r: fmt_ratio(r.speedup)),
     ("Cos vs ref (min)", lambda r: fmt_cos(r.cos_min)),
     ("Notes", notes_cell),
 ]
 
-STAGE_COLUMNS: list[Column] = [
-    ("Stage", lambda r: r.stage),
-    ("Backend", lambda r: r.backend),
-    ("Precision", lambda r: r.precision),
-    ("Status", status_cell),
-    ("Mean (ms)", lambda r: fmt_ms(r.mean_ms)),
-    ("p50 (ms)", lambda r: fmt_ms(r.p50_ms)),
-    ("p90 (ms)", lambda r: fmt_ms(r.p90_ms)),
-    ("p99 (ms)", lambda r: fmt_ms(r.p99_ms)),
-    ("Images/s", lambda r: fmt_num(r.throughput)),
-    ("Share of end-to-end", lambda r: "-" if r.share_of_e2e is None else f"{r.share_of_e2e:.0%}"),
-    ("Peak RSS (MB)", lambda r: fmt_num(r.peak_rss_mb, 0)),
-    ("Notes", notes_cell),
+@dataclass
+class PipelineLine:
+    """One runtime backend's path from encoded image to place, stage by stage (batch 1)."""
+
+    end_to_end: Row
+    preprocess: Row | None
+    embed: Row | None
+    search: Row | None
+
+    @property
+    def stage_sum_ms(self) -> float | None:
+        parts = [r.p50_ms if r else None for r in (self.preprocess, self.embed, self.search)]
+        return None if any(p is None for p in parts) else sum(parts)  # type: ignore[arg-type]
+
+
+def pipeline_lines(rows: list[Row]) -> list[PipelineLine]:
+    """Pair every end-to-end row with the stage rows it is made of."""
+    ok = [r for r in rows if r.status == OK]
+    preprocess = next((r for r in ok if r.stage == STAGE_PREPROCESS), None)
+    lines = []
+    for e2e in (r for r in rows if r.stage == STAGE_END_TO_END):
+        embed = next(
+            (
+                r
+                for r in ok
+                if r.stage == STAGE_EMBED
+                and r.batch == 1
+                and (r.backend, r.precision) == (e2e.backend, e2e.precision)
+            ),
+            None,
+        )
+        search = next(
+            (
+                r
+                for r in ok
+                if r.stage == STAGE_SEARCH
+                and r.backend == "hnswlib"
+                and r.map_size == e2e.map_size
+                and r.params == e2e.params
+            ),
+            None,
+        )
+        lines.append(PipelineLine(e2e, preprocess, embed, search))
+    return lines
+
+
+def p50_of(row: Row | None) -> str:
+    return fmt_ms(row.p50_ms) if row is not None else "-"
+
+
+PipelineColumn = tuple[str, Any]
+
+PIPELINE_COLUMNS: list[PipelineColumn] = [
+    ("Backend", lambda p: p.end_to_end.backend),
+    ("Precision", lambda p: p.end_to_end.precision),
+    ("Status", lambda p: status_cell(p.end_to_end)),
+    ("Decode+preprocess p50", lambda p: p50_of(p.preprocess)),
+    ("Embed p50", lambda p: p50_of(p.embed)),
+    ("Search p50", lambda p: p50_of(p.search)),
+    ("Sum of p50s", lambda p: fmt_ms(p.stage_sum_ms)),
+    ("End-to-end mean", lambda p: fmt_ms(p.end_to_end.mean_ms)),
+    ("p50", lambda p: fmt_ms(p.end_to_end.p50_ms)),
+    ("p90", lambda p: fmt_ms(p.end_to_end.p90_ms)),
+    ("p99", lambda p: fmt_ms(p.end_to_end.p99_ms)),
+    ("E2E / embed", lambda p: fmt_ratio(p.end_to_end.vs_embed)),
+    ("Images/s", lambda p: fmt_num(p.end_to_end.throughput)),
+    ("Peak RSS (MB)", lambda p: fmt_num(p.end_to_end.peak_rss_mb, 0)),
+    (
+        "Notes",
+        lambda p: "; ".join(
+            x
+            for x in (
+                f"map {fmt_count(p.end_to_end.map_size)}, {p.end_to_end.params}, "
+                f"top-{p.end_to_end.k}"
+                if p.end_to_end.map_size
+                else "",
+                p.preprocess.reason if p.preprocess else "",
+                notes_cell(p.end_to_end),
+            )
+            if x
+        ),
+    ),
 ]
+
 
 SEARCH_COLUMNS: list[Column] = [
     ("Map", lambda r: fmt_count(r.map_size)),
@@ -205,12 +278,15 @@ SEARCH_COLUMNS: list[Column] = [
 
 TABLE_TITLES = {
     STAGE_EMBED: "Embed: the network alone (preprocessed batch in, descriptors out)",
-    "stages": "Pipeline stages, one image at a time (batch 1)",
+    "stages": (
+        "Pipeline, one image at a time: encoded bytes -> decode -> preprocess -> embed -> "
+        "place-map query (ms)"
+    ),
     STAGE_SEARCH: "Search: one query, top-k, hnswlib vs exact NumPy",
 }
 
 
-def markdown_table(rows: list[Row], columns: list[Column]) -> list[str]:
+def markdown_table(rows: list[Any], columns: list[Column]) -> list[str]:
     lines = [
         "| " + " | ".join(h for h, _ in columns) + " |",
         "|" + "|".join("---" for _ in columns) + "|",
@@ -256,12 +332,11 @@ def to_markdown(report: Report) -> str:
         out += model_lines(info)
         mine = [r for r in report.rows if r.model == info.name]
         embed = [r for r in mine if r.stage == STAGE_EMBED]
-        stages = [r for r in mine if r.stage in (STAGE_PREPROCESS, STAGE_END_TO_END)]
         search = [r for r in mine if r.stage == STAGE_SEARCH]
         for key, rows, columns in (
             (STAGE_EMBED, embed, EMBED_COLUMNS),
-            ("stages", stages, STAGE_COLUMNS),
             (STAGE_SEARCH, search, SEARCH_COLUMNS),
+            ("stages", pipeline_lines(mine), PIPELINE_COLUMNS),
         ):
             if rows:
                 out += [f"#### {TABLE_TITLES[key]}", ""]
@@ -269,14 +344,15 @@ def to_markdown(report: Report) -> str:
                 out.append("")
     if report.notes:
         out += ["Notes:", ""] + [f"- {note}" for note in report.notes] + [""]
-    return "\n".join(out)
+    return "\n".join(out) + "\n"
 
 
 CSV_FIELDS = [
     "machine", "stage", "model", "backend", "precision", "batch", "status", "reason",
     "mean_ms", "p50_ms", "p90_ms", "p99_ms", "per_image_ms", "throughput", "iterations",
+    "foreign_cpu",
     "gflops", "size_mb", "peak_rss_mb", "speedup", "cos_min", "map_size", "dim", "params",
-    "build_s", "top1", "recall_at_k", "k", "share_of_e2e", "warnings",
+    "build_s", "top1", "recall_at_k", "k", "vs_embed", "warnings",
 ]
 
 

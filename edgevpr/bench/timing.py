@@ -5,6 +5,7 @@ peak resident memory during a measurement.
 
 from __future__ import annotations
 
+import os
 import resource
 import sys
 import time
@@ -21,6 +22,9 @@ WINDOW_SPREAD_LIMIT = 0.10
 TAIL_RATIO_LIMIT = 1.3
 # Below this many samples p99 is close to the maximum and says little.
 FEW_SAMPLES = 20
+# Share of the machine's CPU time that other processes may take during a row before the row
+# is flagged: on a shared machine their work, not the model, sets the tail.
+FOREIGN_CPU_LIMIT = 0.10
 
 
 @dataclass(frozen=True)
@@ -45,17 +49,25 @@ def percentile(samples: np.ndarray | list[float], q: float) -> float:
 
 @dataclass
 class Timing:
-    """Latencies of ``items`` images (or queries) per call, in milliseconds."""
+    """Latencies of ``items`` images (or queries) per call, in milliseconds.
+
+    ``foreign_cpu``: the share of all CPUs' time that other processes used while this was
+    measured (None where the OS does not say)."""
 
     samples_ms: np.ndarray
     items: int = 1
     warnings: list[str] = field(default_factory=list)
+    foreign_cpu: float | None = None
 
     def __post_init__(self) -> None:
         self.samples_ms = np.asarray(self.samples_ms, dtype=np.float64)
         if self.samples_ms.size == 0:
             raise ValueError("a timing needs at least one sample")
         self.warnings = self.warnings or spread_warnings(self.samples_ms)
+        if self.foreign_cpu is not None and self.foreign_cpu > FOREIGN_CPU_LIMIT:
+            self.warnings.insert(
+                0, f"other processes used {self.foreign_cpu:.0%} of the CPUs meanwhile"
+            )
 
     @property
     def count(self) -> int:
@@ -124,10 +136,55 @@ def spread_warnings(samples_ms: np.ndarray) -> list[str]:
     return found
 
 
+def busy_cpu_seconds() -> float | None:
+    """CPU seconds all processes have spent busy since boot (Linux /proc/stat), or None."""
+    try:
+        with open("/proc/stat", encoding="ascii") as fh:
+            fields = fh.readline().split()
+    except OSError:
+        return None
+    if not fields or fields[0] != "cpu":
+        return None
+    # user nice system idle iowait irq softirq steal ...: busy = all but idle and iowait
+    values = [int(v) for v in fields[1:9]]
+    busy = sum(values) - values[3] - values[4]
+    return busy / os.sysconf("SC_CLK_TCK")
+
+
+def own_cpu_seconds() -> float:
+    """CPU seconds this process (all its threads) has used."""
+    return time.process_time()
+
+
+class CpuContention:
+    """``with CpuContention() as c: ...`` then ``c.foreign_share``: the share of all CPUs'
+    time that other processes were busy during the block (None off Linux)."""
+
+    def __enter__(self) -> CpuContention:
+        self.start = (busy_cpu_seconds(), own_cpu_seconds(), time.perf_counter())
+        self.foreign_share: float | None = None
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        busy, own, wall = busy_cpu_seconds(), own_cpu_seconds(), time.perf_counter()
+        if busy is None or self.start[0] is None:
+            return
+        capacity = (wall - self.start[2]) * (os.cpu_count() or 1)
+        foreign = (busy - self.start[0]) - (own - self.start[1])
+        if capacity > 0:
+            self.foreign_share = min(max(foreign / capacity, 0.0), 1.0)
+
+
 def measure(fn: Callable[[], object], config: TimingConfig, items: int = 1) -> Timing:
     """Call ``fn`` ``config.warmup`` times untimed, then time it (see TimingConfig)."""
     for _ in range(config.warmup):
         fn()
+    with CpuContention() as contention:
+        samples = timed_calls(fn, config)
+    return Timing(np.asarray(samples), items=items, foreign_cpu=contention.foreign_share)
+
+
+def timed_calls(fn: Callable[[], object], config: TimingConfig) -> list[float]:
     samples: list[float] = []
     start = time.perf_counter()
     while True:
@@ -138,7 +195,7 @@ def measure(fn: Callable[[], object], config: TimingConfig, items: int = 1) -> T
         enough = len(samples) >= config.min_iters and t1 - start >= config.seconds
         if enough or len(samples) >= config.max_iters:
             break
-    return Timing(np.asarray(samples), items=items)
+    return samples
 
 
 # --- peak memory ---------------------------------------------------------------------------
@@ -172,25 +229,26 @@ def reset_peak_rss() -> bool:
         return False
 
 
-def peak_rss_mib() -> float:
-    """The process's RSS high-water mark in MiB (since the last reset where resets work)."""
+def peak_rss_mb() -> float:
+    """The process's RSS high-water mark in MB (10^6 bytes; since the last reset where
+    resets work)."""
     kib = read_status_kib("VmHWM")
     if kib is not None:
-        return kib / 1024.0
+        return kib * 1024 / 1e6
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     # ru_maxrss is in bytes on macOS, KiB elsewhere.
-    return peak / 2**20 if sys.platform == "darwin" else peak / 1024.0
+    return peak / 1e6 if sys.platform == "darwin" else peak * 1024 / 1e6
 
 
 class PeakMemory:
-    """``with PeakMemory() as mem: ...`` then ``mem.peak_mib``: the process's peak RSS during
-    the block; ``mem.since_start`` is False where the high-water mark could not be reset
+    """``with PeakMemory() as mem: ...`` then ``mem.peak_mb``: the process's peak RSS during
+    the block (MB); ``mem.since_start`` is False where the high-water mark could not be reset
     (it then covers the whole process lifetime)."""
 
     def __enter__(self) -> PeakMemory:
         self.since_start = reset_peak_rss()
-        self.peak_mib = 0.0
+        self.peak_mb = 0.0
         return self
 
     def __exit__(self, *exc: object) -> None:
-        self.peak_mib = peak_rss_mib()
+        self.peak_mb = peak_rss_mb()

@@ -1,0 +1,315 @@
+"""What ``edgevpr bench MODEL...`` runs: each MODEL (a checkpoint, an exported ONNX or INT8
+ONNX file, a TensorRT engine, or a preset name) is read, files of one checkpoint (same
+fingerprint) are grouped into one model, and the formats a checkpoint lacks are exported on
+the fly into the cache with ``edgevpr.export`` (what ``edgevpr export`` writes), so that one
+command compares every format.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import os
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from edgevpr import __version__
+from edgevpr.errors import EdgeVPRError
+from edgevpr.runtime.metadata import ModelMetadata
+
+CHECKPOINT_SUFFIXES = (".pt", ".pth", ".ckpt")
+ONNX_SUFFIXES = (".onnx",)
+ENGINE_SUFFIXES = (".engine", ".plan")
+CALIBRATION_IMAGES = 64
+# Backbones whose ImageNet weights load offline; other presets are benchmarked with random
+# weights, which changes no timing (but makes descriptor comparisons less telling).
+OFFLINE_PRETRAINED = ("efficientnet_lite0",)
+
+Progress = Callable[[str], None]
+
+
+def default_cache_dir() -> Path:
+    root = os.environ.get("EDGEVPR_CACHE") or Path.home() / ".cache" / "edgevpr"
+    return Path(root) / "bench"
+
+
+def sha256_of(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def has_module(name: str) -> bool:
+    return importlib.util.find_spec(name) is not None
+
+
+@dataclass
+class ModelGroup:
+    """One model (one checkpoint fingerprint) and the files that represent it."""
+
+    label: str
+    fingerprint: str
+    checkpoint: Path | None = None
+    onnx_fp32: Path | None = None
+    onnx_int8: Path | None = None
+    engine: Path | None = None
+    metadata: ModelMetadata | None = None
+    notes: list[str] = field(default_factory=list)
+    # format -> why it could not be made (export failures become skipped rows, not crashes)
+    unavailable: dict[str, str] = field(default_factory=dict)
+    generated: set[str] = field(default_factory=set)
+
+    def files(self) -> dict[str, str]:
+        named = {
+            "checkpoint": self.checkpoint,
+            "ONNX FP32": self.onnx_fp32,
+            "ONNX INT8": self.onnx_int8,
+            "TensorRT engine": self.engine,
+        }
+        out = {}
+        for label, path in named.items():
+            if path is not None:
+                made = " (exported by bench into the cache)" if label in self.generated else ""
+                out[label + made] = str(path)
+        return out
+
+
+def onnx_metadata(path: Path) -> ModelMetadata:
+    """The edgevpr metadata of an ONNX file, read with ONNX Runtime (no onnx package needed)."""
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+    options.log_severity_level = 3
+    try:
+        session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    except Exception as exc:  # noqa: BLE001 - ORT raises many pybind types
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
+        raise EdgeVPRError(f"cannot read ONNX model {path}: {first}") from None
+    props = session.get_modelmeta().custom_metadata_map
+    return ModelMetadata.from_props(props, source=f"ONNX model {path}")
+
+
+def engine_metadata(path: Path) -> ModelMetadata:
+    from edgevpr.runtime.tensorrt_backend import read_engine_header
+
+    return read_engine_header(path).model_metadata(source=f"engine header of {path}")
+
+
+def preset_checkpoint(name: str, cache_dir: Path, say: Progress) -> Path:
+    """A checkpoint of a named preset, made once (seeded) and kept in the cache."""
+    from edgevpr.model import get_preset
+
+    config = get_preset(name)
+    pretrained = config.backbone in OFFLINE_PRETRAINED
+    path = cache_dir / "checkpoints" / f"{name}-{'imagenet' if pretrained else 'random'}.pt"
+    if path.is_file():
+        return path
+    import torch
+
+    from edgevpr.model import build_model
+    from edgevpr.model.checkpoint import save_checkpoint
+
+    say(f"building preset {name} ({'ImageNet backbone' if pretrained else 'random weights'})")
+    torch.manual_seed(0)
+    model = build_model(config, pretrained=pretrained)
+    save_checkpoint(path, model, provenance={"made_by": "edgevpr bench", "preset": name})
+    return path
+
+
+def resolve_one(arg: str, cache_dir: Path, say: Progress) -> tuple[str, Path, ModelGroup]:
+    """-> (kind, path, a one-file group)."""
+    path = Path(arg)
+    label = path.name
+    if not path.exists():
+        from edgevpr.model.config import PRESETS
+
+        if arg in PRESETS:
+            if not has_module("torch"):
+                raise EdgeVPRError(f"preset {arg} needs torch: pip install 'edgevpr[export]'")
+            path = preset_checkpoint(arg, cache_dir, say)
+            label = arg
+        else:
+            raise EdgeVPRError(
+                f"model {arg}: no such file, and not a preset name "
+                f"(presets: {', '.join(sorted(PRESETS))})"
+            )
+    if not path.is_file():
+        raise EdgeVPRError(f"model {path} is not a file")
+    suffix = path.suffix.lower()
+    if suffix in CHECKPOINT_SUFFIXES:
+        group = ModelGroup(label, sha256_of(path), checkpoint=path)
+        if label != path.name:
+            weights = "ImageNet backbone" if "imagenet" in path.name else "random weights"
+            group.notes.append(f"preset {arg} with {weights} (timings do not depend on weights)")
+        return "checkpoint", path, group
+    if suffix in ONNX_SUFFIXES:
+        metadata = onnx_metadata(path)
+        group = ModelGroup(label, metadata.fingerprint, metadata=metadata)
+        if metadata.precision == "int8":
+            group.onnx_int8 = path
+        elif metadata.precision == "fp32":
+            group.onnx_fp32 = path
+        else:
+            raise EdgeVPRError(
+                f"{path} is a {metadata.precision} ONNX model; bench runs FP32 and INT8 ONNX "
+                "(FP16 runs as a TensorRT engine)"
+            )
+        return "onnx", path, group
+    if suffix in ENGINE_SUFFIXES:
+        metadata = engine_metadata(path)
+        group = ModelGroup(label, metadata.fingerprint, engine=path, metadata=metadata)
+        return "engine", path, group
+    raise EdgeVPRError(
+        f"model {path}: expected a checkpoint (.pt), an exported model (.onnx), a TensorRT "
+        "engine (.engine) or a preset name"
+    )
+
+
+def merge(into: ModelGroup, other: ModelGroup, arg: str) -> None:
+    for name in ("checkpoint", "onnx_fp32", "onnx_int8", "engine"):
+        mine, theirs = getattr(into, name), getattr(other, name)
+        if theirs is not None:
+            if mine is not None and mine != theirs:
+                raise EdgeVPRError(
+                    f"{arg} and {mine} are both the {name} of one model; give one of them"
+                )
+            setattr(into, name, theirs)
+    into.metadata = into.metadata or other.metadata
+    into.notes += other.notes
+
+
+def resolve_models(args: list[str], cache_dir: Path, say: Progress) -> list[ModelGroup]:
+    """MODEL arguments -> models, files of one checkpoint grouped, in the order given."""
+    groups: dict[str, ModelGroup] = {}
+    for arg in args:
+        _, _, group = resolve_one(arg, cache_dir, say)
+        if group.fingerprint in groups:
+            merge(groups[group.fingerprint], group, arg)
+        else:
+            groups[group.fingerprint] = group
+    return list(groups.values())
+
+
+# --- on-the-fly exports ----------------------------------------------------------------------
+
+def export_dir(cache_dir: Path, group: ModelGroup) -> Path:
+    return cache_dir / "exports" / f"{group.fingerprint[:16]}-v{__version__}"
+
+
+def ensure_fp32(group: ModelGroup, cache_dir: Path, say: Progress) -> None:
+    """Export the checkpoint to FP32 ONNX (cached) where no FP32 ONNX file was given."""
+    if group.onnx_fp32 is not None or group.checkpoint is None:
+        return
+    if not (has_module("torch") and has_module("onnx")):
+        group.unavailable["fp32"] = "exporting needs torch and onnx: pip install 'edgevpr[export]'"
+        return
+    target = export_dir(cache_dir, group) / "model.onnx"
+    if not target.is_file():
+        from edgevpr.export.onnx_export import export_onnx
+        from edgevpr.model.checkpoint import load_checkpoint
+
+        say(f"exporting {group.label} to ONNX (once; cached in {target.parent})")
+        try:
+            export_onnx(load_checkpoint(group.checkpoint), target)
+        except EdgeVPRError as exc:
+            group.unavailable["fp32"] = f"ONNX export failed: {exc}"
+            return
+    group.onnx_fp32 = target
+    group.generated.add("ONNX FP32")
+
+
+def ensure_int8(
+    group: ModelGroup, cache_dir: Path, calibration: Callable[[], np.ndarray], key: str,
+    say: Progress,
+) -> None:
+    """Quantise the FP32 ONNX to INT8 (cached per calibration set) where none was given."""
+    if group.onnx_int8 is not None:
+        return
+    if group.onnx_fp32 is None or group.checkpoint is None:
+        group.unavailable.setdefault(
+            "int8", "no INT8 model: give an INT8 .onnx (edgevpr export --int8) or the checkpoint"
+        )
+        return
+    if not has_module("onnx"):
+        group.unavailable["int8"] = "INT8 quantisation needs onnx: pip install 'edgevpr[export]'"
+        return
+    target = export_dir(cache_dir, group) / f"model.int8-{key}.onnx"
+    if not target.is_file():
+        from edgevpr.export.quantize import quantize_int8
+
+        say(f"quantising {group.label} to INT8 (once; cached in {target.parent})")
+        try:
+            result = quantize_int8(group.onnx_fp32, target, calibration(), progress=say)
+        except EdgeVPRError as exc:
+            group.unavailable["int8"] = f"INT8 quantisation failed: {exc}"
+            return
+        say(f"INT8: cosine {result.cosine_min:.4f} to FP32 on the calibration images")
+    group.onnx_int8 = target
+    group.generated.add("ONNX INT8")
+
+
+def ensure_engine(group: ModelGroup, cache_dir: Path, max_batch: int, say: Progress) -> None:
+    """Build a TensorRT FP16 engine (cached) where none was given and TensorRT is here."""
+    if group.engine is not None:
+        return
+    if group.onnx_fp32 is None:
+        group.unavailable.setdefault("fp16", "no engine and no FP32 ONNX to build one from")
+        return
+    target = export_dir(cache_dir, group) / f"model.fp16-b{max_batch}.engine"
+    if not target.is_file():
+        from edgevpr.export.tensorrt_build import BatchRange, build_engine
+
+        say(f"building a TensorRT FP16 engine for {group.label} (minutes, once)")
+        try:
+            build_engine(
+                group.onnx_fp32, target, "fp16", BatchRange(1, min(8, max_batch), max_batch)
+            )
+        except EdgeVPRError as exc:
+            group.unavailable["fp16"] = f"TensorRT build failed: {exc}"
+            return
+    group.engine = target
+    group.generated.add("TensorRT engine")
+
+
+def load_metadata(group: ModelGroup) -> None:
+    """Fill in the metadata from whichever file there is (the checkpoint last: torch)."""
+    if group.metadata is None and group.onnx_fp32 is not None:
+        group.metadata = onnx_metadata(group.onnx_fp32)
+    if group.metadata is None and group.onnx_int8 is not None:
+        group.metadata = onnx_metadata(group.onnx_int8)
+    if group.metadata is None and group.checkpoint is not None and has_module("torch"):
+        from edgevpr.model.checkpoint import load_checkpoint
+
+        ckpt = load_checkpoint(group.checkpoint)
+        group.metadata = ModelMetadata(
+            descriptor_dim=ckpt.model.descriptor_dim,
+            preprocess=ckpt.model.config.preprocess,
+            model_config=ckpt.model.config.to_dict(),
+            checkpoint_sha256=ckpt.sha256,
+            precision="fp32",
+            edgevpr_version=__version__,
+        )
+    if group.metadata is None:
+        raise EdgeVPRError(f"cannot read what model {group.label} is (install torch to read it)")
+
+
+def describe_model(group: ModelGroup) -> dict[str, Any]:
+    meta = group.metadata
+    if meta is None:
+        return {}
+    config = meta.model_config
+    params = config.get("aggregator_params") or {}
+    detail = ", ".join(f"{k} {v}" for k, v in sorted(params.items()))
+    return {
+        "description": f"{config.get('backbone', '?')} + {config.get('aggregator', '?')}"
+        + (f" ({detail})" if detail else ""),
+        "descriptor_dim": meta.descriptor_dim,
+        "input_size": f"{meta.preprocess.height}x{meta.preprocess.width}",
+    }

@@ -1,0 +1,178 @@
+"""``edgevpr bench``: latency tables per backend, precision and batch size, per stage."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+
+import click
+
+from edgevpr.bench.artifacts import default_cache_dir
+from edgevpr.bench.report import STAGE_CHOICES, render
+from edgevpr.bench.run import BACKENDS, DEFAULT_MODEL, BenchOptions, run_bench
+from edgevpr.errors import EdgeVPRError
+
+FORMATS = ("md", "csv", "json")
+SUFFIX_FORMATS = {".md": "md", ".markdown": "md", ".csv": "csv", ".json": "json"}
+MAX_BATCH = 1024
+
+
+def int_list(
+    text: str, what: str, low: int, high: int, allow_zero: bool = False
+) -> tuple[int, ...]:
+    """'1,8,32' or '10k,100k' -> (1, 8, 32); a one-line error otherwise."""
+    values = []
+    for part in text.replace(" ", "").split(","):
+        if not part:
+            continue
+        scale = 1000 if part.lower().endswith("k") else 1
+        digits = part[:-1] if scale != 1 else part
+        if not digits.isdigit():
+            raise EdgeVPRError(f"{what}: '{part}' is not a whole number")
+        value = int(digits) * scale
+        if value == 0 and allow_zero:
+            continue
+        if not low <= value <= high:
+            raise EdgeVPRError(f"{what}: {value} is out of range [{low}, {high}]")
+        values.append(value)
+    if not values and not allow_zero:
+        raise EdgeVPRError(f"{what}: give at least one value")
+    return tuple(dict.fromkeys(values))
+
+
+def name_list(values: tuple[str, ...]) -> list[str]:
+    return [v for item in values for v in item.replace(" ", "").split(",") if v]
+
+
+def write_atomic(path: Path, text: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            fh.write(text)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+@click.command(context_settings={"help_option_names": ["-h", "--help"]})
+@click.argument("models", nargs=-1, metavar="[MODEL]...")
+@click.option(
+    "--backend",
+    "backends",
+    multiple=True,
+    help=f"Backends to run (repeat or comma-separate): {', '.join(BACKENDS)}. "
+    "Default: all; those this machine cannot run are listed as skipped, with the reason.",
+)
+@click.option("--batch", "batch_text", default="1,8", show_default=True, help="Batch sizes.")
+@click.option("--warmup", default=3, show_default=True, type=click.IntRange(0, 10_000),
+              help="Untimed calls before each row.")
+@click.option("--seconds", default=2.0, show_default=True, type=click.FloatRange(0, 3600),
+              help="Time each row for at least this long.")
+@click.option("--min-iters", default=5, show_default=True, type=click.IntRange(1, 1_000_000),
+              help="...and at least this many calls.")
+@click.option("--map-size", "map_text", default="10k,100k", show_default=True,
+              help="Search map sizes (0: no search). Maps are cached: the first 100k build of "
+              "4096-d descriptors takes minutes on two cores.")
+@click.option("--ef", "ef_text", default="32,64,128", show_default=True,
+              help="hnswlib search breadths to compare.")
+@click.option("--hnsw-m", default=16, show_default=True, type=click.IntRange(2, 512),
+              help="HNSW graph degree M.")
+@click.option("--ef-construction", default=200, show_default=True,
+              type=click.IntRange(1, 100_000), help="HNSW build breadth.")
+@click.option("-k", "--top-k", "k", default=10, show_default=True, type=click.IntRange(1, 1000),
+              help="Results per query (recall@k against exact search).")
+@click.option("--stages", "stage_names", multiple=True,
+              help=f"Tables to make: {', '.join(STAGE_CHOICES)} (default: all).")
+@click.option("--images", type=click.Path(file_okay=False), default=None,
+              help="Images to run on: a folder, or a dataset in the evaluation layout "
+              "(database images seed the maps). Default: a synthetic street-scene set.")
+@click.option("--map-images", default=512, show_default=True, type=click.IntRange(8, 100_000),
+              help="Real images whose descriptors seed the search maps.")
+@click.option("--threads", type=click.IntRange(1, 1024), default=None,
+              help="CPU threads per inference (default: the libraries' own, all cores).")
+@click.option("--cache-dir", type=click.Path(file_okay=False), default=None,
+              help=f"Exports, maps and descriptors (default {default_cache_dir()}).")
+@click.option("--format", "fmt", type=click.Choice(FORMATS), default=None,
+              help="Output format (default: from --out's suffix, else md).")
+@click.option("--out", type=click.Path(dir_okay=False), default=None,
+              help="Write the report here (the Markdown tables still go to the terminal).")
+@click.option("--no-isolate", is_flag=True,
+              help="Measure in this process instead of a fresh one per backend (debugging).")
+def bench(
+    models: tuple[str, ...],
+    backends: tuple[str, ...],
+    batch_text: str,
+    warmup: int,
+    seconds: float,
+    min_iters: int,
+    map_text: str,
+    ef_text: str,
+    hnsw_m: int,
+    ef_construction: int,
+    k: int,
+    stage_names: tuple[str, ...],
+    images: str | None,
+    map_images: int,
+    threads: int | None,
+    cache_dir: str | None,
+    fmt: str | None,
+    out: str | None,
+    no_isolate: bool,
+) -> None:
+    """Latency of MODEL per backend, precision and batch size, per pipeline stage.
+
+    MODEL: a checkpoint (.pt; PyTorch eager is the reference row, and ONNX FP32/INT8 and,
+    with TensorRT, an FP16 engine are exported on the fly into the cache), exported files
+    (.onnx, INT8 .onnx, .engine; files of one checkpoint form one model), or a preset name.
+    Default: the preset mixvpr_lite0_512 (ImageNet EfficientNet-Lite0 backbone).
+
+    Tables: embed (the network alone), search (hnswlib against exact NumPy search on maps
+    grown from real descriptors, with top-1 agreement and recall@k), and the pipeline
+    (decode, preprocess, embed, search, end to end, one image at a time).
+    """
+    stages = tuple(name_list(stage_names)) or STAGE_CHOICES
+    unknown = [s for s in stages if s not in STAGE_CHOICES]
+    if unknown:
+        raise EdgeVPRError(
+            f"unknown stage {', '.join(unknown)} (choose from {', '.join(STAGE_CHOICES)})"
+        )
+    out_path = Path(out) if out else None
+    if fmt is None:
+        fmt = SUFFIX_FORMATS.get(out_path.suffix.lower(), "md") if out_path else "md"
+    opts = BenchOptions(
+        models=list(models),
+        backends=name_list(backends) or None,
+        batches=int_list(batch_text, "--batch", 1, MAX_BATCH),
+        warmup=warmup,
+        seconds=seconds,
+        min_iters=min_iters,
+        map_sizes=int_list(map_text, "--map-size", 2, 50_000_000, allow_zero=True),
+        efs=int_list(ef_text, "--ef", 1, 100_000),
+        M=hnsw_m,
+        ef_construction=ef_construction,
+        k=k,
+        stages=stages,
+        images=images,
+        map_images=map_images,
+        threads=threads,
+        cache_dir=Path(cache_dir) if cache_dir else default_cache_dir(),
+        isolate=not no_isolate,
+    )
+
+    def say(message: str) -> None:
+        click.echo(f"[bench] {message}", err=True)
+
+    if not models:
+        say(f"no MODEL given: benchmarking the preset {DEFAULT_MODEL}")
+    report = run_bench(opts, say)
+    if out_path is not None:
+        write_atomic(out_path, render(report, fmt))
+        click.echo(render(report, "md"))
+        say(f"wrote {out_path}")
+    else:
+        click.echo(render(report, fmt), nl=False)

@@ -1,0 +1,162 @@
+"""``edgevpr bench`` end to end on a tiny Lite0 model (64x64) and a tiny synthetic set: every
+expected row and column is there, with sane values. No timing asserts."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from edgevpr.bench.report import CSV_FIELDS
+
+pytest.importorskip("torch")
+pytest.importorskip("onnx")
+
+FAST = ["--seconds", "0.2", "--warmup", "1", "--min-iters", "3"]
+GPU_BACKENDS = {"pytorch-cuda", "ort-cuda", "ort-trt", "tensorrt"}
+
+
+def edgevpr(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "edgevpr.cli", *args],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory) -> dict[str, Path]:
+    import torch
+
+    from edgevpr.data.synth import SynthConfig, generate
+    from edgevpr.model import build_model, get_preset
+    from edgevpr.model.checkpoint import save_checkpoint
+
+    root = tmp_path_factory.mktemp("bench")
+    torch.manual_seed(0)
+    model = build_model(get_preset("mixvpr_lite0_512").with_size(64, 64), pretrained=True)
+    save_checkpoint(root / "lite0.pt", model)
+    config = SynthConfig(places=24, val_places=0, train_places=0, height=64, width=96)
+    generate(root / "synth", config)
+    return {"root": root, "ckpt": root / "lite0.pt", "images": root / "synth",
+            "cache": root / "cache"}
+
+
+@pytest.fixture(scope="module")
+def full_run(setup) -> tuple[dict, str]:
+    out = setup["root"] / "report.json"
+    result = edgevpr(
+        "bench", str(setup["ckpt"]), *FAST, "--batch", "1,2", "--map-size", "600",
+        "--ef", "16,64", "--map-images", "16", "--images", str(setup["images"]),
+        "--cache-dir", str(setup["cache"]), "--out", str(out),
+    )
+    assert result.returncode == 0, result.stderr
+    return json.loads(out.read_text()), result.stdout
+
+
+def has_gpu(report: dict) -> bool:
+    return bool(report["machine"]["gpus"])
+
+
+@pytest.mark.slow
+def test_embed_rows_for_every_backend_and_batch(full_run) -> None:
+    report, _ = full_run
+    embed = [r for r in report["rows"] if r["stage"] == "embed"]
+    ok = {(r["backend"], r["precision"], r["batch"]) for r in embed if r["status"] == "ok"}
+    for backend, precision in (("pytorch", "fp32"), ("ort-cpu", "fp32"), ("ort-cpu", "int8")):
+        assert {(backend, precision, 1), (backend, precision, 2)} <= ok
+    if not has_gpu(report):
+        skipped = {r["backend"] for r in embed if r["status"] == "skipped"}
+        assert GPU_BACKENDS <= skipped
+        assert all(r["reason"] for r in embed if r["status"] == "skipped")
+    for row in (r for r in embed if r["status"] == "ok"):
+        assert row["p50_ms"] <= row["p90_ms"] <= row["p99_ms"]
+        assert row["mean_ms"] > 0 and row["throughput"] > 0 and row["iterations"] >= 3
+        assert row["gflops"] > 0 and row["size_mb"] > 0 and row["peak_rss_mb"] > 10
+        assert row["per_image_ms"] == pytest.approx(row["mean_ms"] / row["batch"])
+        assert row["speedup"] > 0
+        if row["backend"] != "pytorch":
+            # same descriptors as PyTorch: FP32 essentially exactly, INT8 closely
+            assert row["cos_min"] > (0.99999 if row["precision"] == "fp32" else 0.9)
+    model = report["models"][0]
+    assert model["descriptor_dim"] == 512 and model["input_size"] == "64x64"
+    assert 0 < model["gflop_per_image"] < 1
+    assert set(model["gflop_parts"]) == {"backbone", "aggregator"}
+
+
+@pytest.mark.slow
+def test_search_and_pipeline_rows(full_run) -> None:
+    report, _ = full_run
+    search = [r for r in report["rows"] if r["stage"] == "search"]
+    methods = sorted((r["backend"], r["params"]) for r in search)
+    assert methods[0] == ("exact (numpy)", "")
+    efs = {p.rsplit("ef=", 1)[1] for m, p in methods if m == "hnswlib"}
+    assert {"16", "64"} <= efs  # and the runtime's default ef, used end to end
+    for row in search:
+        assert row["status"] == "ok" and row["map_size"] == 600 and row["dim"] == 512
+        assert 0 <= row["top1"] <= 1 and 0 <= row["recall_at_k"] <= 1 and row["k"] == 10
+    hnsw = [r for r in search if r["backend"] == "hnswlib"]
+    assert all(r["build_s"] > 0 and r["size_mb"] > 0 for r in hnsw)
+    assert max(r["top1"] for r in hnsw) >= 0.9  # structured maps: HNSW finds the places
+    preprocess = [r for r in report["rows"] if r["stage"] == "decode+preprocess"]
+    assert len(preprocess) == 1 and preprocess[0]["p50_ms"] > 0
+    e2e = {(r["backend"], r["precision"]): r for r in report["rows"] if r["stage"] == "end-to-end"}
+    assert set(e2e) == {("ort-cpu", "fp32"), ("ort-cpu", "int8")}
+    assert all(r["vs_embed"] > 0 and r["map_size"] == 600 for r in e2e.values())
+
+
+@pytest.mark.slow
+def test_markdown_on_the_terminal(full_run) -> None:
+    _, stdout = full_run
+    for text in ("## edgevpr bench", "| CPU |", "#### Embed", "#### Search", "#### Pipeline",
+                 "| Backend | Precision | Batch | Status | Size (MB) | Mean (ms) | p50 (ms) |",
+                 "| GFLOP/s | Peak RSS (MB) | Speed-up | Cos vs ref (min) |", "Top-1 agree",
+                 "E2E / embed"):
+        assert text in stdout
+
+
+@pytest.mark.slow
+def test_csv_from_the_cache_with_chosen_backend_and_stage(setup, full_run) -> None:
+    result = edgevpr(
+        "bench", str(setup["ckpt"]), *FAST, "--batch", "1", "--backend", "ort-cpu",
+        "--stages", "embed", "--images", str(setup["images"]), "--map-images", "16",
+        "--cache-dir", str(setup["cache"]), "--format", "csv",
+    )
+    assert result.returncode == 0, result.stderr
+    rows = list(csv.DictReader(io.StringIO(result.stdout)))
+    assert rows and list(rows[0]) == CSV_FIELDS
+    assert {(r["stage"], r["backend"], r["precision"], r["batch"]) for r in rows} == {
+        ("embed", "ort-cpu", "fp32", "1")
+    }
+    assert "exporting" not in result.stderr  # the FP32 export came from the cache
+
+
+def test_bad_arguments_are_one_line_errors(tmp_path) -> None:
+    cases = [
+        (["bench", "no-such-model.pt"], "no such file, and not a preset name"),
+        (["bench", "--backend", "cuda9", "x.onnx"], "unknown backend cuda9"),
+        (["bench", "--batch", "1,x"], "'x' is not a whole number"),
+        (["bench", "--stages", "everything"], "unknown stage everything"),
+    ]
+    for args, message in cases:
+        result = edgevpr(*args, "--cache-dir", str(tmp_path))
+        assert result.returncode == 2, result.stderr
+        assert message in result.stderr
+        assert "Traceback" not in result.stderr
+        assert result.stderr.strip().count("\n") == 0
+
+
+def test_corrupt_onnx_is_a_one_line_error(tmp_path) -> None:
+    bad = tmp_path / "bad.onnx"
+    bad.write_bytes(b"not a model")
+    result = edgevpr("bench", str(bad), "--cache-dir", str(tmp_path / "cache"))
+    assert result.returncode == 2
+    assert "error: cannot read ONNX model" in result.stderr and "Traceback" not in result.stderr
+    shutil.rmtree(tmp_path / "cache", ignore_errors=True)
