@@ -253,7 +253,7 @@ def test_broken_and_foreign_model_files(tmp_path: Path, exported: dict[str, Path
     onnx.save(bare, str(tmp_path / "bare.onnx"))
     with pytest.raises(EdgeVPRError, match="carries no edgevpr metadata"):
         Embedder(tmp_path / "bare.onnx")
-    with pytest.raises(EdgeVPRError, match="checkpoints are run with 'edgevpr eval'"):
+    with pytest.raises(EdgeVPRError, match="export a checkpoint with 'edgevpr export'"):
         Embedder(exported["checkpoint"])
     with pytest.raises(EdgeVPRError, match="does not exist"):
         Embedder(tmp_path / "missing.onnx")
@@ -287,10 +287,10 @@ sys.modules["torch"] = None          # "import torch" now raises ImportError
 sys.modules["torchvision"] = None
 sys.modules["onnx"] = None           # not a runtime dependency either
 from pathlib import Path
+import edgevpr.runtime.preprocess   # what training imports: must stay light
+assert "onnxruntime" not in sys.modules and "hnswlib" not in sys.modules
 import edgevpr.runtime.cli, edgevpr.runtime.describe
-from edgevpr.runtime.embedder import Embedder
-from edgevpr.runtime.placemap import PlaceMap
-from edgevpr.runtime.recognizer import Recognizer
+from edgevpr.runtime import Embedder, PlaceMap, Recognizer
 from edgevpr.cli import main
 
 model, database, queries, out = (Path(a) for a in sys.argv[1:5])

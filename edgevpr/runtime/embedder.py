@@ -78,8 +78,8 @@ class Embedder:
             self._backend = TensorRTBackend(self.path, batch_size)
         else:
             raise EdgeVPRError(
-                f"cannot run {self.path}: expected an exported model (.onnx) or a TensorRT "
-                "engine (.engine/.plan); checkpoints are run with 'edgevpr eval', not here"
+                f"cannot run {self.path}: the runtime takes an exported model (.onnx) or a "
+                "TensorRT engine (.engine/.plan); export a checkpoint with 'edgevpr export'"
             )
         self.metadata: ModelMetadata = self._backend.metadata
         limit = self._backend.max_batch
