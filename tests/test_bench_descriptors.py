@@ -12,6 +12,7 @@ from edgevpr.bench.descriptors import (
     grow,
     l2_normalize,
     median_nn_distance,
+    query_set,
 )
 
 
@@ -90,3 +91,18 @@ def test_content_key_changes_with_data_and_parameters() -> None:
     y = x.copy()
     y[0, 0] = 2
     assert content_key(x, M=16) != content_key(y, M=16)
+
+
+def test_query_set_prefers_real_queries() -> None:
+    real = route()
+    real_queries = route(seed=5)[:50]
+    few = query_set(real, real_queries, 20, seed=0)
+    assert few.shape == (20, 64)
+    # 20 of 50 real queries, evenly spread: each one is a real query descriptor
+    assert np.allclose((few @ real_queries.T).max(axis=1), 1.0, atol=1e-5)
+    many = query_set(real, real_queries, 80, seed=0)
+    np.testing.assert_allclose(many[:50], real_queries, atol=1e-6)
+    assert many.shape == (80, 64)
+    none = query_set(real, None, 30, seed=0)
+    assert none.shape == (30, 64)
+    np.testing.assert_allclose(np.linalg.norm(none, axis=1), 1.0, atol=1e-5)

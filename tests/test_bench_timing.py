@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 import numpy as np
 import pytest
 
@@ -78,6 +80,21 @@ def test_measure_honours_warmup_and_minimum_calls() -> None:
     assert timing.count == 7
     assert len(calls) == 11
     assert timing.items == 1
+
+
+def test_warmup_lasts_a_share_of_the_budget() -> None:
+    calls = []
+
+    def slow() -> None:
+        calls.append(1)
+        time.sleep(0.01)
+
+    config = TimingConfig(warmup=1, seconds=0.2, min_iters=1)
+    assert config.warmup_seconds == pytest.approx(0.05)
+    timing = measure(slow, config)
+    # about 0.05 s of 10 ms calls untimed (not just the 1 asked for), then about 0.2 s timed
+    assert len(calls) - timing.count >= 3
+    assert TimingConfig(warmup=0, seconds=5.0).warmup_seconds == 0.0
 
 
 def test_measure_stops_at_max_iters() -> None:

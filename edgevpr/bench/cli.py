@@ -78,7 +78,7 @@ def write_atomic(path: Path, text: str) -> None:
 @click.option("--map-size", "map_text", default="10k,100k", show_default=True,
               help="Search map sizes (0: no search). Maps are cached: the first 100k build of "
               "4096-d descriptors takes minutes on two cores.")
-@click.option("--ef", "ef_text", default="32,64,128", show_default=True,
+@click.option("--ef", "ef_text", default="32,64,128,256", show_default=True,
               help="hnswlib search breadths to compare.")
 @click.option("--hnsw-m", default=16, show_default=True, type=click.IntRange(2, 512),
               help="HNSW graph degree M.")

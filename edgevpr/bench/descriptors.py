@@ -6,7 +6,9 @@ random vectors every point is about equally far from every other and recall coll
 map entries are made the way a route is mapped: between two consecutive real keyframes
 (interpolated), plus appearance change drawn from the real descriptors' own differences
 (so it stays in the subspace real images span), plus a little isotropic noise; then
-renormalised. Queries are new draws from the real query descriptors where there are any.
+renormalised. Queries are the real query images' own descriptors where there are enough
+(topped up by draws around them), else draws around the real database descriptors with a
+larger change (a revisit under other conditions).
 """
 
 from __future__ import annotations
@@ -74,6 +76,20 @@ def grow(real: np.ndarray, count: int, seed: int, change: float = MAP_CHANGE) ->
         entries += (ISOTROPIC_SHARE * target / np.sqrt(dim)) * isotropic
         out[start : start + m] = l2_normalize(entries)
     return out
+
+
+def query_set(
+    real_database: np.ndarray, real_queries: np.ndarray | None, count: int, seed: int
+) -> np.ndarray:
+    """``count`` query descriptors: real ones first (evenly spread), then grown ones."""
+    if real_queries is None or len(real_queries) < 2:
+        return grow(real_database, count, seed, change=QUERY_CHANGE)
+    real_queries = l2_normalize(np.asarray(real_queries, dtype=np.float32))
+    if len(real_queries) >= count:
+        picks = np.linspace(0, len(real_queries) - 1, count).round().astype(int)
+        return real_queries[picks]
+    extra = grow(real_queries, count - len(real_queries), seed, change=MAP_CHANGE)
+    return np.concatenate([real_queries, extra])
 
 
 def content_key(*arrays: np.ndarray, **params: object) -> str:

@@ -322,7 +322,8 @@ def to_markdown(report: Report) -> str:
     out.append("")
     settings = report.settings
     out.append(
-        f"Timing: {settings.get('warmup')} warm-up calls, then at least "
+        f"Timing: at least {settings.get('warmup')} warm-up calls lasting a quarter of the "
+        f"timed budget, then at least "
         f"{settings.get('seconds')} s and {settings.get('min_iters')} calls per row; "
         "latency is per call (a whole batch); throughput and GFLOP/s from the mean. "
         f"Peak RSS: {settings.get('peak_memory', 'peak resident memory')}."

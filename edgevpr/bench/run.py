@@ -74,7 +74,7 @@ class BenchOptions:
     seconds: float = 2.0
     min_iters: int = 5
     map_sizes: tuple[int, ...] = (10_000, 100_000)
-    efs: tuple[int, ...] = (32, 64, 128)
+    efs: tuple[int, ...] = (32, 64, 128, 256)
     M: int = 16
     ef_construction: int = 200
     e2e_ef: int | None = None  # None: the runtime's default ef
@@ -555,8 +555,12 @@ def run_bench(opts: BenchOptions, say: Progress) -> Report:
     report.notes += contention_notes(report.rows, load_at_start, machine["cpu"]["cores_total"])
     report.notes += [
         f"images: {workload.description}; search maps are grown from the descriptors of "
-        f"{len(workload.database)} of them (never random vectors), queries from "
-        f"{'the query images' if workload.queries else 'the same images, changed more'}",
+        f"{len(workload.database)} of them (never random vectors); queries: "
+        + (
+            f"descriptors of {len(workload.queries)} real query images"
+            if workload.queries
+            else "drawn around the same descriptors with a larger change"
+        ),
         f"cache: {opts.cache_dir} (exports, maps and descriptors; delete it to rebuild)",
     ]
     return report

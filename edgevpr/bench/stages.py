@@ -22,13 +22,7 @@ from typing import Any
 
 import numpy as np
 
-from edgevpr.bench.descriptors import (
-    QUERY_CHANGE,
-    agreement,
-    content_key,
-    exact_search,
-    grow,
-)
+from edgevpr.bench.descriptors import agreement, content_key, exact_search, grow, query_set
 from edgevpr.bench.report import (
     STAGE_EMBED,
     STAGE_END_TO_END,
@@ -306,12 +300,7 @@ def run_search_job(job: SearchJob) -> SearchResult:
     real = np.load(job.real_database)
     real_queries = np.load(job.real_queries) if job.real_queries else None
     database = grow(real, job.map_size, seed=MAP_SEED)
-    queries = grow(
-        real_queries if real_queries is not None else real,
-        job.queries,
-        seed=QUERY_SEED,
-        change=QUERY_CHANGE,
-    )
+    queries = query_set(real, real_queries, job.queries, seed=QUERY_SEED)
     truth = exact_search(database, queries, job.k)
     base = dict(model=job.model, stage=STAGE_SEARCH, map_size=job.map_size, dim=real.shape[1])
     base["k"] = job.k

@@ -27,15 +27,27 @@ FEW_SAMPLES = 20
 FOREIGN_CPU_LIMIT = 0.10
 
 
+# Warm-up lasts at least this share of the timed budget: first calls pay for lazy
+# initialisation (oneDNN primitives, memory arenas, caches), which PyTorch eager keeps paying
+# for several calls, and a fixed count of calls is too few for fast models.
+WARMUP_SHARE = 0.25
+MAX_WARMUP_SECONDS = 10.0
+
+
 @dataclass(frozen=True)
 class TimingConfig:
-    """How long to measure: ``warmup`` untimed calls, then timed calls until ``seconds`` have
-    passed and at least ``min_iters`` were made (or ``max_iters`` is reached)."""
+    """How long to measure: at least ``warmup`` untimed calls lasting at least a quarter of
+    ``seconds``; then timed calls until ``seconds`` have passed and at least ``min_iters``
+    were made (or ``max_iters`` is reached)."""
 
     warmup: int = 3
     seconds: float = 2.0
     min_iters: int = 5
     max_iters: int = 100_000
+
+    @property
+    def warmup_seconds(self) -> float:
+        return 0.0 if self.warmup == 0 else min(self.seconds * WARMUP_SHARE, MAX_WARMUP_SECONDS)
 
 
 def percentile(samples: np.ndarray | list[float], q: float) -> float:
@@ -176,9 +188,14 @@ class CpuContention:
 
 
 def measure(fn: Callable[[], object], config: TimingConfig, items: int = 1) -> Timing:
-    """Call ``fn`` ``config.warmup`` times untimed, then time it (see TimingConfig)."""
-    for _ in range(config.warmup):
+    """Warm ``fn`` up untimed, then time it (see TimingConfig)."""
+    start = time.perf_counter()
+    calls = 0
+    while calls < config.warmup or (
+        calls < config.max_iters and time.perf_counter() - start < config.warmup_seconds
+    ):
         fn()
+        calls += 1
     with CpuContention() as contention:
         samples = timed_calls(fn, config)
     return Timing(np.asarray(samples), items=items, foreign_cpu=contention.foreign_share)
