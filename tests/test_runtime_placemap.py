@@ -390,6 +390,9 @@ def test_latlon_prior_on_latlon_and_utm_maps() -> None:
     found = utm.query(x[10], k=30, prior=GeoPrior.from_latlon(float(lats[10]), 18.07, 120.0))[0]
     assert sorted(found.ids.tolist()) == [9, 10, 11]
 
+    with pytest.raises(EdgeVPRError, match="not east/north"):
+        latlon.query(x[10], k=3, prior=GeoPrior(500_000.0, 6_500_000.0, 120.0))
+
     no_zone = PlaceMap.create(DIM, "fp")
     no_zone.add(x, [PlaceRecord(east=e, north=n) for e, n in coords])
     with pytest.raises(EdgeVPRError, match="no UTM zone"):

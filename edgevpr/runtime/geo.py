@@ -90,7 +90,13 @@ def haversine_m(lat: float, lon: float, lats: np.ndarray, lons: np.ndarray) -> n
 
 def distances_m(prior: GeoPrior, places: PlaceCoordinates) -> np.ndarray:
     """Distance from the prior to every place; NaN where it cannot be known."""
+    has_planar = bool(np.isfinite(places.east).any())
     if not prior.is_latlon:
+        if not has_planar and np.isfinite(places.lat).any():
+            raise EdgeVPRError(
+                "this map's places have latitude/longitude, not east/north: give the prior "
+                "as latitude/longitude (GeoPrior.from_latlon, --prior LAT,LON,R)"
+            )
         return np.hypot(places.east - prior.east, places.north - prior.north)
     distance = haversine_m(prior.lat, prior.lon, places.lat, places.lon)  # type: ignore[arg-type]
     planar_only = np.isnan(distance) & ~np.isnan(places.east)
