@@ -1,0 +1,306 @@
+"""``edgevpr export``'s work: checkpoint -> ONNX (always), INT8 ONNX, TensorRT engine, each
+followed by its parity gate, with ``parity.json`` rewritten (atomically) after every step
+so that an interrupted or failed export still says what was proved."""
+
+from __future__ import annotations
+
+import datetime as _dt
+import json
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from edgevpr import __version__
+from edgevpr.errors import EdgeVPRError
+from edgevpr.export.files import write_bytes_atomic
+from edgevpr.export.onnx_export import DEFAULT_OPSET, export_onnx
+from edgevpr.export.parity import (
+    DEFAULT_GATES,
+    DEFAULT_PARITY_IMAGES,
+    Gate,
+    ParityData,
+    ParityMetrics,
+    artifact_descriptors,
+    compare,
+    evenly,
+    load_parity_data,
+    reference_descriptors,
+)
+from edgevpr.export.quantize import Int8Options, quantize_int8
+from edgevpr.export.tensorrt_build import BatchRange, build_engine
+from edgevpr.model.checkpoint import Checkpoint, load_checkpoint
+from edgevpr.runtime.preprocess import preprocess
+
+CPU = ["CPUExecutionProvider"]
+DEFAULT_CALIBRATION_IMAGES = 64
+SYNTH_PLACES = 64
+
+
+@dataclass
+class ExportOptions:
+    out: Path | None = None
+    opset: int = DEFAULT_OPSET
+    int8: bool = False
+    trt: bool = False
+    trt_precision: str = "fp16"
+    batch: BatchRange = field(default_factory=BatchRange)
+    parity_data: Path | None = None
+    parity_images: int = DEFAULT_PARITY_IMAGES
+    calibration_images: int = DEFAULT_CALIBRATION_IMAGES
+    int8_options: Int8Options = field(default_factory=Int8Options)
+    gates: dict[str, Gate] = field(default_factory=lambda: dict(DEFAULT_GATES))
+    timing_cache: Path | None = None
+
+
+@dataclass
+class ArtifactReport:
+    format: str
+    file: Path | None
+    precision: str
+    gate: Gate | None = None
+    metrics: ParityMetrics | None = None
+    status: str = "pending"  # reference | pass | FAIL | error
+    failures: list[str] = field(default_factory=list)
+    details: dict[str, Any] = field(default_factory=dict)
+    seconds: float = 0.0
+
+    @property
+    def size_mb(self) -> float | None:
+        if self.file is None or not self.file.is_file():
+            return None
+        return self.file.stat().st_size / 1e6
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "format": self.format,
+            "file": self.file.name if self.file else None,
+            "size_mb": None if self.size_mb is None else round(self.size_mb, 3),
+            "precision": self.precision,
+            "gate": None if self.gate is None else self.gate.describe(),
+            "status": self.status,
+            "failures": self.failures,
+            "metrics": None if self.metrics is None else self.metrics.to_dict(),
+            "seconds": round(self.seconds, 2),
+            **self.details,
+        }
+
+
+@dataclass
+class ExportReport:
+    checkpoint: Path
+    checkpoint_sha256: str
+    out: Path
+    parity_data: dict[str, Any] = field(default_factory=dict)
+    artifacts: list[ArtifactReport] = field(default_factory=list)
+    error: EdgeVPRError | None = None
+
+    @property
+    def parity_path(self) -> Path:
+        return self.out / "parity.json"
+
+    def failed(self) -> list[ArtifactReport]:
+        return [a for a in self.artifacts if a.status == "FAIL"]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "edgevpr_version": __version__,
+            "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+            "checkpoint": str(self.checkpoint),
+            "checkpoint_sha256": self.checkpoint_sha256,
+            "parity_data": self.parity_data,
+            "artifacts": [a.to_dict() for a in self.artifacts],
+            "error": None if self.error is None else str(self.error),
+        }
+
+    def save(self) -> None:
+        text = json.dumps(self.to_dict(), indent=2, sort_keys=False) + "\n"
+        write_bytes_atomic(self.parity_path, text.encode())
+
+
+def default_out(checkpoint: Path) -> Path:
+    return checkpoint.parent / f"{checkpoint.stem}-export"
+
+
+def synthetic_parity_data(max_images: int, say: Callable[[str], None]) -> ParityData:
+    """A small generated set (``edgevpr synth``) when the user gave no images."""
+    try:
+        from edgevpr.data.synth import SynthConfig, generate
+    except ImportError:
+        raise EdgeVPRError(
+            "no --parity-data given: pass a folder of real images (ideally a dataset in the "
+            "evaluation layout) to check the exported models against"
+        ) from None
+    places = max(2, min(SYNTH_PLACES, max_images // 2))
+    say(
+        f"parity data: {2 * places} synthetic images (edgevpr synth); pass --parity-data with "
+        "images from your deployment for a faithful gate and INT8 calibration"
+    )
+    with tempfile.TemporaryDirectory(prefix="edgevpr-parity-") as tmp:
+        generate(Path(tmp) / "synth", SynthConfig(places=places, val_places=0, train_places=0))
+        data = load_parity_data(Path(tmp) / "synth", max_images)
+    data.source = f"synthetic ({2 * places} images, edgevpr synth, seed 0)"
+    return data
+
+
+class Exporter:
+    """Runs the steps the options ask for; every artifact gets a row in the report."""
+
+    def __init__(
+        self,
+        checkpoint: str | Path,
+        options: ExportOptions | None = None,
+        say: Callable[[str], None] | None = None,
+    ) -> None:
+        self.checkpoint = Path(checkpoint)
+        self.options = options or ExportOptions()
+        self.say = say or (lambda _msg: None)
+
+    def run(self) -> ExportReport:
+        opts = self.options
+        ckpt = load_checkpoint(self.checkpoint)
+        self.spec = ckpt.model.config.preprocess
+        out = opts.out or default_out(self.checkpoint)
+        out.mkdir(parents=True, exist_ok=True)
+        report = ExportReport(self.checkpoint, ckpt.sha256, out)
+        data = self.parity_data()
+        report.parity_data = data.describe()
+        started = time.perf_counter()
+        self.say(f"reference: PyTorch FP32 on {len(data.images)} images")
+        reference = reference_descriptors(ckpt.model, data)
+        ref_row = ArtifactReport("PyTorch", self.checkpoint, "fp32", status="reference")
+        ref_row.metrics = compare(reference, reference, data)
+        ref_row.seconds = time.perf_counter() - started
+        report.artifacts.append(ref_row)
+        stem = self.checkpoint.stem
+        onnx_path = out / f"{stem}.onnx"
+        self.export_onnx(ckpt, onnx_path, report, reference, data)
+        if opts.int8:
+            self.export_int8(onnx_path, out / f"{stem}_int8.onnx", report, reference, data)
+        if opts.trt:
+            engine = out / f"{stem}_{opts.trt_precision}.engine"
+            self.export_engine(onnx_path, engine, report, reference, data)
+        report.save()
+        return report
+
+    def parity_data(self) -> ParityData:
+        opts = self.options
+        if opts.parity_data is None:
+            return synthetic_parity_data(opts.parity_images, self.say)
+        data = load_parity_data(opts.parity_data, opts.parity_images)
+        kind = (
+            f"{data.database} database + {data.queries} queries"
+            if data.has_retrieval
+            else "no coordinates: descriptor checks only"
+        )
+        self.say(f"parity data: {len(data.images)} images from {data.source} ({kind})")
+        return data
+
+    def gate(
+        self,
+        row: ArtifactReport,
+        reference: np.ndarray,
+        data: ParityData,
+        providers: list[str] | None,
+    ) -> None:
+        assert row.file is not None
+        descriptors = artifact_descriptors(row.file, data, providers)
+        row.metrics = compare(reference, descriptors, data)
+        row.gate = self.options.gates[row.precision]
+        row.failures = row.gate.failures(row.metrics)
+        row.status = "FAIL" if row.failures else "pass"
+        verdict = "passed" if not row.failures else "FAILED: " + "; ".join(row.failures)
+        self.say(f"{row.format}: parity gate {verdict} ({row.metrics.cosine_min:.6f} cos min)")
+
+    def export_onnx(
+        self,
+        ckpt: Checkpoint,
+        path: Path,
+        report: ExportReport,
+        reference: np.ndarray,
+        data: ParityData,
+    ) -> None:
+        started = time.perf_counter()
+        self.say(f"ONNX: exporting with opset {self.options.opset}")
+        export_onnx(ckpt, path, self.options.opset)
+        row = ArtifactReport("ONNX", path, "fp32", details={"opset": self.options.opset})
+        report.artifacts.append(row)
+        self.gate(row, reference, data, CPU)
+        row.seconds = time.perf_counter() - started
+        report.save()
+
+    def export_int8(
+        self,
+        onnx_path: Path,
+        path: Path,
+        report: ExportReport,
+        reference: np.ndarray,
+        data: ParityData,
+    ) -> None:
+        started = time.perf_counter()
+        spec = self.spec
+        pool = data.map_images()
+        chosen = evenly(len(pool), self.options.calibration_images)
+        calibration = preprocess([pool[int(i)] for i in chosen], spec)
+        self.say(f"ONNX INT8: static QDQ quantisation, {len(calibration)} calibration images")
+        result = quantize_int8(onnx_path, path, calibration, self.options.int8_options, self.say)
+        row = ArtifactReport(
+            "ONNX INT8",
+            path,
+            "int8",
+            details={
+                "calibration_images": result.calibration_images,
+                "calibration_cosine_min": round(result.cosine_min, 6),
+                "float_blocks": result.float_blocks,
+                "float_nodes": len(result.float_nodes),
+                "quantized_tensors": result.quantized_nodes,
+                "int8_trials": result.trials,
+            },
+        )
+        report.artifacts.append(row)
+        self.gate(row, reference, data, CPU)
+        row.seconds = time.perf_counter() - started
+        report.save()
+
+    def export_engine(
+        self,
+        onnx_path: Path,
+        path: Path,
+        report: ExportReport,
+        reference: np.ndarray,
+        data: ParityData,
+    ) -> None:
+        opts = self.options
+        started = time.perf_counter()
+        row = ArtifactReport("TensorRT", path, opts.trt_precision)
+        report.artifacts.append(row)
+        self.say(f"TensorRT: building {opts.trt_precision} engine, batch {opts.batch}")
+        try:
+            header = build_engine(
+                onnx_path,
+                path,
+                opts.trt_precision,
+                opts.batch,
+                opts.timing_cache or path.parent / "timing.cache",
+            )
+        except EdgeVPRError as exc:
+            row.status = "error"
+            row.failures = [str(exc)]
+            row.file = None
+            report.error = exc
+            report.save()
+            return
+        row.details = {
+            "trt_version": header.trt_version,
+            "gpu_name": header.gpu_name,
+            "compute_capability": header.compute_capability,
+            "strongly_typed": header.extra["strongly_typed"],
+        }
+        row.details["batch"] = str(opts.batch)
+        self.gate(row, reference, data, None)
+        row.seconds = time.perf_counter() - started
+        report.save()
