@@ -29,6 +29,15 @@ from edgevpr.runtime.preprocess import preprocess
 RECALL_LINE = re.compile(r"^R@1: \d+\.\d  R@5: \d+\.\d  R@10: \d+\.\d  R@20: \d+\.\d$")
 
 
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    """One intra-op thread: on a shared 2-core machine two spinning threads are far slower."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 @pytest.fixture(scope="module")
 def dataset(tmp_path_factory: pytest.TempPathFactory) -> Path:
     root = tmp_path_factory.mktemp("eval") / "synth"

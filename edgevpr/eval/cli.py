@@ -45,6 +45,7 @@ def parse_ns(text: str) -> tuple[int, ...]:
     help="Comma-separated N for Recall@N.",
 )
 @click.option("--batch", default=32, show_default=True, help="Images embedded per batch.")
+@click.option("--threads", type=int, help="CPU threads for inference (default: all cores).")
 @click.option(
     "--size",
     type=SIZE,
@@ -68,6 +69,7 @@ def evaluate(
     radius: float,
     recall_at: str,
     batch: int,
+    threads: int | None,
     size: tuple[int, int] | None,
     as_json: bool,
     plot: Path | None,
@@ -83,7 +85,7 @@ def evaluate(
     if batch < 1:
         raise click.BadParameter("--batch must be >= 1")
     data = read_split(dataset_dir, split)
-    embedder = load_embedder(model, batch_size=batch, size=size)
+    embedder = load_embedder(model, batch_size=batch, size=size, threads=threads)
     depth = max(PLOT_MAX_N if plot else 0, GRID_K if visualize else 0)
     result = run_evaluation(embedder, data, radius=radius, ns=ns, depth=depth)
     if plot:

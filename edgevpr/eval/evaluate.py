@@ -101,10 +101,16 @@ def checked_descriptors(descriptors: Any, images: Any) -> np.ndarray:
 
 
 def load_embedder(
-    model_path: str | os.PathLike[str], batch_size: int = 32, size: tuple[int, int] | None = None
+    model_path: str | os.PathLike[str],
+    batch_size: int = 32,
+    size: tuple[int, int] | None = None,
+    threads: int | None = None,
 ) -> Embedder:
     """A checkpoint (.pt/.pth/.ckpt) through PyTorch, an exported model (.onnx/.engine)
-    through the torch-free runtime."""
+    through the torch-free runtime. ``threads``: CPU threads for inference (default: the
+    library's own choice)."""
+    if threads is not None and threads < 1:
+        raise EdgeVPRError(f"threads must be >= 1, got {threads}")
     path = Path(model_path)
     if not path.exists():
         raise EdgeVPRError(f"model {path} does not exist")
@@ -118,7 +124,8 @@ def load_embedder(
                     f"this edgevpr has no runtime embedder to run {path.name}"
                 ) from None
             raise EdgeVPRError(f"running {path.name} needs the '{exc.name}' package") from None
-        kwargs = {"batch_size": batch_size} if accepts(RuntimeEmbedder, "batch_size") else {}
+        wanted = {"batch_size": batch_size, "threads": threads}
+        kwargs = {k: v for k, v in wanted.items() if v is not None and accepts(RuntimeEmbedder, k)}
         return RuntimeEmbedder(path, **kwargs)
     if suffix in CHECKPOINT_SUFFIXES:
         try:
@@ -128,6 +135,10 @@ def load_embedder(
                 f"evaluating a checkpoint needs the '{exc.name}' package: "
                 "pip install 'edgevpr[train]'"
             ) from None
+        if threads is not None:
+            import torch
+
+            torch.set_num_threads(threads)
         return TorchEmbedder.from_checkpoint(path, batch_size=batch_size, size=size)
     raise EdgeVPRError(
         f"cannot tell what {path.name} is: expected a checkpoint "
