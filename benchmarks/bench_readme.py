@@ -17,7 +17,7 @@ from edgevpr.bench.machine import header_lines
 from edgevpr.bench.report import fmt_count, fmt_ms
 
 HERE = Path(__file__).resolve().parent
-CONFIG_ORDER = ("r50", "lite0")
+CONFIG_ORDER = ("r50", "search4096", "lite0")
 # Targets of issue 6 (checked here, not by tests).
 ORT_OVER_EAGER = 1.8
 INT8_OVER_FP32 = 2.0
@@ -120,11 +120,15 @@ def targets(reports: dict[str, dict[str, Any]]) -> list[list[str]]:
         if line is not None:
             lines.append(line)
     for name, report in reports.items():
-        lines.append(e2e_line(report, report["models"][0]["name"] if report["models"] else name))
+        if any(r["stage"] == "end-to-end" for r in report["rows"]):
+            model = report["models"][0]["name"] if report["models"] else name
+            lines.append(e2e_line(report, model))
     return lines
 
 
 def table(header: list[str], rows: list[list[str]]) -> list[str]:
+    if not rows:
+        return []
     return [
         "| " + " | ".join(header) + " |",
         "|" + "|".join("---" for _ in header) + "|",
@@ -216,13 +220,9 @@ def summary(reports: dict[str, dict[str, Any]]) -> str:
                 f"{model['descriptor_dim']}-d"
                 + (f", {gflop:.2f} GFLOP/image ({parts})" if gflop else ""),
                 "",
-                *embed_table(report),
-                "",
-                *search_table(report),
-                "",
-                *pipeline_table(report),
-                "",
             ]
+            for part in (embed_table(report), search_table(report), pipeline_table(report)):
+                out += [*part, ""] if part else []
         warnings = [n for n in report["notes"] if n.startswith("WARNING")]
         out += [f"> {w}" for w in warnings] + ([""] if warnings else [])
     return "\n".join(out)
@@ -237,8 +237,14 @@ def chart(reports: dict[str, dict[str, Any]], path: Path) -> None:
     from edgevpr.bench.machine import one_line
 
     panels = [r for r in reports.values() if ok_rows(r, "embed")]
-    fig, axes = plt.subplots(len(panels), 1, figsize=(9, 1.2 + 0.55 * 8 * len(panels)),
-                             squeeze=False)
+    bars_per_panel = [sum(1 for r in ok_rows(p, "embed") if r["batch"] == 1) for p in panels]
+    fig, axes = plt.subplots(
+        len(panels),
+        1,
+        figsize=(9, 0.8 + sum(0.9 + 0.4 * n for n in bars_per_panel)),
+        squeeze=False,
+        gridspec_kw={"height_ratios": [1 + n for n in bars_per_panel]},
+    )
     for ax, report in zip(axes[:, 0], panels, strict=True):
         rows = [r for r in ok_rows(report, "embed") if r["batch"] == 1]
         labels = [f"{r['backend']} {r['precision']}" for r in rows]

@@ -70,7 +70,8 @@ def write_atomic(path: Path, text: str) -> None:
 )
 @click.option("--batch", "batch_text", default="1,8", show_default=True, help="Batch sizes.")
 @click.option("--warmup", default=3, show_default=True, type=click.IntRange(0, 10_000),
-              help="Untimed calls before each row.")
+              help="Untimed calls before each row, at least (warm-up also lasts a quarter of "
+              "--seconds).")
 @click.option("--seconds", default=2.0, show_default=True, type=click.FloatRange(0, 3600),
               help="Time each row for at least this long.")
 @click.option("--min-iters", default=5, show_default=True, type=click.IntRange(1, 1_000_000),

@@ -19,7 +19,7 @@ import numpy as np
 
 from edgevpr.bench import artifacts
 from edgevpr.bench.artifacts import ModelGroup, Progress, has_module
-from edgevpr.bench.descriptors import l2_normalize
+from edgevpr.bench.descriptors import content_key, l2_normalize
 from edgevpr.bench.machine import machine_info
 from edgevpr.bench.report import (
     FAILED,
@@ -27,6 +27,7 @@ from edgevpr.bench.report import (
     SKIPPED,
     STAGE_EMBED,
     STAGE_END_TO_END,
+    STAGE_PREPROCESS,
     STAGE_SEARCH,
     ModelInfo,
     Report,
@@ -164,13 +165,22 @@ def make_target(key: str, group: ModelGroup) -> Target | str:
     return Target(key, backend, precision, str(group.onnx_fp32), providers[key])
 
 
-def calibration_images(workload: Workload, spec: Any) -> Callable[[], np.ndarray]:
+def calibration_paths(workload: Workload) -> tuple[Path, ...]:
+    """Database images spread along the route, as many as INT8 calibration takes."""
+    count = artifacts.CALIBRATION_IMAGES
+    return workload.database[:: max(1, len(workload.database) // count)][:count]
+
+
+def calibration_key(paths: tuple[Path, ...]) -> str:
+    """Names the calibration set, so a cached INT8 model is reused only for the same images."""
+    return content_key(np.array([f"{p}:{p.stat().st_size}" for p in paths]))[:16]
+
+
+def calibration_images(paths: tuple[Path, ...], spec: Any) -> Callable[[], np.ndarray]:
     def load() -> np.ndarray:
         from edgevpr.runtime.images import read_image
         from edgevpr.runtime.preprocess import preprocess
 
-        count = artifacts.CALIBRATION_IMAGES
-        paths = workload.database[:: max(1, len(workload.database) // count)][:count]
         return preprocess([read_image(p) for p in paths], spec)
 
     return load
@@ -179,17 +189,21 @@ def calibration_images(workload: Workload, spec: Any) -> Callable[[], np.ndarray
 def prepare_files(
     group: ModelGroup, keys: list[str], opts: BenchOptions, workload: Workload, say: Progress
 ) -> None:
-    """Export on the fly whatever the wanted backends need and the user did not give."""
-    runtime_wanted = any(not k.startswith("pytorch") for k in keys)
+    """Export on the fly whatever the wanted backends and stages need and the user did not
+    give: FP32 ONNX for the runtime backends and for seeding search maps, INT8 and a TensorRT
+    engine only where their rows are wanted."""
+    measuring = "embed" in opts.stages or "pipeline" in opts.stages
+    runtime_wanted = measuring and any(not k.startswith("pytorch") for k in keys)
     if runtime_wanted or "search" in opts.stages:
         artifacts.ensure_fp32(group, opts.cache_dir, say)
     artifacts.load_metadata(group)
-    if "ort-cpu-int8" in keys:
+    if measuring and "ort-cpu-int8" in keys:
         spec = group.metadata.preprocess  # type: ignore[union-attr]
+        paths = calibration_paths(workload)
         artifacts.ensure_int8(
-            group, opts.cache_dir, calibration_images(workload, spec), workload.key(), say
+            group, opts.cache_dir, calibration_images(paths, spec), calibration_key(paths), say
         )
-    if "tensorrt" in keys and has_module("tensorrt"):
+    if measuring and "tensorrt" in keys and has_module("tensorrt"):
         artifacts.ensure_engine(group, opts.cache_dir, max(opts.embed_batches()), say)
 
 
@@ -483,11 +497,11 @@ def opts_compare(descriptors: dict[str, np.ndarray]) -> int:
 def order_rows(rows: list[Row]) -> list[Row]:
     """Embed rows in backend order (skipped ones in place), then search, then pipeline."""
     backend_rank = {BACKENDS[k]: i for i, k in enumerate(BACKENDS)}
-    stage_rank = {STAGE_EMBED: 0, STAGE_SEARCH: 1}
+    stage_rank = {STAGE_EMBED: 0, STAGE_SEARCH: 1, STAGE_PREPROCESS: 2, STAGE_END_TO_END: 3}
 
     def key(row: Row) -> tuple:
         return (
-            stage_rank.get(row.stage, 2),
+            stage_rank.get(row.stage, 4),
             0 if row.stage == STAGE_SEARCH else backend_rank.get((row.backend, row.precision), 99),
             row.map_size or 0,
             row.batch,

@@ -218,8 +218,9 @@ def timed_calls(fn: Callable[[], object], config: TimingConfig) -> list[float]:
 # --- peak memory ---------------------------------------------------------------------------
 
 PEAK_MEMORY_MEANING = (
-    "peak resident memory (RSS high-water mark) of the process running the row: interpreter, "
-    "libraries, the loaded model or index and its working buffers"
+    "peak resident host memory (RSS high-water mark, reset before each row) of the worker "
+    "process running the row: interpreter, libraries, the loaded model or index and its "
+    "working buffers; GPU memory is not included"
 )
 
 
