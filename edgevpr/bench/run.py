@@ -569,11 +569,16 @@ def run_bench(opts: BenchOptions, say: Progress) -> Report:
     report.notes += contention_notes(report.rows, load_at_start, machine["cpu"]["cores_total"])
     report.notes += [
         f"images: {workload.description}; search maps are grown from the descriptors of "
-        f"{len(workload.database)} of them (never random vectors); queries: "
+        f"{len(workload.database)} of them (never random vectors); {SEARCH_QUERIES} queries: "
         + (
-            f"descriptors of {len(workload.queries)} real query images"
+            f"the descriptors of {min(len(workload.queries), SEARCH_QUERIES)} real query images"
+            + (
+                ", topped up by draws around them"
+                if len(workload.queries) < SEARCH_QUERIES
+                else ""
+            )
             if workload.queries
-            else "drawn around the same descriptors with a larger change"
+            else "drawn around the database descriptors with a larger change"
         ),
         f"cache: {opts.cache_dir} (exports, maps and descriptors; delete it to rebuild)",
     ]
