@@ -172,8 +172,9 @@ def calibration_paths(workload: Workload) -> tuple[Path, ...]:
 
 
 def calibration_key(paths: tuple[Path, ...]) -> str:
-    """Names the calibration set, so a cached INT8 model is reused only for the same images."""
-    return content_key(np.array([f"{p}:{p.stat().st_size}" for p in paths]))[:16]
+    """Names the calibration set by content, so a cached INT8 model is reused only for the
+    same images (wherever they now lie)."""
+    return content_key(*(np.fromfile(p, dtype=np.uint8) for p in paths))[:16]
 
 
 def calibration_images(paths: tuple[Path, ...], spec: Any) -> Callable[[], np.ndarray]:
