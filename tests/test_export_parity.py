@@ -12,6 +12,8 @@ import contextlib
 import io
 import json
 import shutil
+import subprocess
+import sys
 from dataclasses import replace
 from pathlib import Path
 
@@ -22,7 +24,7 @@ import torch
 from onnx import numpy_helper
 
 from edgevpr.cli import main
-from edgevpr.export import pipeline
+from edgevpr.export import onnx_export
 from edgevpr.export.fp16 import convert_to_fp16
 from edgevpr.export.onnx_export import checkpoint_metadata, export_onnx, save_onnx_atomic
 from edgevpr.export.parity import (
@@ -213,7 +215,7 @@ def test_failed_gate_exits_1_naming_the_gate_and_numbers(
     def copy_export(_ckpt: object, path: Path, _opset: int) -> None:
         shutil.copyfile(exported["out"] / "lite0.onnx", path)
 
-    monkeypatch.setattr(pipeline, "export_onnx", copy_export)
+    monkeypatch.setattr(onnx_export, "export_onnx", copy_export)
     code, _, stderr = run_cli(
         ["export", str(lite_checkpoint), "--out", str(tmp_path), "--parity-data", str(corridor)]
         + ["--parity-images", "8", "--fp32-max-abs", "1e-12"]
@@ -251,3 +253,24 @@ def test_the_authors_resnet50_4096_layout_exports(
     reference = reference_descriptors(ckpt.model, few)
     metrics = compare(reference, artifact_descriptors(path, few, ["cpu"]), few)
     assert DEFAULT_GATES["fp32"].failures(metrics) == []
+
+
+def test_int8_from_an_exported_onnx_runs_without_torch(exported: dict, corridor: Path) -> None:
+    """The Jetson path: INT8 (or an engine) from the FP32 ONNX, with torch unimportable."""
+    out = exported["out"] / "from_onnx"
+    script = (
+        "import sys; sys.modules['torch'] = None\n"  # any 'import torch' now fails
+        "from edgevpr.cli import main\n"
+        f"main(['export', {str(exported['out'] / 'lite0.onnx')!r}, '--out', {str(out)!r},"
+        f" '--int8', '--parity-data', {str(corridor)!r}, '--parity-images', '32',"
+        " '--calib-images', '16', '--int8-target', '0.9',"
+        " '--int8-keep-float', 'backbone.model.blocks.0'])\n"
+    )
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr[-2000:]
+    rows = json.loads((out / "parity.json").read_text())["artifacts"]
+    assert [(r["format"], r["status"]) for r in rows] == [
+        ("ONNX", "reference"),
+        ("ONNX INT8", "pass"),
+    ]
+    assert "torch" not in done.stderr

@@ -8,7 +8,7 @@ from pathlib import Path
 import click
 
 from edgevpr.errors import EdgeVPRError, GateFailure
-from edgevpr.export.onnx_export import DEFAULT_OPSET
+from edgevpr.export.onnx_io import DEFAULT_OPSET
 from edgevpr.export.parity import DEFAULT_GATES, DEFAULT_PARITY_IMAGES, Gate
 from edgevpr.export.pipeline import (
     DEFAULT_CALIBRATION_IMAGES,
@@ -81,7 +81,16 @@ def gate_failure_message(report: ExportReport) -> str:
     return f"parity gate failed: {' | '.join(parts)} (details in {report.parity_path})"
 
 
-@click.command()
+JETSON_NOTE = """\b
+TensorRT engines run only on the GPU family and TensorRT version that built them, so
+build on the target. On a Jetson, JetPack brings TensorRT and its Python bindings
+(not pip), and PyTorch is not needed: copy the FP32 ONNX that this command wrote
+to the board and run there, e.g.
+  edgevpr export model.onnx --trt --batch 1:1:4 --parity-data my_route/
+"""
+
+
+@click.command(epilog=JETSON_NOTE)
 @click.argument("checkpoint", type=click.Path(path_type=Path))
 @click.option(
     "--out",
@@ -206,6 +215,8 @@ def export(
     """Export CHECKPOINT to ONNX (and INT8 / TensorRT), each checked against PyTorch FP32.
 
     Writes the artifacts and parity.json into --out, prints a table, exits 1 if a gate fails.
+    CHECKPOINT may also be an FP32 .onnx written by this command: INT8 and TensorRT are then
+    built from it and checked against it, without PyTorch (e.g. on a Jetson).
     """
     reduced = Gate(min_cosine=min_cosine, max_recall1_drop=max_recall_drop)
     options = ExportOptions(

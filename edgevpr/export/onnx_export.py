@@ -14,13 +14,15 @@ import torch
 
 from edgevpr import __version__
 from edgevpr.errors import EdgeVPRError
-from edgevpr.export.files import write_bytes_atomic
+from edgevpr.export.onnx_io import (  # noqa: F401 - re-exported
+    DEFAULT_OPSET,
+    MIN_OPSET,
+    save_onnx_atomic,
+    set_metadata,
+)
 from edgevpr.model.checkpoint import Checkpoint
 from edgevpr.runtime.metadata import INPUT_NAME, OUTPUT_NAME, ModelMetadata
 
-# The dynamo exporter starts at opset 18; 17 is the least that has LayerNormalization.
-DEFAULT_OPSET = 18
-MIN_OPSET = 17
 MAX_BATCH = 1024
 
 
@@ -34,20 +36,6 @@ def checkpoint_metadata(ckpt: Checkpoint, precision: str = "fp32") -> ModelMetad
         precision=precision,
         edgevpr_version=__version__,
     )
-
-
-def set_metadata(model: onnx.ModelProto, metadata: ModelMetadata) -> None:
-    props = metadata.to_props()
-    keep = [p for p in model.metadata_props if p.key not in props]
-    del model.metadata_props[:]
-    model.metadata_props.extend(keep)
-    for key, value in props.items():
-        model.metadata_props.add(key=key, value=value)
-
-
-def save_onnx_atomic(model: onnx.ModelProto, path: str | os.PathLike[str]) -> None:
-    """Serialise to a temporary file beside ``path`` and rename it into place."""
-    write_bytes_atomic(path, model.SerializeToString())
 
 
 def trace_to_onnx(model: torch.nn.Module, height: int, width: int, opset: int) -> onnx.ModelProto:

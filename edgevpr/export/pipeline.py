@@ -1,6 +1,11 @@
 """``edgevpr export``'s work: checkpoint -> ONNX (always), INT8 ONNX, TensorRT engine, each
 followed by its parity gate, with ``parity.json`` rewritten (atomically) after every step
-so that an interrupted or failed export still says what was proved."""
+so that an interrupted or failed export still says what was proved.
+
+The source may also be an ONNX file that ``edgevpr export`` wrote (and gated against
+PyTorch) earlier: then that FP32 ONNX, run on the CPU, is the reference, and torch is never
+imported - the way to build a TensorRT engine on a Jetson from the same ONNX.
+"""
 
 from __future__ import annotations
 
@@ -18,7 +23,7 @@ import numpy as np
 from edgevpr import __version__
 from edgevpr.errors import EdgeVPRError
 from edgevpr.export.files import write_bytes_atomic
-from edgevpr.export.onnx_export import DEFAULT_OPSET, export_onnx
+from edgevpr.export.onnx_io import DEFAULT_OPSET, read_metadata
 from edgevpr.export.parity import (
     DEFAULT_GATES,
     DEFAULT_PARITY_IMAGES,
@@ -33,8 +38,7 @@ from edgevpr.export.parity import (
 )
 from edgevpr.export.quantize import Int8Options, quantize_int8
 from edgevpr.export.tensorrt_build import BatchRange, build_engine
-from edgevpr.model.checkpoint import Checkpoint, load_checkpoint
-from edgevpr.runtime.preprocess import preprocess
+from edgevpr.runtime.preprocess import PreprocessSpec, preprocess
 
 CPU = ["CPUExecutionProvider"]
 DEFAULT_CALIBRATION_IMAGES = 64
@@ -158,13 +162,18 @@ class Exporter:
     ) -> None:
         self.checkpoint = Path(checkpoint)
         self.options = options or ExportOptions()
+        self.spec = PreprocessSpec()
         self.say = say or (lambda _msg: None)
 
     def run(self) -> ExportReport:
         opts = self.options
+        out = opts.out or default_out(self.checkpoint)
+        if self.checkpoint.suffix.lower() == ".onnx":
+            return self.run_from_onnx(out)
+        from edgevpr.model.checkpoint import load_checkpoint
+
         ckpt = load_checkpoint(self.checkpoint)
         self.spec = ckpt.model.config.preprocess
-        out = opts.out or default_out(self.checkpoint)
         out.mkdir(parents=True, exist_ok=True)
         report = ExportReport(self.checkpoint, ckpt.sha256, out)
         data = self.parity_data()
@@ -176,13 +185,40 @@ class Exporter:
         ref_row.metrics = compare(reference, reference, data)
         ref_row.seconds = time.perf_counter() - started
         report.artifacts.append(ref_row)
-        stem = self.checkpoint.stem
-        onnx_path = out / f"{stem}.onnx"
+        onnx_path = out / f"{self.checkpoint.stem}.onnx"
         self.export_onnx(ckpt, onnx_path, report, reference, data)
+        return self.reduced_precision(onnx_path, report, reference, data)
+
+    def run_from_onnx(self, out: Path) -> ExportReport:
+        """INT8 / TensorRT from an FP32 ONNX export, gated against that ONNX on the CPU."""
+        metadata = read_metadata(self.checkpoint)
+        if metadata.precision != "fp32":
+            raise EdgeVPRError(
+                f"{self.checkpoint} is a {metadata.precision} model: start from the FP32 ONNX "
+                "(or the checkpoint)"
+            )
+        self.spec = metadata.preprocess
+        out.mkdir(parents=True, exist_ok=True)
+        report = ExportReport(self.checkpoint, metadata.checkpoint_sha256, out)
+        data = self.parity_data()
+        report.parity_data = data.describe()
+        started = time.perf_counter()
+        self.say(f"reference: the FP32 ONNX on the CPU, {len(data.images)} images")
+        reference = artifact_descriptors(self.checkpoint, data, CPU)
+        ref_row = ArtifactReport("ONNX", self.checkpoint, "fp32", status="reference")
+        ref_row.metrics = compare(reference, reference, data)
+        ref_row.seconds = time.perf_counter() - started
+        report.artifacts.append(ref_row)
+        return self.reduced_precision(self.checkpoint, report, reference, data)
+
+    def reduced_precision(
+        self, onnx_path: Path, report: ExportReport, reference: np.ndarray, data: ParityData
+    ) -> ExportReport:
+        opts, stem = self.options, onnx_path.stem
         if opts.int8:
-            self.export_int8(onnx_path, out / f"{stem}_int8.onnx", report, reference, data)
+            self.export_int8(onnx_path, report.out / f"{stem}_int8.onnx", report, reference, data)
         if opts.trt:
-            engine = out / f"{stem}_{opts.trt_precision}.engine"
+            engine = report.out / f"{stem}_{opts.trt_precision}.engine"
             self.export_engine(onnx_path, engine, report, reference, data)
         report.save()
         return report
@@ -218,13 +254,15 @@ class Exporter:
 
     def export_onnx(
         self,
-        ckpt: Checkpoint,
+        ckpt: Any,
         path: Path,
         report: ExportReport,
         reference: np.ndarray,
         data: ParityData,
     ) -> None:
         started = time.perf_counter()
+        from edgevpr.export.onnx_export import export_onnx
+
         self.say(f"ONNX: exporting with opset {self.options.opset}")
         export_onnx(ckpt, path, self.options.opset)
         row = ArtifactReport("ONNX", path, "fp32", details={"opset": self.options.opset})

@@ -40,7 +40,7 @@ from onnxruntime.quantization.shape_inference import quant_pre_process
 
 from edgevpr.errors import EdgeVPRError
 from edgevpr.export.graph import COMPUTE_OPS, block_of, fp32_nodes
-from edgevpr.export.onnx_export import save_onnx_atomic, set_metadata
+from edgevpr.export.onnx_io import save_onnx_atomic, set_metadata
 from edgevpr.runtime.metadata import INPUT_NAME, ModelMetadata
 
 ACTIVATION_TYPES = {"uint8": QuantType.QUInt8, "int8": QuantType.QInt8}

@@ -31,10 +31,9 @@ from typing import Any
 import onnx
 
 from edgevpr.errors import EdgeVPRError
-from edgevpr.export.files import write_bytes_atomic
+from edgevpr.export.files import file_sha256, write_bytes_atomic
 from edgevpr.export.fp16 import convert_to_fp16
 from edgevpr.export.graph import fp32_nodes
-from edgevpr.model.checkpoint import file_sha256
 from edgevpr.runtime.metadata import INPUT_NAME, ModelMetadata
 from edgevpr.runtime.tensorrt_backend import EngineHeader, header_path
 
@@ -192,13 +191,14 @@ class TrtLogger:
     def __init__(self, trt: Any) -> None:
         self.trt = trt
         self.errors: list[str] = []
+        serious = (trt.ILogger.Severity.INTERNAL_ERROR, trt.ILogger.Severity.ERROR)
 
         class _Logger(trt.ILogger):
             def __init__(inner) -> None:  # noqa: N805 - TensorRT's subclassing pattern
                 trt.ILogger.__init__(inner)
 
             def log(inner, severity: Any, msg: str) -> None:  # noqa: N805
-                if severity <= trt.ILogger.Severity.ERROR:
+                if severity in serious:
                     self.errors.append(msg)
 
         self.logger = _Logger()

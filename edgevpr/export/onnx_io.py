@@ -1,0 +1,39 @@
+"""Reading and writing exported ONNX files without torch (so INT8 and TensorRT builds from
+an existing ONNX run on machines that have no PyTorch, such as a Jetson)."""
+
+from __future__ import annotations
+
+import os
+
+import onnx
+
+from edgevpr.errors import EdgeVPRError
+from edgevpr.export.files import write_bytes_atomic
+from edgevpr.runtime.metadata import ModelMetadata
+
+# The dynamo exporter starts at opset 18; 17 is the least that has LayerNormalization.
+DEFAULT_OPSET = 18
+MIN_OPSET = 17
+
+
+def set_metadata(model: onnx.ModelProto, metadata: ModelMetadata) -> None:
+    props = metadata.to_props()
+    keep = [p for p in model.metadata_props if p.key not in props]
+    del model.metadata_props[:]
+    model.metadata_props.extend(keep)
+    for key, value in props.items():
+        model.metadata_props.add(key=key, value=value)
+
+
+def read_metadata(path: str | os.PathLike[str]) -> ModelMetadata:
+    """The edgevpr metadata of an exported ONNX file (one-line error if absent)."""
+    try:
+        model = onnx.load(str(path), load_external_data=False)
+    except Exception as exc:  # noqa: BLE001 - protobuf and IO errors alike
+        raise EdgeVPRError(f"cannot read ONNX model {path}: {exc}") from None
+    return ModelMetadata.from_props({p.key: p.value for p in model.metadata_props}, str(path))
+
+
+def save_onnx_atomic(model: onnx.ModelProto, path: str | os.PathLike[str]) -> None:
+    """Serialise to a temporary file beside ``path`` and rename it into place."""
+    write_bytes_atomic(path, model.SerializeToString())
