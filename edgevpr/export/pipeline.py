@@ -194,8 +194,8 @@ class Exporter:
         metadata = read_metadata(self.checkpoint)
         if metadata.precision != "fp32":
             raise EdgeVPRError(
-                f"{self.checkpoint} is a {metadata.precision} model: start from the FP32 ONNX "
-                "(or the checkpoint)"
+                f"{self.checkpoint} is an {metadata.precision.upper()} model: "
+                "start from the FP32 ONNX (or the checkpoint)"
             )
         self.spec = metadata.preprocess
         out.mkdir(parents=True, exist_ok=True)
