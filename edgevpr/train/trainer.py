@@ -289,9 +289,10 @@ class Trainer:
     ) -> None:
         """Validate (rank 0), record, and write last.pt (+ best.pt when it improved)."""
         p = self.progress
-        mean_loss = mean_over_ranks(
-            self.world, float(np.mean(losses)) if losses else float("nan"), self.device
-        )
+        # Ranks run the same number of batches, so all have losses or none has.
+        mean_loss = None
+        if losses:
+            mean_loss = mean_over_ranks(self.world, float(np.mean(losses)), self.device)
         if self.world.is_main:
             started = time.monotonic()
             recalls = self.validate()
@@ -327,9 +328,8 @@ class Trainer:
             if improved or self.val is None:
                 save_checkpoint(self.out / BEST, self.model, provenance)
             atomic_write_text(self.out / HISTORY, json.dumps(p.history, indent=2) + "\n")
-            line = (
-                f"epoch {epoch_label:.2f}/{self.cfg.epochs}  steps {p.step}  loss {mean_loss:.4f}"
-            )
+            shown = f"{mean_loss:.4f}" if mean_loss is not None else "-"
+            line = f"epoch {epoch_label:.2f}/{self.cfg.epochs}  steps {p.step}  loss {shown}"
             if recalls:
                 line += f"  val {format_recalls(recalls)}" + ("  (best)" if improved else "")
             self.log(line + f"  [{p.seconds / 60:.1f} min]")
