@@ -159,7 +159,8 @@ to the board and run there, e.g.
     type=click.FloatRange(0, 1),
     default=Int8Options.target_cosine,
     show_default=True,
-    help="Keep the most sensitive blocks in float until the calibration images reach this cosine.",
+    help="Keep the most sensitive blocks in float until the calibration images reach this "
+    "cosine (0: no search, the fastest INT8).",
 )
 @click.option(
     "--int8-keep-float",
