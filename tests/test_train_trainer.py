@@ -126,6 +126,15 @@ def test_time_budget_stops_cleanly_and_resume_finishes(dataset: Path, tmp_path: 
     assert state["step"] == 0 and state["batch_in_epoch"] == 0
     finished = train(replace(cfg, minutes=None), resume=tmp_path / "t/last.pt", **quiet)
     assert finished["step"] == 2 and not finished["stopped_by_budget"]
+    logs: list[str] = []
+    again = train(
+        replace(cfg, minutes=None),
+        resume=tmp_path / "t/last.pt",
+        log=logs.append,
+        show_progress=False,
+    )
+    assert again["step"] == 2 and any("raise --epochs" in line for line in logs)
+    assert len(again["history"]) == len(finished["history"])
 
 
 def run_cli(args: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:

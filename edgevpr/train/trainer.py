@@ -144,6 +144,8 @@ class Trainer:
         )
         self.schedule = WarmupStepSchedule(cfg.lr, cfg.warmup_steps, cfg.milestones, cfg.gamma)
         self.amp = bool(cfg.amp if cfg.amp is not None else True) and device.type == "cuda"
+        if cfg.amp and not self.amp and world.is_main:
+            log("note: mixed precision needs a CUDA device; training in FP32")
         self.scaler = torch.amp.GradScaler("cuda") if self.amp else None
         self.net: torch.nn.Module = self.model
         if world.distributed:
@@ -353,7 +355,9 @@ class Trainer:
             )
         deadline = budget_start + cfg.minutes * 60 if cfg.minutes else None
         session_start, seconds_before = time.monotonic(), p.seconds
-        if p.epoch >= cfg.epochs:  # nothing to train (e.g. --epochs 0): record the model as is
+        if p.epoch >= cfg.epochs and p.history:
+            self.log(f"the run already has {p.epoch} epochs: raise --epochs to continue it")
+        elif p.epoch >= cfg.epochs:  # --epochs 0: record the untrained model as it is
             self.end_of_epoch([], session_start, seconds_before)
         reserve = 0.0
         stopped = False
