@@ -36,8 +36,12 @@ def setup(tmp_path_factory) -> dict[str, Path]:
     import torch
 
     from edgevpr.data.synth import SynthConfig, generate
+    from edgevpr.export.onnx_export import export_onnx
+    from edgevpr.export.quantize import Int8Options, quantize_int8
     from edgevpr.model import build_model, get_preset
-    from edgevpr.model.checkpoint import save_checkpoint
+    from edgevpr.model.checkpoint import load_checkpoint, save_checkpoint
+    from edgevpr.runtime.images import list_images, read_image
+    from edgevpr.runtime.preprocess import preprocess
 
     root = tmp_path_factory.mktemp("bench")
     torch.manual_seed(0)
@@ -45,7 +49,15 @@ def setup(tmp_path_factory) -> dict[str, Path]:
     save_checkpoint(root / "lite0.pt", model)
     config = SynthConfig(places=24, val_places=0, train_places=0, height=64, width=96)
     generate(root / "synth", config)
-    return {"root": root, "ckpt": root / "lite0.pt", "images": root / "synth",
+    # An INT8 file given beside the checkpoint (the FP32 ONNX is still exported on the fly):
+    # quantised without edgevpr export's float-block search, which takes half a minute here.
+    fp32 = root / "made" / "lite0.onnx"
+    export_onnx(load_checkpoint(root / "lite0.pt"), fp32)
+    images = [read_image(p) for p in list_images(root / "synth/images/test/database")[:16]]
+    int8 = root / "lite0_int8.onnx"
+    quantize_int8(fp32, int8, preprocess(images, model.config.preprocess),
+                  Int8Options(search=False))
+    return {"root": root, "ckpt": root / "lite0.pt", "int8": int8, "images": root / "synth",
             "cache": root / "cache"}
 
 
@@ -53,7 +65,8 @@ def setup(tmp_path_factory) -> dict[str, Path]:
 def full_run(setup) -> tuple[dict, str]:
     out = setup["root"] / "report.json"
     result = edgevpr(
-        "bench", str(setup["ckpt"]), *FAST, "--batch", "1,2", "--map-size", "600",
+        "bench", str(setup["ckpt"]), str(setup["int8"]), *FAST, "--batch", "1,2",
+        "--map-size", "600",
         "--ef", "16,64", "--map-images", "16", "--images", str(setup["images"]),
         "--cache-dir", str(setup["cache"]), "--out", str(out),
     )
@@ -85,8 +98,11 @@ def test_embed_rows_for_every_backend_and_batch(full_run) -> None:
         if row["backend"] != "pytorch":
             # same descriptors as PyTorch: FP32 essentially exactly, INT8 closely
             assert row["cos_min"] > (0.99999 if row["precision"] == "fp32" else 0.9)
+    assert len(report["models"]) == 1  # the checkpoint and its INT8 file are one model
     model = report["models"][0]
     assert model["descriptor_dim"] == 512 and model["input_size"] == "64x64"
+    assert any("ONNX FP32 (exported by bench" in label for label in model["files"])
+    assert model["files"]["ONNX INT8"].endswith("lite0_int8.onnx")
     assert 0 < model["gflop_per_image"] < 1
     assert set(model["gflop_parts"]) == {"backbone", "aggregator"}
 
