@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any, BinaryIO
 
 from edgevpr.errors import EdgeVPRError
-from edgevpr.runtime.mapfile import is_place_map, read_map_metadata
+from edgevpr.runtime.mapfile import HEADER, is_place_map, read_map_metadata
 from edgevpr.runtime.metadata import ModelMetadata
 from edgevpr.runtime.tensorrt_backend import (
     ENGINE_SUFFIXES,
@@ -47,43 +47,44 @@ def describe_artifact(path: str | os.PathLike[str]) -> dict[str, Any]:
 
 
 def describe_place_map(path: Path) -> dict[str, Any]:
+    from edgevpr.runtime.placemap import HNSW_HEADER, check_index_head, parse_map_metadata
+
     header, metadata = read_map_metadata(path)
-    records = metadata.get("records", [])
-    has_en = any("east" in r for r in records)
-    has_ll = any("lat" in r for r in records)
+    contents = parse_map_metadata(metadata, path)
+    with open(path, "rb") as fh:
+        fh.seek(HEADER.size + header.metadata_length)
+        check_index_head(fh.read(HNSW_HEADER.size), contents, path)
+    records = contents.records.values()
+    has_en = any(r.east is not None for r in records)
+    has_ll = any(r.lat is not None for r in records)
     coordinates = "+".join(k for k, v in (("east/north", has_en), ("lat/lon", has_ll)) if v)
-    hnsw = metadata.get("hnsw", {})
     return {
         "kind": "place map",
         "file": str(path),
         "size_bytes": path.stat().st_size,
         "format_version": header.format_version,
         "integrity": "ok (sha256 verified)",
-        "places": len(records),
-        "descriptor_dim": metadata.get("descriptor_dim"),
-        "fingerprint": metadata.get("fingerprint"),
-        "model": metadata.get("model", {}),
+        "places": len(contents.records),
+        "descriptor_dim": contents.dim,
+        "fingerprint": contents.fingerprint,
+        "model": contents.model,
         "coordinates": coordinates or "none",
-        "M": hnsw.get("M"),
-        "ef_construction": hnsw.get("ef_construction"),
-        "ef": hnsw.get("ef"),
-        "created": metadata.get("created"),
+        "M": contents.params.M,
+        "ef_construction": contents.params.ef_construction,
+        "ef": contents.params.ef,
+        "created": contents.created,
         "saved": metadata.get("saved"),
         "edgevpr_version": metadata.get("edgevpr_version"),
     }
 
 
 def describe_onnx(path: Path) -> dict[str, Any]:
-    import onnxruntime as ort  # only here: the map and engine paths don't need it
+    # only here: the map and engine paths don't need onnxruntime
+    import onnxruntime as ort
 
-    options = ort.SessionOptions()
-    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
-    options.log_severity_level = 3
-    try:
-        session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
-    except Exception as exc:  # noqa: BLE001 - ORT raises many pybind types
-        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
-        raise EdgeVPRError(f"cannot read ONNX model {path}: {first}") from None
+    from edgevpr.runtime.onnx_backend import model_io, open_cpu_session
+
+    session = open_cpu_session(path)
     info: dict[str, Any] = {
         "kind": "onnx model",
         "file": str(path),
@@ -97,6 +98,7 @@ def describe_onnx(path: Path) -> dict[str, Any]:
     props = session.get_modelmeta().custom_metadata_map
     try:
         metadata = ModelMetadata.from_props(props, source=f"ONNX model {path}")
+        model_io(session, metadata, path)
     except EdgeVPRError as exc:
         info["edgevpr_metadata"] = f"missing or unreadable: {exc}"
         return info

@@ -6,6 +6,7 @@ decompression bombs are refused before any pixel is decoded.
 from __future__ import annotations
 
 import os
+import struct
 from pathlib import Path
 
 import cv2
@@ -19,8 +20,15 @@ MAX_PIXELS = 100_000_000
 MAX_FILE_BYTES = 256 * 1024 * 1024
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp", ".ppm", ".pgm"}
 
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+PNG_IHDR = struct.Struct(">I4sII")  # chunk length, b"IHDR", width, height
+
 # OpenCV's own ceiling, applied when it parses the header, before it allocates.
 os.environ.setdefault("OPENCV_IO_MAX_IMAGE_PIXELS", str(MAX_PIXELS))
+# A bad file is reported once, as our one-line error; OpenCV would also log its own warning
+# (e.g. "PNG input buffer is incomplete") to stderr. The user's OPENCV_LOG_LEVEL wins.
+if "OPENCV_LOG_LEVEL" not in os.environ:
+    cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_FATAL)
 
 
 def read_image(path: str | os.PathLike[str]) -> np.ndarray:
@@ -48,6 +56,7 @@ def decode_image(data: bytes | np.ndarray, name: str = "<bytes>") -> np.ndarray:
     buffer = np.frombuffer(data, dtype=np.uint8) if isinstance(data, bytes) else data
     if buffer.size == 0:
         raise EdgeVPRError(f"cannot read image {name}: the file is empty")
+    _check_png_size(buffer, name)
     try:
         image = cv2.imdecode(buffer, cv2.IMREAD_UNCHANGED)
     except cv2.error as exc:
@@ -56,6 +65,21 @@ def decode_image(data: bytes | np.ndarray, name: str = "<bytes>") -> np.ndarray:
     if image is None or image.size == 0:
         raise EdgeVPRError(f"cannot read image {name}: not a supported or intact image file")
     return to_rgb8(image, name)
+
+
+def _check_png_size(buffer: np.ndarray, name: str) -> None:
+    """Refuse a PNG whose header announces no pixels or too many, before libpng sees it
+    (it would print its own complaints to stderr, and OpenCV's limit comes after them)."""
+    head = buffer[: len(PNG_SIGNATURE) + PNG_IHDR.size].tobytes()
+    if not head.startswith(PNG_SIGNATURE) or len(head) < len(PNG_SIGNATURE) + PNG_IHDR.size:
+        return
+    _, kind, width, height = PNG_IHDR.unpack_from(head, len(PNG_SIGNATURE))
+    if kind != b"IHDR":
+        return
+    if width == 0 or height == 0:
+        raise EdgeVPRError(f"cannot read image {name}: its header says {width}x{height} pixels")
+    if width * height > MAX_PIXELS:
+        raise EdgeVPRError(f"cannot read image {name}: {width}x{height} is too large")
 
 
 def to_rgb8(image: np.ndarray, name: str = "<array>") -> np.ndarray:

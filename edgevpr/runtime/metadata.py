@@ -23,6 +23,8 @@ KEY_PREPROCESS = "edgevpr.preprocess"  # JSON of PreprocessSpec.to_dict()
 KEY_MODEL_CONFIG = "edgevpr.model_config"  # JSON of ModelConfig.to_dict()
 KEY_CHECKPOINT_SHA256 = "edgevpr.checkpoint_sha256"
 KEY_PRECISION = "edgevpr.precision"  # fp32 | fp16 | int8
+PRECISIONS = ("fp32", "fp16", "int8")
+MAX_DESCRIPTOR_DIM = 65536
 
 
 @dataclass(frozen=True)
@@ -65,13 +67,27 @@ class ModelMetadata:
                 f"this edgevpr reads {METADATA_VERSION}"
             )
         try:
-            return cls(
+            preprocess = json.loads(props[KEY_PREPROCESS])
+            model_config = json.loads(props[KEY_MODEL_CONFIG])
+            if not isinstance(preprocess, dict) or not isinstance(model_config, dict):
+                raise ValueError("preprocess and model config must be JSON objects")
+            metadata = cls(
                 descriptor_dim=int(props[KEY_DESCRIPTOR_DIM]),
-                preprocess=PreprocessSpec.from_dict(json.loads(props[KEY_PREPROCESS])),
-                model_config=json.loads(props[KEY_MODEL_CONFIG]),
+                preprocess=PreprocessSpec.from_dict(preprocess),
+                model_config=model_config,
                 checkpoint_sha256=props[KEY_CHECKPOINT_SHA256],
                 precision=props[KEY_PRECISION],
                 edgevpr_version=props.get(KEY_EDGEVPR_VERSION, "unknown"),
             )
-        except (KeyError, ValueError, TypeError) as exc:
+        except (KeyError, ValueError, TypeError, EdgeVPRError) as exc:
             raise EdgeVPRError(f"{source} has broken edgevpr metadata ({exc})") from None
+        if not 1 <= metadata.descriptor_dim <= MAX_DESCRIPTOR_DIM:
+            raise EdgeVPRError(
+                f"{source} has broken edgevpr metadata (descriptor size {metadata.descriptor_dim})"
+            )
+        if metadata.precision not in PRECISIONS or not metadata.checkpoint_sha256:
+            raise EdgeVPRError(
+                f"{source} has broken edgevpr metadata (precision '{metadata.precision}', "
+                f"fingerprint '{metadata.checkpoint_sha256[:64]}')"
+            )
+        return metadata

@@ -20,6 +20,7 @@ import onnxruntime as ort
 
 from edgevpr.errors import EdgeVPRError
 from edgevpr.runtime.metadata import ModelMetadata
+from edgevpr.runtime.onnx_external import check_external_data
 
 TENSORRT_EP = "TensorrtExecutionProvider"
 CUDA_EP = "CUDAExecutionProvider"
@@ -101,6 +102,7 @@ class OnnxBackend:
             options.intra_op_num_threads = threads
             options.inter_op_num_threads = 1
         chosen = resolve_providers(providers, ort.get_available_providers())
+        check_external_data(path, "load")
         self.session = self._open(path, options, chosen, batch_size)
         active = self.session.get_providers()
         if providers is not None and chosen[0][0] not in active:
@@ -148,12 +150,7 @@ class OnnxBackend:
             "trt_engine_cache_enable": True,
             "trt_engine_cache_path": str(cache),
         }
-        probe_options = ort.SessionOptions()
-        probe_options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
-        try:
-            probe = ort.InferenceSession(str(path), probe_options, providers=[CPU_EP])
-        except Exception as exc:  # noqa: BLE001
-            raise EdgeVPRError(f"cannot load ONNX model {path}: {_first_line(exc)}") from None
+        probe = open_cpu_session(path)
         model_input = probe.get_inputs()[0]
         if len(model_input.shape) == 4 and not isinstance(model_input.shape[0], int):
             shape = "x".join(str(d) for d in model_input.shape[1:])
@@ -164,42 +161,10 @@ class OnnxBackend:
         return defaults
 
     def _check_io(self) -> None:
-        inputs, outputs = self.session.get_inputs(), self.session.get_outputs()
-        if len(inputs) != 1 or len(outputs) < 1:
-            raise EdgeVPRError(
-                f"ONNX model {self.path} has {len(inputs)} inputs; expected one image batch"
-            )
-        model_input, model_output = inputs[0], outputs[0]
-        spec = self.metadata.preprocess
-        expected = (3, spec.height, spec.width)
-        shape = list(model_input.shape)
-        if len(shape) != 4 or any(
-            isinstance(got, int) and got != want
-            for got, want in zip(shape[1:], expected, strict=True)
-        ):
-            raise EdgeVPRError(
-                f"ONNX model {self.path} takes input {shape}, but its metadata says "
-                f"N x 3 x {spec.height} x {spec.width}"
-            )
-        out_shape = list(model_output.shape)
-        if len(out_shape) != 2 or (
-            isinstance(out_shape[1], int) and out_shape[1] != self.metadata.descriptor_dim
-        ):
-            raise EdgeVPRError(
-                f"ONNX model {self.path} gives output {out_shape}, but its metadata says "
-                f"N x {self.metadata.descriptor_dim}"
-            )
-        if model_input.type not in ORT_TYPES or model_output.type not in ORT_TYPES:
-            raise EdgeVPRError(
-                f"ONNX model {self.path} has {model_input.type} input / {model_output.type} "
-                "output; expected float or float16"
-            )
-        self.input_name, self.output_name = model_input.name, model_output.name
-        self.input_dtype = ORT_TYPES[model_input.type]
-        self.output_dtype = ORT_TYPES[model_output.type]
-        fixed = shape[0] if isinstance(shape[0], int) and shape[0] > 0 else None
-        self.min_batch = fixed or 1
-        self.max_batch: int | None = fixed
+        io = model_io(self.session, self.metadata, self.path)
+        self.input_name, self.output_name = io.input_name, io.output_name
+        self.input_dtype, self.output_dtype = io.input_dtype, io.output_dtype
+        self.min_batch, self.max_batch = io.min_batch, io.max_batch
 
     def _buffers(self, batch: int) -> _Buffers:
         cache: dict[int, _Buffers] = self._local.__dict__.setdefault("buffers", {})
@@ -234,3 +199,81 @@ class OnnxBackend:
 
     def close(self) -> None:
         self._local = threading.local()
+
+
+@dataclass(frozen=True)
+class ModelIO:
+    """The image input and descriptor output of an exported model, as the runtime uses them."""
+
+    input_name: str
+    output_name: str
+    input_dtype: Any
+    output_dtype: Any
+    min_batch: int
+    max_batch: int | None
+
+
+def model_io(session: ort.InferenceSession, metadata: ModelMetadata, path: Path) -> ModelIO:
+    """The model's input and output, checked against what its metadata says."""
+    inputs, outputs = session.get_inputs(), session.get_outputs()
+    if len(inputs) != 1 or len(outputs) < 1:
+        raise EdgeVPRError(f"ONNX model {path} has {len(inputs)} inputs; expected one image batch")
+    model_input, model_output = inputs[0], outputs[0]
+    spec = metadata.preprocess
+    expected = (3, spec.height, spec.width)
+    shape = list(model_input.shape)
+    if len(shape) != 4 or any(
+        isinstance(got, int) and got != want for got, want in zip(shape[1:], expected, strict=True)
+    ):
+        raise EdgeVPRError(
+            f"ONNX model {path} takes input {shape}, but its metadata says "
+            f"N x 3 x {spec.height} x {spec.width}"
+        )
+    out_shape = list(model_output.shape)
+    if len(out_shape) != 2 or (
+        isinstance(out_shape[1], int) and out_shape[1] != metadata.descriptor_dim
+    ):
+        raise EdgeVPRError(
+            f"ONNX model {path} gives output {out_shape}, but its metadata says "
+            f"N x {metadata.descriptor_dim}"
+        )
+    if model_input.type not in ORT_TYPES or model_output.type not in ORT_TYPES:
+        raise EdgeVPRError(
+            f"ONNX model {path} has {model_input.type} input / {model_output.type} "
+            "output; expected float or float16"
+        )
+    fixed = shape[0] if isinstance(shape[0], int) and shape[0] > 0 else None
+    return ModelIO(
+        input_name=model_input.name,
+        output_name=model_output.name,
+        input_dtype=ORT_TYPES[model_input.type],
+        output_dtype=ORT_TYPES[model_output.type],
+        min_batch=fixed or 1,
+        max_batch=fixed,
+    )
+
+
+def open_cpu_session(path: Path) -> ort.InferenceSession:
+    """A quick unoptimised CPU session, for reading what a model is (external data checked
+    first: nothing outside the model's folder is opened)."""
+    check_external_data(path)
+    options = ort.SessionOptions()
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+    options.log_severity_level = 3
+    try:
+        return ort.InferenceSession(str(path), options, providers=[CPU_EP])
+    except Exception as exc:  # noqa: BLE001 - ORT raises many pybind types
+        raise EdgeVPRError(f"cannot read ONNX model {path}: {_first_line(exc)}") from None
+
+
+def read_onnx_metadata(path: str | os.PathLike[str]) -> ModelMetadata:
+    """The edgevpr metadata of an exported ONNX model, checked as the runtime would check it
+    (external data inside its folder, metadata readable and matching the graph)."""
+    path = Path(path)
+    if not path.is_file():
+        raise EdgeVPRError(f"ONNX model {path} does not exist or is not a file")
+    session = open_cpu_session(path)
+    props = session.get_modelmeta().custom_metadata_map
+    metadata = ModelMetadata.from_props(props, source=f"ONNX model {path}")
+    model_io(session, metadata, path)
+    return metadata

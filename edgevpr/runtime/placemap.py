@@ -16,6 +16,7 @@ import datetime as _dt
 import math
 import numbers
 import os
+import struct
 import tempfile
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import asdict, dataclass, replace
@@ -38,6 +39,7 @@ DEFAULT_EF_CONSTRUCTION = 200
 # at about twice the query time of ef=64 (SPEC §5: 3-4 ms at ef=64 over 100k x 4096-d).
 DEFAULT_EF = 128
 INITIAL_CAPACITY = 1024
+MAX_DIM = 65536
 ADD_CHUNK = 256
 # Below this many floats (candidates x dimension) a geo-prior query is answered by exact
 # search over the candidates in range: exact, and cheaper than a filtered graph walk.
@@ -177,7 +179,7 @@ class PlaceMap:
         model: dict[str, Any] | None = None,
     ) -> PlaceMap:
         """An empty map for ``dim``-dimensional descriptors of the model ``fingerprint``."""
-        if not 1 <= dim <= 65536:
+        if not 1 <= dim <= MAX_DIM:
             raise EdgeVPRError(f"descriptor dimension {dim} is out of range")
         if not fingerprint:
             raise EdgeVPRError("a place map needs the fingerprint of the model that embeds it")
@@ -206,33 +208,24 @@ class PlaceMap:
         parsed, and every problem is a one-line EdgeVPRError naming the file."""
         path = Path(path)
         with open_map(path) as (metadata, index_path):
-            try:
-                dim = int(metadata["descriptor_dim"])
-                hnsw = metadata["hnsw"]
-                params = _HnswParams(int(hnsw["M"]), int(hnsw["ef_construction"]), int(hnsw["ef"]))
-                records = {}
-                for item in metadata["records"]:
-                    record = PlaceRecord.from_dict(item)
-                    records[int(record.id)] = record  # type: ignore[arg-type]
-                next_id = int(metadata["next_id"])
-                fingerprint = str(metadata["fingerprint"])
-            except (KeyError, TypeError, ValueError, EdgeVPRError) as exc:
-                raise EdgeVPRError(f"place map {path} has broken metadata ({exc})") from None
-            index = hnswlib.Index(space="ip", dim=dim)
+            contents = parse_map_metadata(metadata, path)
+            with open(index_path, "rb") as fh:
+                check_index_head(fh.read(HNSW_HEADER.size), contents, path)
+            index = hnswlib.Index(space="ip", dim=contents.dim)
             try:
                 index.load_index(str(index_path), max_elements=0, allow_replace_deleted=True)
             except (RuntimeError, MemoryError) as exc:
                 raise EdgeVPRError(f"place map {path} has a broken index ({exc})") from None
-        _check_consistency(index, records, next_id, path)
+        _check_consistency(index, contents.records, contents.next_id, path)
         return cls(
             index,
-            dim,
-            fingerprint,
-            params,
-            records,
-            next_id,
-            dict(metadata.get("model") or {}),
-            str(metadata.get("created", "")),
+            contents.dim,
+            contents.fingerprint,
+            contents.params,
+            contents.records,
+            contents.next_id,
+            contents.model,
+            contents.created,
             path,
         )
 
@@ -551,6 +544,85 @@ class PlaceMap:
 def _check_k(k: int) -> None:
     if not isinstance(k, (int, np.integer)) or k < 1:
         raise EdgeVPRError(f"k must be a positive integer, got {k}")
+
+
+@dataclass
+class MapContents:
+    """A map file's metadata, checked: everything but the graph itself."""
+
+    dim: int
+    fingerprint: str
+    params: _HnswParams
+    records: dict[int, PlaceRecord]
+    next_id: int
+    model: dict[str, Any]
+    created: str
+
+
+def parse_map_metadata(metadata: dict[str, Any], path: Path) -> MapContents:
+    """Check the metadata of a map file (already verified by its checksum, so a problem here
+    is a map written by something else, or edited): one line naming the file."""
+    try:
+        dim = _whole(metadata["descriptor_dim"], "descriptor_dim")
+        hnsw = metadata["hnsw"]
+        params = _HnswParams(
+            _whole(hnsw["M"], "M"),
+            _whole(hnsw["ef_construction"], "ef_construction"),
+            _whole(hnsw["ef"], "ef"),
+        )
+        if not 1 <= dim <= MAX_DIM:
+            raise ValueError(f"descriptor_dim {dim} is out of range")
+        _check_hnsw_params(params.M, params.ef_construction, params.ef)
+        if not isinstance(metadata["records"], list):
+            raise TypeError("records is not a list")
+        records = {}
+        for item in metadata["records"]:
+            if not isinstance(item, dict):
+                raise TypeError("a record is not an object")
+            record = PlaceRecord.from_dict(item)
+            if record.id is None or record.id < 0 or record.id in records:
+                raise ValueError(f"record id {record.id} is missing, negative or repeated")
+            records[record.id] = record
+        next_id = _whole(metadata["next_id"], "next_id")
+        fingerprint = metadata["fingerprint"]
+        model = metadata.get("model") or {}
+        if not isinstance(fingerprint, str) or not fingerprint or not isinstance(model, dict):
+            raise TypeError("fingerprint must be a string and model an object")
+    except (KeyError, TypeError, ValueError, EdgeVPRError) as exc:
+        raise EdgeVPRError(f"place map {path} has broken metadata ({exc})") from None
+    return MapContents(
+        dim, fingerprint, params, records, next_id, dict(model), str(metadata.get("created", ""))
+    )
+
+
+def _whole(value: Any, name: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f"{name} must be a whole number, not {value!r}")
+    return value
+
+
+# hnswlib's index file starts with these fields (hnswalg.h, saveIndex): offsetLevel0,
+# max_elements, cur_element_count, size_data_per_element, label_offset, offsetData (size_t),
+# maxlevel (int), enterpoint_node (uint), maxM, maxM0, M (size_t), mult (double),
+# ef_construction (size_t).
+HNSW_HEADER = struct.Struct("<QQQQQQiIQQQdQ")
+
+
+def check_index_head(raw: bytes, contents: MapContents, path: Path) -> None:
+    """hnswlib takes the vector size from the caller, not from the file: an index of other
+    dimensions would load and be read out of bounds. Compare the index section's own layout
+    (its first ``HNSW_HEADER.size`` bytes, ``raw``) with the metadata first."""
+    if len(raw) < HNSW_HEADER.size:
+        raise EdgeVPRError(f"place map {path} has a broken index (too short)")
+    fields = HNSW_HEADER.unpack(raw)
+    count, label_offset, data_offset, m = fields[2], fields[4], fields[5], fields[10]
+    stored_dim = (label_offset - data_offset) / 4
+    if stored_dim != contents.dim or m != contents.params.M or count < len(contents.records):
+        raise EdgeVPRError(
+            f"place map {path} is inconsistent: its index holds {stored_dim:g}-d vectors "
+            f"(M={m}, {count} places), its metadata says {contents.dim}-d "
+            f"(M={contents.params.M}, {len(contents.records)} places)"
+        )
 
 
 def _check_consistency(

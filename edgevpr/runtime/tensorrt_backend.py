@@ -73,16 +73,17 @@ class EngineHeader:
     def from_dict(cls, data: dict[str, Any]) -> EngineHeader:
         if data.get("format", HEADER_FORMAT) != HEADER_FORMAT:
             raise EdgeVPRError(f"not an edgevpr engine header (format {data.get('format')!r})")
-        if int(data.get("format_version", HEADER_VERSION)) > HEADER_VERSION:
-            raise EdgeVPRError(
-                f"engine header version {data['format_version']} is newer than this edgevpr reads"
-            )
+        version = data.get("format_version", HEADER_VERSION)
+        if isinstance(version, bool) or not isinstance(version, int):
+            raise EdgeVPRError(f"engine header format_version {version!r} is not a number")
+        if version > HEADER_VERSION:
+            raise EdgeVPRError(f"engine header version {version} is newer than this edgevpr reads")
+        extra = data.get("extra", {})
+        if not isinstance(extra, dict):
+            raise EdgeVPRError("engine header field extra is not an object")
         known = set(cls.__dataclass_fields__)
         values = {k: v for k, v in data.items() if k in known}
-        values["extra"] = {
-            **data.get("extra", {}),
-            **{k: v for k, v in data.items() if k not in known},
-        }
+        values["extra"] = {**extra, **{k: v for k, v in data.items() if k not in known}}
         try:
             for key in ("batch_min", "batch_opt", "batch_max"):
                 values[key] = int(values[key])
