@@ -13,7 +13,6 @@ import os
 import pickle
 import re
 import tempfile
-import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -113,7 +112,7 @@ def read_safely(path: str | os.PathLike[str]) -> Any:
         raise EdgeVPRError(
             f"checkpoint {path} is corrupt ({first or 'unpickling failed'})"
         ) from None
-    except (RuntimeError, EOFError, zipfile.BadZipFile, ValueError, OSError) as exc:
+    except Exception as exc:  # noqa: BLE001 - a damaged file fails anywhere in the unpickler
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise EdgeVPRError(f"checkpoint {path} is truncated or corrupt ({first[:160]})") from None
 
@@ -147,18 +146,36 @@ def from_edgevpr(data: dict[str, Any], path: str | os.PathLike[str]) -> Checkpoi
         raise EdgeVPRError(
             f"checkpoint {path} has format version {version}; this edgevpr reads {FORMAT_VERSION}"
         )
-    config = ModelConfig.from_dict(data["config"])
+    state = data.get("state_dict")
+    if "config" not in data or not isinstance(state, dict):
+        raise EdgeVPRError(f"checkpoint {path} is incomplete: it needs a config and a state_dict")
+    try:
+        config = ModelConfig.from_dict(data["config"])
+    except (TypeError, ValueError) as exc:
+        raise EdgeVPRError(f"checkpoint {path} has a broken model config ({exc})") from None
+    except EdgeVPRError as exc:
+        raise EdgeVPRError(f"checkpoint {path} has a broken model config: {exc}") from None
     model = build_model(config)
-    load_strict(model, data["state_dict"], path)
+    load_strict(model, state, path)
+    provenance = data.get("provenance")
     return Checkpoint(
         model=model.eval(),
         source="edgevpr",
-        provenance=dict(data.get("provenance", {})),
-        training_state=data.get("training_state"),
+        provenance=dict(provenance) if isinstance(provenance, dict) else {},
+        training_state=training_state_of(data, path),
     )
 
 
+def training_state_of(data: dict[str, Any], path: Any) -> dict[str, Any] | None:
+    state = data.get("training_state")
+    if state is not None and not isinstance(state, dict):
+        raise EdgeVPRError(f"checkpoint {path} has a broken training state")
+    return state
+
+
 def load_strict(model: VPRModel, state: dict[str, torch.Tensor], path: Any) -> None:
+    if not all(isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in state.items()):
+        raise EdgeVPRError(f"checkpoint {path} has a state_dict that is not all named tensors")
     try:
         model.load_state_dict(state, strict=True)
     except RuntimeError as exc:
