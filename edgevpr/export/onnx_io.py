@@ -7,7 +7,6 @@ import os
 
 import onnx
 
-from edgevpr.errors import EdgeVPRError
 from edgevpr.export.files import write_bytes_atomic
 from edgevpr.runtime.metadata import ModelMetadata
 
@@ -23,15 +22,6 @@ def set_metadata(model: onnx.ModelProto, metadata: ModelMetadata) -> None:
     model.metadata_props.extend(keep)
     for key, value in props.items():
         model.metadata_props.add(key=key, value=value)
-
-
-def read_metadata(path: str | os.PathLike[str]) -> ModelMetadata:
-    """The edgevpr metadata of an exported ONNX file (one-line error if absent)."""
-    try:
-        model = onnx.load(str(path), load_external_data=False)
-    except Exception as exc:  # noqa: BLE001 - protobuf and IO errors alike
-        raise EdgeVPRError(f"cannot read ONNX model {path}: {exc}") from None
-    return ModelMetadata.from_props({p.key: p.value for p in model.metadata_props}, str(path))
 
 
 def save_onnx_atomic(model: onnx.ModelProto, path: str | os.PathLike[str]) -> None:

@@ -23,7 +23,7 @@ import numpy as np
 from edgevpr import __version__
 from edgevpr.errors import EdgeVPRError
 from edgevpr.export.files import write_bytes_atomic
-from edgevpr.export.onnx_io import DEFAULT_OPSET, read_metadata
+from edgevpr.export.onnx_io import DEFAULT_OPSET
 from edgevpr.export.parity import (
     DEFAULT_GATES,
     DEFAULT_PARITY_IMAGES,
@@ -38,6 +38,7 @@ from edgevpr.export.parity import (
 )
 from edgevpr.export.quantize import Int8Options, quantize_int8
 from edgevpr.export.tensorrt_build import BatchRange, build_engine
+from edgevpr.runtime.onnx_backend import read_onnx_metadata
 from edgevpr.runtime.preprocess import PreprocessSpec, preprocess
 
 CPU = ["CPUExecutionProvider"]
@@ -174,9 +175,9 @@ class Exporter:
 
         ckpt = load_checkpoint(self.checkpoint)
         self.spec = ckpt.model.config.preprocess
-        out.mkdir(parents=True, exist_ok=True)
         report = ExportReport(self.checkpoint, ckpt.sha256, out)
         data = self.parity_data()
+        out.mkdir(parents=True, exist_ok=True)
         report.parity_data = data.describe()
         started = time.perf_counter()
         self.say(f"reference: PyTorch FP32 on {len(data.images)} images")
@@ -191,16 +192,16 @@ class Exporter:
 
     def run_from_onnx(self, out: Path) -> ExportReport:
         """INT8 / TensorRT from an FP32 ONNX export, gated against that ONNX on the CPU."""
-        metadata = read_metadata(self.checkpoint)
+        metadata = read_onnx_metadata(self.checkpoint)
         if metadata.precision != "fp32":
             raise EdgeVPRError(
                 f"{self.checkpoint} is an {metadata.precision.upper()} model: "
                 "start from the FP32 ONNX (or the checkpoint)"
             )
         self.spec = metadata.preprocess
-        out.mkdir(parents=True, exist_ok=True)
         report = ExportReport(self.checkpoint, metadata.checkpoint_sha256, out)
         data = self.parity_data()
+        out.mkdir(parents=True, exist_ok=True)
         report.parity_data = data.describe()
         started = time.perf_counter()
         self.say(f"reference: the FP32 ONNX on the CPU, {len(data.images)} images")
