@@ -81,19 +81,25 @@ class ModelGroup:
 
 
 def onnx_metadata(path: Path) -> ModelMetadata:
-    """The edgevpr metadata of an ONNX file, read with ONNX Runtime (no onnx package needed)."""
-    import onnxruntime as ort
+    """The edgevpr metadata of an ONNX file, checked by the runtime (no onnx package needed)."""
+    from edgevpr.runtime.onnx_backend import read_onnx_metadata
 
-    options = ort.SessionOptions()
-    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
-    options.log_severity_level = 3
-    try:
-        session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
-    except Exception as exc:  # noqa: BLE001 - ORT raises many pybind types
-        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
-        raise EdgeVPRError(f"cannot read ONNX model {path}: {first}") from None
-    props = session.get_modelmeta().custom_metadata_map
-    return ModelMetadata.from_props(props, source=f"ONNX model {path}")
+    return read_onnx_metadata(path)
+
+
+def checkpoint_metadata(path: Path) -> ModelMetadata:
+    """What an FP32 export of the checkpoint would say about itself (loads it: torch)."""
+    from edgevpr.model.checkpoint import load_checkpoint
+
+    ckpt = load_checkpoint(path)
+    return ModelMetadata(
+        descriptor_dim=ckpt.model.descriptor_dim,
+        preprocess=ckpt.model.config.preprocess,
+        model_config=ckpt.model.config.to_dict(),
+        checkpoint_sha256=ckpt.sha256,
+        precision="fp32",
+        edgevpr_version=__version__,
+    )
 
 
 def engine_metadata(path: Path) -> ModelMetadata:
@@ -145,6 +151,8 @@ def resolve_one(arg: str, cache_dir: Path, say: Progress) -> tuple[str, Path, Mo
     suffix = path.suffix.lower()
     if suffix in CHECKPOINT_SUFFIXES:
         group = ModelGroup(label, sha256_of(path), checkpoint=path)
+        if has_module("torch"):  # a bad checkpoint is refused now, not as a skipped row later
+            group.metadata = checkpoint_metadata(path)
         if label != path.name:
             weights = "ImageNet backbone" if "imagenet" in path.name else "random weights"
             group.notes.append(f"preset {arg} with {weights} (timings do not depend on weights)")
@@ -285,17 +293,7 @@ def load_metadata(group: ModelGroup) -> None:
     if group.metadata is None and group.onnx_int8 is not None:
         group.metadata = onnx_metadata(group.onnx_int8)
     if group.metadata is None and group.checkpoint is not None and has_module("torch"):
-        from edgevpr.model.checkpoint import load_checkpoint
-
-        ckpt = load_checkpoint(group.checkpoint)
-        group.metadata = ModelMetadata(
-            descriptor_dim=ckpt.model.descriptor_dim,
-            preprocess=ckpt.model.config.preprocess,
-            model_config=ckpt.model.config.to_dict(),
-            checkpoint_sha256=ckpt.sha256,
-            precision="fp32",
-            edgevpr_version=__version__,
-        )
+        group.metadata = checkpoint_metadata(group.checkpoint)
     if group.metadata is None:
         raise EdgeVPRError(f"cannot read what model {group.label} is (install torch to read it)")
 

@@ -556,10 +556,11 @@ def run_bench(opts: BenchOptions, say: Progress) -> Report:
             "is built with torch, which is not installed"
         )
     wanted_backends(opts)  # unknown names fail before any work
-    opts.cache_dir.mkdir(parents=True, exist_ok=True)
     load_at_start = load_average()
     machine = machine_info()
+    # every model is read (and a bad one refused) before anything is written
     groups = artifacts.resolve_models(opts.models or [DEFAULT_MODEL], opts.cache_dir, say)
+    opts.cache_dir.mkdir(parents=True, exist_ok=True)
     workload = find_workload(opts.images, opts.cache_dir, opts.map_images)
     report = Report(machine=machine, settings=settings_of(opts, workload))
     for group in groups:
