@@ -4,6 +4,7 @@ training state, so ``--resume`` continues the same run and a checkpoint says how
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -12,6 +13,10 @@ from edgevpr.model.config import ModelConfig, default_preprocess, get_preset
 from edgevpr.train.augment import AUGMENTS
 from edgevpr.train.losses import LOSSES, MINERS
 
+FLOAT_OPTIONS = (
+    "margin", "eps", "sigma", "place_radius", "radius", "val_fraction", "minutes", "lr",
+    "momentum", "weight_decay", "gamma",
+)  # fmt: skip
 # Options a resumed run may change; everything else must stay as the run began.
 RESUMABLE = {"out", "epochs", "minutes", "workers", "device", "val_batch", "threads"}
 
@@ -82,6 +87,21 @@ class TrainConfig:
             raise EdgeVPRError("--lr must be > 0; momentum and weight decay >= 0")
         if self.place_radius <= 0 or self.radius <= 0:
             raise EdgeVPRError("radii must be > 0 metres")
+        # NaN and infinity slip through every comparison above
+        for name in FLOAT_OPTIONS:
+            value = getattr(self, name)
+            if value is not None and not math.isfinite(value):
+                raise EdgeVPRError(f"--{name.replace('_', '-')} must be a finite number")
+        if self.batch_places < 2 or self.images_per_place < 2:
+            raise EdgeVPRError("--batch-places and --images-per-place must be >= 2")
+        if self.margin < 0 or self.eps < 0 or self.sigma <= 0:
+            raise EdgeVPRError("--margin and --eps must be >= 0, --sigma > 0")
+        if not 0 <= self.val_fraction < 1:
+            raise EdgeVPRError("--val-fraction must be in [0, 1)")
+        if self.warmup_steps < 0 or min(self.milestones, default=0) < 0:
+            raise EdgeVPRError("--warmup-steps and --milestones must be >= 0")
+        if not 0 < self.gamma <= 1:
+            raise EdgeVPRError("--gamma must be in (0, 1]")
         self.model_config()  # an impossible model is refused before any work starts
 
     def model_config(self) -> ModelConfig:
@@ -114,6 +134,8 @@ class TrainConfig:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> TrainConfig:
+        if not isinstance(data, dict):
+            raise EdgeVPRError("training options in checkpoint are not a mapping")
         known = {f.name for f in dataclasses.fields(cls)}
         unknown = set(data) - known
         if unknown:
@@ -121,7 +143,10 @@ class TrainConfig:
                 f"unknown training options in checkpoint: {', '.join(sorted(unknown))}"
             )
         values = dict(data)
-        for key in ("size", "milestones", "cities"):
-            if values.get(key) is not None:
-                values[key] = tuple(values[key])
-        return cls(**values)
+        try:
+            for key in ("size", "milestones", "cities"):
+                if values.get(key) is not None:
+                    values[key] = tuple(values[key])
+            return cls(**values)
+        except (TypeError, ValueError) as exc:
+            raise EdgeVPRError(f"training options in checkpoint are broken ({exc})") from None

@@ -62,7 +62,10 @@ def derived_seed(*keys: int) -> int:
 def pick_device(name: str | None) -> torch.device:
     if name is None:
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    device = torch.device(name)
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise EdgeVPRError(f"--device {name}: expected cpu, cuda or cuda:N") from None
     if device.type == "cuda" and not torch.cuda.is_available():
         raise EdgeVPRError(f"--device {name}: no CUDA device is available")
     return device
