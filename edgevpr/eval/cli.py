@@ -60,7 +60,11 @@ def parse_ns(text: str) -> tuple[int, ...]:
     help="Write a grid of queries and their top-5 matches (PNG).",
 )
 @click.option(
-    "--visualize-queries", default=8, show_default=True, help="Rows in the --visualize grid."
+    "--visualize-queries",
+    type=click.IntRange(min=1),
+    default=8,
+    show_default=True,
+    help="Rows in the --visualize grid.",
 )
 def evaluate(
     model: Path,
