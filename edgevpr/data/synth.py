@@ -51,7 +51,7 @@ class SynthConfig:
             raise EdgeVPRError(f"train views per place must be in [2, 64], got {self.train_views}")
         if not (16 <= self.height <= 2048 and 16 <= self.width <= 2048):
             raise EdgeVPRError(f"image size {self.height}x{self.width} is out of range (16..2048)")
-        if self.spacing_m <= 2 * POSITION_JITTER_M:
+        if not 2 * POSITION_JITTER_M < self.spacing_m < math.inf:
             raise EdgeVPRError(f"place spacing must exceed {2 * POSITION_JITTER_M} m")
 
     def views(self, split: str) -> int:
@@ -250,8 +250,11 @@ def generate(out: str | os.PathLike[str], config: SynthConfig, overwrite: bool =
         raise EdgeVPRError(f"{out} exists and is not a folder")
     if out.is_dir() and any(out.iterdir()) and not overwrite:
         raise EdgeVPRError(f"{out} exists and is not empty (pass --overwrite to replace it)")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
+    except OSError as exc:
+        raise EdgeVPRError(f"cannot write {out}: {exc.strerror or exc}") from None
     try:
         summary: dict = {"config": asdict(config), "splits": {}}
         for split in ("train", "val", "test"):
