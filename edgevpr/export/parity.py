@@ -10,6 +10,7 @@ and Recall@1/5 of both.
 
 from __future__ import annotations
 
+import math
 import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -183,6 +184,17 @@ class Gate:
     # Points of Recall@1 the artifact may lose. One-sided: an artifact that finds more
     # places is not failed for it (top-1 agreement shows how much it differs).
     max_recall1_drop: float | None = None
+
+    def __post_init__(self) -> None:
+        # NaN compares false with everything: a gate with one would pass anything
+        if not -1.0 <= self.min_cosine <= 1.0:
+            raise EdgeVPRError(f"gate cosine minimum {self.min_cosine} is not in [-1, 1]")
+        if self.max_abs is not None and not 0.0 <= self.max_abs < math.inf:
+            raise EdgeVPRError(f"gate maximum absolute error {self.max_abs} is not >= 0")
+        if self.max_recall1_drop is not None and not 0.0 <= self.max_recall1_drop <= 100.0:
+            raise EdgeVPRError(
+                f"gate Recall@1 drop {self.max_recall1_drop} is not in [0, 100] points"
+            )
 
     def describe(self) -> str:
         parts = [f"cos>={self.min_cosine:g}"]
