@@ -558,10 +558,10 @@ def run_bench(opts: BenchOptions, say: Progress) -> Report:
     wanted_backends(opts)  # unknown names fail before any work
     load_at_start = load_average()
     machine = machine_info()
-    # every model is read (and a bad one refused) before anything is written
+    # every model and --images are read (and bad ones refused) before anything is written
     groups = artifacts.resolve_models(opts.models or [DEFAULT_MODEL], opts.cache_dir, say)
-    opts.cache_dir.mkdir(parents=True, exist_ok=True)
     workload = find_workload(opts.images, opts.cache_dir, opts.map_images)
+    opts.cache_dir.mkdir(parents=True, exist_ok=True)
     report = Report(machine=machine, settings=settings_of(opts, workload))
     for group in groups:
         info, rows = bench_model(group, opts, machine, workload, say)
