@@ -344,8 +344,7 @@ class Trainer:
 
     def run(self, budget_start: float) -> dict[str, Any]:
         cfg, p = self.cfg, self.progress
-        if self.world.is_main:
-            self.out.mkdir(parents=True, exist_ok=True)
+        if self.world.is_main:  # OUT appears with the first checkpoint, not before
             val = f"{self.val.name} ({len(self.val.queries)} queries)" if self.val else "none"
             self.log(
                 f"training {describe_config(cfg, self.model)}\n"
