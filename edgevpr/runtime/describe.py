@@ -47,7 +47,8 @@ def describe_artifact(path: str | os.PathLike[str]) -> dict[str, Any]:
 
 
 def describe_place_map(path: Path) -> dict[str, Any]:
-    from edgevpr.runtime.placemap import HNSW_HEADER, check_index_head, parse_map_metadata
+    from edgevpr.runtime.hnsw_file import HEADER as HNSW_HEADER
+    from edgevpr.runtime.placemap import check_index_head, parse_map_metadata
 
     header, metadata = read_map_metadata(path)
     contents = parse_map_metadata(metadata, path)

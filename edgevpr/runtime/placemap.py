@@ -16,7 +16,6 @@ import datetime as _dt
 import math
 import numbers
 import os
-import struct
 import tempfile
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import asdict, dataclass, replace
@@ -29,6 +28,14 @@ import numpy as np
 from edgevpr import __version__
 from edgevpr.errors import EdgeVPRError
 from edgevpr.runtime.geo import GeoPrior, PlaceCoordinates, distances_m
+from edgevpr.runtime.hnsw_file import HEADER as HNSW_HEADER
+from edgevpr.runtime.hnsw_file import (
+    BrokenIndex,
+    IndexLayout,
+    check_graph,
+    check_layout,
+    read_layout,
+)
 from edgevpr.runtime.mapfile import FORMAT_NAME, FORMAT_VERSION, open_map, write_map
 from edgevpr.runtime.rwlock import ReadWriteLock
 
@@ -209,11 +216,13 @@ class PlaceMap:
         path = Path(path)
         with open_map(path) as (metadata, index_path):
             contents = parse_map_metadata(metadata, path)
-            with open(index_path, "rb") as fh:
-                check_index_head(fh.read(HNSW_HEADER.size), contents, path)
+            layout = _checked_index(index_path, contents, path)
             index = hnswlib.Index(space="ip", dim=contents.dim)
             try:
-                index.load_index(str(index_path), max_elements=0, allow_replace_deleted=True)
+                # room for what is stored, not what the file asks for: growing is ours to do
+                index.load_index(
+                    str(index_path), max_elements=layout.count, allow_replace_deleted=True
+                )
             except (RuntimeError, MemoryError) as exc:
                 raise EdgeVPRError(f"place map {path} has a broken index ({exc})") from None
         _check_consistency(index, contents.records, contents.next_id, path)
@@ -601,28 +610,34 @@ def _whole(value: Any, name: str) -> int:
     return value
 
 
-# hnswlib's index file starts with these fields (hnswalg.h, saveIndex): offsetLevel0,
-# max_elements, cur_element_count, size_data_per_element, label_offset, offsetData (size_t),
-# maxlevel (int), enterpoint_node (uint), maxM, maxM0, M (size_t), mult (double),
-# ef_construction (size_t).
-HNSW_HEADER = struct.Struct("<QQQQQQiIQQQdQ")
-
-
-def check_index_head(raw: bytes, contents: MapContents, path: Path) -> None:
-    """hnswlib takes the vector size from the caller, not from the file: an index of other
-    dimensions would load and be read out of bounds. Compare the index section's own layout
-    (its first ``HNSW_HEADER.size`` bytes, ``raw``) with the metadata first."""
-    if len(raw) < HNSW_HEADER.size:
-        raise EdgeVPRError(f"place map {path} has a broken index (too short)")
-    fields = HNSW_HEADER.unpack(raw)
-    count, label_offset, data_offset, m = fields[2], fields[4], fields[5], fields[10]
-    stored_dim = (label_offset - data_offset) / 4
-    if stored_dim != contents.dim or m != contents.params.M or count < len(contents.records):
+def check_index_head(head: bytes, contents: MapContents, path: Path) -> IndexLayout:
+    """The index section's header (its first ``hnsw_file.HEADER.size`` bytes) against the
+    metadata: hnswlib takes the vector size from the caller, so an index of other dimensions
+    would load and be read out of bounds."""
+    try:
+        layout = read_layout(head)
+        params = contents.params
+        check_layout(layout, contents.dim, params.M, params.ef_construction)
+        if layout.count < len(contents.records):
+            raise BrokenIndex(f"{layout.count} elements for {len(contents.records)} places")
+    except BrokenIndex as exc:
         raise EdgeVPRError(
-            f"place map {path} is inconsistent: its index holds {stored_dim:g}-d vectors "
-            f"(M={m}, {count} places), its metadata says {contents.dim}-d "
-            f"(M={contents.params.M}, {len(contents.records)} places)"
-        )
+            f"place map {path} is inconsistent: its index does not fit its metadata ({exc})"
+        ) from None
+    return layout
+
+
+def _checked_index(index_path: Path, contents: MapContents, path: Path) -> IndexLayout:
+    """The whole index section checked (see :mod:`edgevpr.runtime.hnsw_file`) before
+    hnswlib may read it."""
+    with open(index_path, "rb") as fh:
+        layout = check_index_head(fh.read(HNSW_HEADER.size), contents, path)
+    index = np.memmap(index_path, dtype=np.uint8, mode="r")
+    try:
+        check_graph(index, layout)
+    except BrokenIndex as exc:
+        raise EdgeVPRError(f"place map {path} has a broken index ({exc})") from None
+    return layout
 
 
 def _check_consistency(
