@@ -1,0 +1,147 @@
+"""Property tests of the place-map loader: any change to a valid map file's bytes is either
+loaded as the identical map or refused with a one-line EdgeVPRError - never another
+exception, never a crash. Also for forgeries, whose checksum is made valid again after the
+change: those reach the metadata parser and hnswlib, which trusts its file (a forged index
+crashed it before the index was checked)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from edgevpr.errors import EdgeVPRError
+from edgevpr.runtime.mapfile import HEADER, open_map, write_map
+from edgevpr.runtime.placemap import PlaceMap
+
+DIM = 16
+PLACES = 40
+FUZZ = settings(
+    max_examples=150,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture],
+)
+
+
+@pytest.fixture(scope="module")
+def original(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A small map with coordinates, a removed place and enough places for upper levels."""
+    rng = np.random.default_rng(3)
+    placemap = PlaceMap.create(DIM, "f" * 64, M=4, ef_construction=20)
+    records = [{"path": f"img{i}.jpg", "east": float(i), "north": 2.0 * i} for i in range(PLACES)]
+    placemap.add(rng.standard_normal((PLACES, DIM)).astype(np.float32), records)
+    placemap.remove([7])
+    path = tmp_path_factory.mktemp("mapfuzz") / "places.vprmap"
+    placemap.save(path)
+    return path
+
+
+def probe(path: Path) -> np.ndarray:
+    """Everything a user does with a map, so that a bad one shows itself."""
+    loaded = PlaceMap.load(path)
+    queries = np.random.default_rng(0).standard_normal((8, loaded.descriptor_dim))
+    ids, _ = loaded.search(queries.astype(np.float32), k=5)
+    loaded.query(queries.astype(np.float32), k=3)
+    loaded.add(queries[:2].astype(np.float32))
+    return ids
+
+
+def load_or_refuse(path: Path) -> np.ndarray | None:
+    try:
+        return probe(path)
+    except EdgeVPRError as exc:
+        message = str(exc)
+        assert "\n" not in message and message
+        return None
+
+
+@FUZZ
+@given(data=st.data())
+def test_any_flip_or_cut_is_refused_or_changes_nothing(
+    original: Path, tmp_path: Path, data: st.DataObject
+) -> None:
+    content = bytearray(original.read_bytes())
+    kind = data.draw(st.sampled_from(["flip", "cut", "append", "header"]))
+    if kind == "cut":
+        content = content[: data.draw(st.integers(0, len(content) - 1))]
+    elif kind == "append":
+        content += data.draw(st.binary(min_size=1, max_size=64))
+    else:
+        limit = HEADER.size - 1 if kind == "header" else len(content) - 1
+        for _ in range(data.draw(st.integers(1, 4))):
+            at = data.draw(st.integers(0, limit))
+            content[at] ^= data.draw(st.integers(1, 255))
+    mutated = tmp_path / "mutated.vprmap"
+    mutated.write_bytes(bytes(content))
+    found = load_or_refuse(mutated)
+    if found is not None:  # loaded: then it must be the very same map
+        assert bytes(content) == original.read_bytes()
+        assert np.array_equal(found, probe(original))
+
+
+def forge(original: Path, target: Path, edit_metadata=None, edit_index=None) -> None:  # noqa: ANN001
+    """Rewrite ``original`` with its metadata and/or index bytes edited and a valid checksum."""
+    with open_map(original) as (metadata, index_path):
+        if edit_metadata is not None:
+            edit_metadata(metadata)
+        if edit_index is not None:
+            index_path.write_bytes(edit_index(bytearray(index_path.read_bytes())))
+        write_map(target, metadata, index_path)
+
+
+@FUZZ
+@given(data=st.data())
+def test_forged_index_bytes_never_crash_the_loader(
+    original: Path, tmp_path: Path, data: st.DataObject
+) -> None:
+    def edit(index: bytearray) -> bytes:
+        for _ in range(data.draw(st.integers(1, 6))):
+            at = data.draw(st.integers(0, len(index) - 1))
+            index[at] = data.draw(st.integers(0, 255))
+        if data.draw(st.booleans()):
+            index = index[: data.draw(st.integers(0, len(index)))]
+        return bytes(index)
+
+    forged = tmp_path / "forged.vprmap"
+    forge(original, forged, edit_index=edit)
+    load_or_refuse(forged)  # EdgeVPRError or a working map; anything else fails the test
+
+
+JSON_VALUES = st.recursive(
+    st.none()
+    | st.booleans()
+    | st.integers(-(2**70), 2**70)
+    | st.floats(allow_nan=False)
+    | st.text(max_size=20),
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner),
+    max_leaves=8,
+)
+METADATA_KEYS = ["descriptor_dim", "hnsw", "next_id", "fingerprint", "model", "records", "format"]
+
+
+@FUZZ
+@given(data=st.data())
+def test_forged_metadata_is_refused_or_gives_a_working_map(
+    original: Path, tmp_path: Path, data: st.DataObject
+) -> None:
+    key = data.draw(st.sampled_from(METADATA_KEYS + ["hnsw.M", "hnsw.ef", "record", "record.id"]))
+    value = data.draw(JSON_VALUES)
+
+    def edit(metadata: dict) -> None:
+        if key.startswith("hnsw."):
+            metadata["hnsw"][key.split(".")[1]] = value
+        elif key == "record":
+            metadata["records"][data.draw(st.integers(0, PLACES - 2))] = value
+        elif key == "record.id":
+            metadata["records"][0]["id"] = value
+        else:
+            metadata[key] = value
+
+    forged = tmp_path / "forged.vprmap"
+    forge(original, forged, edit_metadata=edit)
+    json.loads(json.dumps(value))  # the value itself is plain JSON
+    load_or_refuse(forged)
