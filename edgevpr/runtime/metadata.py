@@ -6,6 +6,7 @@ deployed model needs no checkpoint and no torch.
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass
 from typing import Any
 
@@ -25,6 +26,7 @@ KEY_CHECKPOINT_SHA256 = "edgevpr.checkpoint_sha256"
 KEY_PRECISION = "edgevpr.precision"  # fp32 | fp16 | int8
 PRECISIONS = ("fp32", "fp16", "int8")
 MAX_DESCRIPTOR_DIM = 65536
+SHA256 = re.compile(r"[0-9a-f]{64}")
 
 
 @dataclass(frozen=True)
@@ -85,9 +87,10 @@ class ModelMetadata:
             raise EdgeVPRError(
                 f"{source} has broken edgevpr metadata (descriptor size {metadata.descriptor_dim})"
             )
-        if metadata.precision not in PRECISIONS or not metadata.checkpoint_sha256:
+        # the fingerprint also names cache files (bench): only a sha256 is one
+        if metadata.precision not in PRECISIONS or not SHA256.fullmatch(metadata.checkpoint_sha256):
             raise EdgeVPRError(
-                f"{source} has broken edgevpr metadata (precision '{metadata.precision}', "
-                f"fingerprint '{metadata.checkpoint_sha256[:64]}')"
+                f"{source} has broken edgevpr metadata (precision '{metadata.precision[:16]}', "
+                f"fingerprint '{metadata.checkpoint_sha256[:70]}')"
             )
         return metadata
