@@ -40,6 +40,13 @@ def image_name(row: dict[str, str]) -> str:
     )
 
 
+def _plain_name(name: str) -> bool:
+    """A file or folder name, not a path: the dataframe may not point outside Images/."""
+    if not isinstance(name, str) or name in ("", ".", ".."):
+        return False
+    return not any(sep in name for sep in ("/", "\\", "\0"))
+
+
 def local_metres(lat: np.ndarray, lon: np.ndarray) -> np.ndarray:
     """Degrees -> (east, north) metres on a plane tangent at the mean latitude."""
     lat0 = math.radians(float(np.mean(lat)))
@@ -69,6 +76,10 @@ def read_city(csv_path: Path, images_root: Path) -> tuple[list[Path], list[int],
             raise EdgeVPRError(
                 f"{csv_path} line {line}: bad place_id/year/month/northdeg/lat/lon values"
             ) from None
+        if not _plain_name(row["city_id"]) or not _plain_name(name):
+            raise EdgeVPRError(
+                f"{csv_path} line {line}: city_id/panoid would lead out of {images_root}"
+            )
         path = images_root / row["city_id"] / name
         if not path.is_file():
             raise EdgeVPRError(f"{path} (listed in {csv_path} line {line}) does not exist")
