@@ -157,6 +157,25 @@ def foreign_onnx() -> bytes:
     return model.SerializeToString()
 
 
+def custom_op_onnx(good: Path) -> bytes:
+    """edgevpr's metadata on a graph whose one node is an operator from an unknown domain:
+    a runtime that loaded custom-op libraries named by models would run their code."""
+    import onnx
+    from onnx import TensorProto, helper
+
+    node = helper.make_node("Exec", ["images"], ["descriptors"], domain="com.evil.ops")
+    graph = helper.make_graph(
+        [node],
+        "custom",
+        [helper.make_tensor_value_info("images", TensorProto.FLOAT, ["batch", 3, 32, 32])],
+        [helper.make_tensor_value_info("descriptors", TensorProto.FLOAT, ["batch", 512])],
+    )
+    opsets = [helper.make_opsetid("", 18), helper.make_opsetid("com.evil.ops", 1)]
+    model = helper.make_model(graph, opset_imports=opsets)
+    model.metadata_props.extend(onnx.load(str(good), load_external_data=False).metadata_props)
+    return model.SerializeToString()
+
+
 def onnx_with_external_data(folder: Path, good: Path, location: str, name: str) -> Path:
     """``good`` with its weights moved to an external file, then the recorded location
     rewritten to ``location``; the real weights file is left beside the model (so a reader
@@ -230,6 +249,10 @@ ONNX_BAD: dict[str, MakerFrom] = {
     "onnx-model-config-not-an-object": lambda d, g: _edited_onnx(
         d, g, "config.onnx", _set_prop("edgevpr.model_config", '"resnet"')
     ),
+    "onnx-fingerprint-is-a-path": lambda d, g: _edited_onnx(
+        d, g, "fingerprint.onnx", _set_prop("edgevpr.checkpoint_sha256", "../../../../../tmp/x")
+    ),
+    "onnx-custom-op": lambda d, g: write(d, "custom.onnx", custom_op_onnx(g)),
     "onnx-newer-metadata": lambda d, g: _edited_onnx(
         d, g, "newer.onnx", _set_prop("edgevpr.format_version", "99")
     ),

@@ -173,6 +173,7 @@ ONNX_INFO_DESCRIBES = {
     "onnx-newer-metadata",
     "onnx-wrong-descriptor-size",
     "onnx-negative-descriptor-size",
+    "onnx-fingerprint-is-a-path",
 }
 
 
