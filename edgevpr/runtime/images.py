@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import os
 import struct
+import zlib
 from pathlib import Path
 
 import cv2
@@ -21,7 +22,10 @@ MAX_FILE_BYTES = 256 * 1024 * 1024
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp", ".ppm", ".pgm"}
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
-PNG_IHDR = struct.Struct(">I4sII")  # chunk length, b"IHDR", width, height
+PNG_CHUNK = struct.Struct(">I4s")  # data length, type; then the data and a CRC of type + data
+PNG_CRC = struct.Struct(">I")
+PNG_SIZE = struct.Struct(">II")  # IHDR starts with width, height
+PNG_IHDR_SIZE = 13
 
 # OpenCV's own ceiling, applied when it parses the header, before it allocates.
 os.environ.setdefault("OPENCV_IO_MAX_IMAGE_PIXELS", str(MAX_PIXELS))
@@ -56,7 +60,7 @@ def decode_image(data: bytes | np.ndarray, name: str = "<bytes>") -> np.ndarray:
     buffer = np.frombuffer(data, dtype=np.uint8) if isinstance(data, bytes) else data
     if buffer.size == 0:
         raise EdgeVPRError(f"cannot read image {name}: the file is empty")
-    _check_png_size(buffer, name)
+    _check_png(buffer, name)
     try:
         image = cv2.imdecode(buffer, cv2.IMREAD_UNCHANGED)
     except cv2.error as exc:
@@ -67,15 +71,38 @@ def decode_image(data: bytes | np.ndarray, name: str = "<bytes>") -> np.ndarray:
     return to_rgb8(image, name)
 
 
-def _check_png_size(buffer: np.ndarray, name: str) -> None:
-    """Refuse a PNG whose header announces no pixels or too many, before libpng sees it
-    (it would print its own complaints to stderr, and OpenCV's limit comes after them)."""
-    head = buffer[: len(PNG_SIGNATURE) + PNG_IHDR.size].tobytes()
-    if not head.startswith(PNG_SIGNATURE) or len(head) < len(PNG_SIGNATURE) + PNG_IHDR.size:
+def _check_png(buffer: np.ndarray, name: str) -> None:
+    """Walk a PNG's chunks before libpng sees it: a cut file, a damaged chunk (every chunk
+    carries a CRC) or a header announcing no pixels or too many is refused here, in one
+    line, where libpng would print its own complaints to stderr first."""
+    data = memoryview(np.ascontiguousarray(buffer).reshape(-1).view(np.uint8))
+    if bytes(data[: len(PNG_SIGNATURE)]) != PNG_SIGNATURE:
         return
-    _, kind, width, height = PNG_IHDR.unpack_from(head, len(PNG_SIGNATURE))
-    if kind != b"IHDR":
-        return
+    position = len(PNG_SIGNATURE)
+    while True:
+        if position + PNG_CHUNK.size + PNG_CRC.size > len(data):
+            raise EdgeVPRError(f"cannot read image {name}: the PNG file is cut short")
+        length, kind = PNG_CHUNK.unpack_from(data, position)
+        end = position + PNG_CHUNK.size + length + PNG_CRC.size
+        if end > len(data):
+            raise EdgeVPRError(f"cannot read image {name}: the PNG file is cut short")
+        (crc,) = PNG_CRC.unpack_from(data, end - PNG_CRC.size)
+        critical = not kind[0] & 0x20  # libpng only warns about (and skips) damaged others
+        if critical and zlib.crc32(data[position + 4 : end - PNG_CRC.size]) != crc:
+            chunk = kind.decode("latin-1")
+            raise EdgeVPRError(f"cannot read image {name}: damaged PNG (bad CRC in {chunk})")
+        if position == len(PNG_SIGNATURE):
+            header = bytes(data[position + PNG_CHUNK.size : end - PNG_CRC.size])
+            _check_png_header(kind, header, name)
+        if kind == b"IEND":
+            return
+        position = end
+
+
+def _check_png_header(kind: bytes, ihdr: bytes, name: str) -> None:
+    if kind != b"IHDR" or len(ihdr) != PNG_IHDR_SIZE:
+        raise EdgeVPRError(f"cannot read image {name}: the PNG file has no valid header")
+    width, height = PNG_SIZE.unpack_from(ihdr)
     if width == 0 or height == 0:
         raise EdgeVPRError(f"cannot read image {name}: its header says {width}x{height} pixels")
     if width * height > MAX_PIXELS:
