@@ -74,6 +74,17 @@ def palette_png() -> bytes:
     )
 
 
+def _cut_late(data: bytes) -> bytes:
+    """Most of the file: the kind of PNG a copy interrupted near its end leaves."""
+    return data[: len(data) * 9 // 10]
+
+
+def _damaged_idat(data: bytes) -> bytes:
+    """One byte of the pixel data changed (what a bad disk or transfer does)."""
+    at = data.index(b"IDAT") + 20
+    return data[:at] + bytes([data[at] ^ 0x55]) + data[at + 1 :]
+
+
 def decompression_bomb() -> bytes:
     """A tiny PNG that announces a 60000 x 60000 image (3.6 gigapixels, ~10 GB decoded)."""
     row = b"\x00" + b"\x00" * (60000 * 3)
@@ -104,6 +115,8 @@ IMAGES_BAD: dict[str, Callable[[Path], Path]] = {
     "zero-byte": lambda d: write(d, "empty.jpg", b""),
     "truncated-jpeg": lambda d: write(d, "cut.jpg", encode(".jpg", photo())[:40]),
     "truncated-png": lambda d: write(d, "cut.png", encode(".png", photo())[:60]),
+    "truncated-png-late": lambda d: write(d, "cutlate.png", _cut_late(encode(".png", photo()))),
+    "png-bad-crc": lambda d: write(d, "damaged.png", _damaged_idat(encode(".png", photo()))),
     "text-named-jpg": lambda d: write(d, "notes.jpg", b"this is not an image\n" * 10),
     "random-bytes": lambda d: write(d, "noise.png", RNG.integers(0, 256, 4096, np.uint8).tobytes()),
     "decompression-bomb": lambda d: write(d, "bomb.png", decompression_bomb()),
