@@ -4,6 +4,7 @@ that a value nobody checks shows up as a run that starts (or an internal error).
 
 from __future__ import annotations
 
+import shutil
 from collections.abc import Callable
 from pathlib import Path
 
@@ -57,6 +58,15 @@ def evaluate(*options: object) -> Argv:
 def synth(*options: object) -> Argv:
     return lambda g, data, w: ["synth", w / "set", "--places", "2", "--val-places", "0",
                                "--train-places", "0", "--size", "32x32", *options]  # fmt: skip
+
+
+def previous_export(good: GoodFiles, work: Path) -> Path:
+    """An output folder holding an earlier export, which a failed export must leave alone."""
+    folder = work / "previous"
+    folder.mkdir(exist_ok=True)
+    shutil.copy2(good.onnx, folder / "lite0.onnx")
+    (folder / "parity.json").write_text('{"artifacts": []}\n')
+    return folder
 
 
 OPTIONS: dict[str, Argv] = {
@@ -124,6 +134,9 @@ OPTIONS: dict[str, Argv] = {
     ],  # fmt: skip
     "export --parity-data empty": lambda g, data, w: [
         "export", g.checkpoint, "--out", w / "out", "--parity-data", w,
+    ],  # fmt: skip
+    "export over a previous export, --parity-data missing": lambda g, data, w: [
+        "export", g.checkpoint, "--out", previous_export(g, w), "--parity-data", w / "missing",
     ],  # fmt: skip
     "export --out is a file": lambda g, data, w: [
         "export", g.checkpoint, "--out", g.map, "--parity-data", g.images,
