@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import os
-import tempfile
 from pathlib import Path
 
 import click
@@ -12,6 +10,7 @@ from edgevpr.bench.artifacts import default_cache_dir
 from edgevpr.bench.report import STAGE_CHOICES, render
 from edgevpr.bench.run import BACKENDS, DEFAULT_MODEL, BenchOptions, run_bench
 from edgevpr.errors import EdgeVPRError
+from edgevpr.files import write_text_atomic
 
 FORMATS = ("md", "csv", "json")
 SUFFIX_FORMATS = {".md": "md", ".markdown": "md", ".csv": "csv", ".json": "json"}
@@ -43,20 +42,6 @@ def int_list(
 
 def name_list(values: tuple[str, ...]) -> list[str]:
     return [v for item in values for v in item.replace(" ", "").split(",") if v]
-
-
-def write_atomic(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(text)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})
@@ -172,7 +157,7 @@ def bench(
         say(f"no MODEL given: benchmarking the preset {DEFAULT_MODEL}")
     report = run_bench(opts, say)
     if out_path is not None:
-        write_atomic(out_path, render(report, fmt))
+        write_text_atomic(out_path, render(report, fmt))
         click.echo(render(report, "md"))
         say(f"wrote {out_path}")
     else:

@@ -9,9 +9,9 @@ import os
 import cv2
 import numpy as np
 
-from edgevpr.data.atomic import atomic_write_bytes
 from edgevpr.errors import EdgeVPRError
 from edgevpr.eval.evaluate import Evaluation
+from edgevpr.files import write_bytes_atomic
 from edgevpr.runtime.images import read_image
 
 GREEN = (40, 180, 40)
@@ -48,7 +48,7 @@ def plot_recall_curve(
         fig.savefig(buffer, format="png", bbox_inches="tight")
     finally:
         plt.close(fig)
-    atomic_write_bytes(path, buffer.getvalue())
+    write_bytes_atomic(path, buffer.getvalue())
 
 
 def tile(
@@ -129,4 +129,4 @@ def visualize_matches(
     ok, data = cv2.imencode(".png", cv2.cvtColor(grid, cv2.COLOR_RGB2BGR))
     if not ok:
         raise EdgeVPRError(f"cannot encode {path}")
-    atomic_write_bytes(path, data.tobytes())
+    write_bytes_atomic(path, data.tobytes())

@@ -7,7 +7,7 @@ import os
 
 import onnx
 
-from edgevpr.export.files import write_bytes_atomic
+from edgevpr.files import write_bytes_atomic
 from edgevpr.runtime.metadata import ModelMetadata
 
 # The dynamo exporter starts at opset 18; 17 is the least that has LayerNormalization.

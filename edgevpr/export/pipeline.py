@@ -22,7 +22,6 @@ import numpy as np
 
 from edgevpr import __version__
 from edgevpr.errors import EdgeVPRError
-from edgevpr.export.files import write_bytes_atomic
 from edgevpr.export.onnx_io import DEFAULT_OPSET
 from edgevpr.export.parity import (
     DEFAULT_GATES,
@@ -38,6 +37,7 @@ from edgevpr.export.parity import (
 )
 from edgevpr.export.quantize import Int8Options, quantize_int8
 from edgevpr.export.tensorrt_build import BatchRange, build_engine
+from edgevpr.files import write_bytes_atomic
 from edgevpr.runtime.onnx_backend import read_onnx_metadata
 from edgevpr.runtime.preprocess import PreprocessSpec, preprocess
 

@@ -31,9 +31,9 @@ from typing import Any
 import onnx
 
 from edgevpr.errors import EdgeVPRError
-from edgevpr.export.files import file_sha256, write_bytes_atomic
 from edgevpr.export.fp16 import convert_to_fp16
 from edgevpr.export.graph import fp32_nodes
+from edgevpr.files import file_sha256, write_bytes_atomic
 from edgevpr.runtime.metadata import INPUT_NAME, ModelMetadata
 from edgevpr.runtime.tensorrt_backend import EngineHeader, header_path
 

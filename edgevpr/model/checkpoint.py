@@ -7,12 +7,10 @@ code to unpickle is refused, never executed.
 from __future__ import annotations
 
 import datetime as _dt
-import hashlib
 import math
 import os
 import pickle
 import re
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -21,6 +19,7 @@ import torch
 
 from edgevpr import __version__
 from edgevpr.errors import EdgeVPRError
+from edgevpr.files import atomic_open, file_sha256
 from edgevpr.model.config import ModelConfig
 from edgevpr.model.vpr import VPRModel, build_model
 from edgevpr.runtime.preprocess import PreprocessSpec
@@ -44,29 +43,10 @@ class Checkpoint:
         return self.model.config
 
 
-def file_sha256(path: str | os.PathLike[str]) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
 def atomic_torch_save(obj: Any, path: str | os.PathLike[str]) -> None:
-    """Write to a temporary file in the same folder, fsync, then rename over ``path``:
-    a crash leaves either the old file or the new one, never a torn one."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            torch.save(obj, fh)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    """``torch.save`` that a crash cannot tear (see :mod:`edgevpr.files`)."""
+    with atomic_open(path) as fh:
+        torch.save(obj, fh)
 
 
 def save_checkpoint(

@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Any, BinaryIO
 
 from edgevpr.errors import EdgeVPRError
+from edgevpr.files import atomic_open
 
 MAGIC = b"EDGEVPRMAP\r\n\x1a\n"
 FORMAT_NAME = "edgevpr.placemap"
@@ -168,45 +169,13 @@ def write_map(path: str | os.PathLike[str], metadata: dict[str, Any], index_path
         raise EdgeVPRError(f"refusing to overwrite {path}: it is not an edgevpr place map")
     metadata_bytes = json.dumps(metadata, separators=(",", ":"), sort_keys=True).encode()
     index_length = index_path.stat().st_size
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    except OSError as exc:
-        raise EdgeVPRError(f"cannot write place map {path}: {exc.strerror or exc}") from None
-    try:
-        with os.fdopen(fd, "wb") as out:
-            out.write(b"\0" * HEADER.size)
-            digest = hashlib.sha256(metadata_bytes)
-            out.write(metadata_bytes)
-            with open(index_path, "rb") as src:
-                _hash_copy(src, index_length, digest, out)
-            out.seek(0)
-            out.write(
-                HEADER.pack(
-                    MAGIC, FORMAT_VERSION, len(metadata_bytes), index_length, digest.digest()
-                )
-            )
-            out.flush()
-            os.fsync(out.fileno())
-        os.replace(tmp, path)
-        _fsync_folder(path.parent)
-    except OSError as exc:
-        Path(tmp).unlink(missing_ok=True)
-        raise EdgeVPRError(f"cannot write place map {path}: {exc.strerror or exc}") from None
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-def _fsync_folder(folder: Path) -> None:
-    """Make the rename itself durable (POSIX); harmless to skip where unsupported."""
-    try:
-        fd = os.open(folder, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
+    with atomic_open(path) as out:
+        out.write(b"\0" * HEADER.size)
+        digest = hashlib.sha256(metadata_bytes)
+        out.write(metadata_bytes)
+        with open(index_path, "rb") as src:
+            _hash_copy(src, index_length, digest, out)
+        out.seek(0)
+        out.write(
+            HEADER.pack(MAGIC, FORMAT_VERSION, len(metadata_bytes), index_length, digest.digest())
+        )

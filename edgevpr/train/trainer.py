@@ -21,7 +21,6 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
-from edgevpr.data.atomic import atomic_write_text
 from edgevpr.data.gsv import is_gsv_cities, read_gsv_cities
 from edgevpr.data.layout import EvalSplit, available_splits, read_split
 from edgevpr.data.places import PlaceSet, layout_training_set
@@ -29,6 +28,7 @@ from edgevpr.errors import EdgeVPRError
 from edgevpr.eval.evaluate import evaluate
 from edgevpr.eval.recall import format_recalls
 from edgevpr.eval.torch_embedder import TorchEmbedder
+from edgevpr.files import write_text_atomic
 from edgevpr.model.checkpoint import load_checkpoint, save_checkpoint
 from edgevpr.model.vpr import VPRModel, build_model
 from edgevpr.train.augment import build_augment
@@ -332,7 +332,7 @@ class Trainer:
             save_checkpoint(self.out / LAST, self.model, provenance, self.training_state())
             if improved or self.val is None:
                 save_checkpoint(self.out / BEST, self.model, provenance)
-            atomic_write_text(self.out / HISTORY, json.dumps(p.history, indent=2) + "\n")
+            write_text_atomic(self.out / HISTORY, json.dumps(p.history, indent=2) + "\n")
             shown = f"{mean_loss:.4f}" if mean_loss is not None else "-"
             line = f"epoch {epoch_label:.2f}/{self.cfg.epochs}  steps {p.step}  loss {shown}"
             if recalls:
