@@ -623,8 +623,6 @@ def assert_one_line_refusal(code: int, err: str, what: str) -> None:
     assert code not in (0, 3), f"{what}: exit {code}\n{err}"
     assert "Traceback" not in err and "internal error" not in err, f"{what}:\n{err}"
     assert lines, f"{what}: exit {code} with nothing on stderr"
-    errors = [line for line in lines if line.lower().startswith("error: ")]
-    assert len(errors) == 1, f"{what}: expected one error line, got:\n{err}"
-    # click's usage errors come with a usage line and a hint; anything else is the one line
-    if not err.startswith("Usage: "):
-        assert lines == errors, f"{what}: more than the error line on stderr:\n{err}"
+    assert len(lines) == 1 and lines[0].startswith("error: "), (
+        f"{what}: expected exactly one 'error: ' line on stderr, got:\n{err}"
+    )
