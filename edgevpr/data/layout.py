@@ -19,6 +19,7 @@ import numpy as np
 
 from edgevpr.errors import EdgeVPRError
 from edgevpr.runtime.images import list_images
+from edgevpr.runtime.layout_names import parse_layout_name
 
 DEFAULT_RADIUS_M = 25.0
 DATABASE = "database"
@@ -27,18 +28,13 @@ QUERIES = "queries"
 
 def parse_utm(path: str | os.PathLike[str]) -> tuple[float, float]:
     """(east, north) in metres from a file name ``@east@north@...``; one-line error if absent."""
-    name = Path(path).name
-    fields = name.split("@")
-    try:
-        east, north = float(fields[1]), float(fields[2])
-    except (IndexError, ValueError):
+    parsed = parse_layout_name(Path(path).name)
+    if parsed is None or parsed.east is None or parsed.north is None:
         raise EdgeVPRError(
             f"image {path} has no UTM coordinates in its name "
             "(expected '@<east>@<north>@...' as in the VPR evaluation layout)"
-        ) from None
-    if not (math.isfinite(east) and math.isfinite(north)):
-        raise EdgeVPRError(f"image {path} has non-finite UTM coordinates in its name")
-    return east, north
+        )
+    return parsed.east, parsed.north
 
 
 @dataclass(frozen=True)
