@@ -220,9 +220,9 @@ def count_flops(group: ModelGroup, notes: list[str]) -> tuple[float | None, dict
         parts = {k: v / 1e9 for k, v in result.by_part.items() if k != "other" or v}
         return result.per_image, parts
     if group.checkpoint is not None and has_module("torch"):
-        from edgevpr.bench.torch_runner import TorchRunner
+        from edgevpr.bench.torch_runner import count_flops, torch_reference
 
-        return TorchRunner(group.checkpoint).count_flops(), {}
+        return count_flops(torch_reference(group.checkpoint)), {}
     notes.append("GFLOP/s not shown: counting FLOPs needs the onnx package or the checkpoint")
     return None, {}
 
@@ -259,16 +259,9 @@ def real_descriptors(
 
 def torch_descriptors(checkpoint: Path, paths: tuple[Path, ...]) -> np.ndarray:
     """Descriptors by the PyTorch model, where no exported file exists (no onnx package)."""
-    from edgevpr.bench.torch_runner import TorchRunner
-    from edgevpr.runtime.images import read_image
-    from edgevpr.runtime.preprocess import preprocess
+    from edgevpr.bench.torch_runner import torch_reference
 
-    runner = TorchRunner(checkpoint)
-    out = []
-    for start in range(0, len(paths), 16):
-        images = [read_image(p) for p in paths[start : start + 16]]
-        out.append(runner.embed_batch(preprocess(images, runner.spec)))
-    return np.concatenate(out)
+    return torch_reference(checkpoint).embed_paths(paths)
 
 
 def search_rows(

@@ -120,9 +120,9 @@ def open_runner(job: EmbedJob) -> Any:
     """An object with ``embed_batch``, ``spec`` (and for runtime targets ``embed_images``)."""
     target = job.target
     if not target.is_runtime:
-        from edgevpr.bench.torch_runner import TorchRunner
+        from edgevpr.bench.torch_runner import torch_reference
 
-        return TorchRunner(target.path, device=target.device, threads=job.threads)
+        return torch_reference(target.path, device=target.device, threads=job.threads)
     from edgevpr.runtime.embedder import Embedder
 
     providers = list(target.providers) if target.providers is not None else None

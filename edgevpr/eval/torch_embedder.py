@@ -54,6 +54,14 @@ class TorchEmbedder:
     def descriptor_dim(self) -> int:
         return self.model.descriptor_dim
 
+    def embed_batch(self, batch: np.ndarray) -> np.ndarray:
+        """Preprocessed N x 3 x H x W float32 -> N x D float32 (the model as it is: eval mode
+        and device are the caller's; ``embed_images`` sets them)."""
+        with torch.inference_mode():
+            out = self.model(torch.from_numpy(batch).to(self.device))
+            # .cpu() waits for the device, so a timed call includes the whole forward pass
+            return out.float().cpu().numpy()
+
     def embed_images(self, images: Sequence[np.ndarray]) -> np.ndarray:
         """RGB uint8 images (any size) -> float32 N x D descriptors."""
         was_training = self.model.training
@@ -61,11 +69,9 @@ class TorchEmbedder:
         self.model.to(self.device)
         out = []
         try:
-            with torch.inference_mode():
-                for start in range(0, len(images), self.batch_size):
-                    batch = preprocess(list(images[start : start + self.batch_size]), self.spec)
-                    descriptors = self.model(torch.from_numpy(batch).to(self.device))
-                    out.append(descriptors.float().cpu().numpy())
+            for start in range(0, len(images), self.batch_size):
+                batch = preprocess(list(images[start : start + self.batch_size]), self.spec)
+                out.append(self.embed_batch(batch))
         finally:
             self.model.train(was_training)
         if not out:
