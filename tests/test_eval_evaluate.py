@@ -26,7 +26,10 @@ from edgevpr.model.vpr import build_model
 from edgevpr.runtime.images import read_image
 from edgevpr.runtime.preprocess import preprocess
 
-RECALL_LINE = re.compile(r"^R@1: \d+\.\d  R@5: \d+\.\d  R@10: \d+\.\d  R@20: \d+\.\d$")
+RECALL_LINE = re.compile(
+    r"^R@1: \d+\.\d  R@5: \d+\.\d  R@10: \d+\.\d  R@20: \d+\.\d"
+    r"(  \(R@20: the whole database of \d+ images\))?$"
+)
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -92,6 +95,27 @@ def test_evaluate_any_embedder(dataset: Path) -> None:
     hits = [int(result.predictions[q, 0] in result.positives[q]) for q in range(10)]
     assert result.recalls.values[1] == pytest.approx(10.0 * sum(hits))
     assert set(result.to_dict()["recall"]) == {"1", "5"}
+
+
+def test_queries_without_positives_are_misses_beyond_the_database_size(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """8 database images, 20 queries of which 4 are far from every one: R@10 is 80.0."""
+    rng = np.random.default_rng(0)
+    for folder, count, offset in (("database", 8, 0.0), ("queries", 20, 0.0)):
+        target = tmp_path / "set/images/test" / folder
+        target.mkdir(parents=True)
+        for i in range(count):
+            north = offset + 10.0 * (i % 8) if i < 16 else 5000.0 + i
+            image = rng.integers(0, 256, (24, 32, 3), dtype=np.uint8)
+            cv2.imwrite(str(target / f"@0@{north:.2f}@@@@@{i:07d}@@@@@@@@.png"), image)
+    split = read_split(tmp_path / "set", "test")
+    result = evaluate(ThumbnailEmbedder(), split, radius=5.0, ns=(1, 10))
+    assert result.recalls.queries_without_positives == 4
+    assert result.recalls.values[10] == 80.0
+    assert result.to_dict()["recall_n_beyond_database"] == [10]
+    assert "R@10: 80.0" in result.recalls.describe()
+    assert "whole database of 8 images" in result.recalls.describe()
 
 
 def test_torch_embedder_uses_the_runtime_preprocessing(dataset: Path, checkpoint: Path) -> None:

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from edgevpr.errors import EdgeVPRError
-from edgevpr.eval.recall import first_hit_rank, format_recalls, nearest, recall_at_n
+from edgevpr.eval.recall import MISS, first_hit_rank, format_recalls, nearest, recall_at_n
 
 
 def test_nearest_matches_brute_force_and_breaks_ties_by_index() -> None:
@@ -31,7 +31,7 @@ def test_recall_by_hand() -> None:
     predictions = np.array([[5, 1, 2], [0, 3, 4], [9, 8, 7], [2, 6, 1]])
     positives = [np.array([5]), np.array([4, 1]), np.array([], dtype=np.int64), np.array([1])]
     # First hits: query 0 at rank 0, query 1 at rank 2, query 2 never, query 3 at rank 2.
-    assert first_hit_rank(predictions, positives).tolist() == [0, 2, 3, 2]
+    assert first_hit_rank(predictions, positives).tolist() == [0, 2, MISS, 2]
     result = recall_at_n(predictions, positives, ns=(1, 2, 3))
     assert result.values == {1: 25.0, 2: 25.0, 3: 75.0}
     assert result.queries_without_positives == 1  # counted as a miss, and reported
@@ -41,8 +41,33 @@ def test_recall_by_hand() -> None:
 
 def test_recall_beyond_the_database_size_counts_the_whole_database() -> None:
     predictions = np.array([[1, 0], [0, 1]])  # k = database size = 2
-    result = recall_at_n(predictions, [np.array([0]), np.array([1])], ns=(1, 5))
+    result = recall_at_n(predictions, [np.array([0]), np.array([1])], ns=(1, 5), database_size=2)
     assert result.values == {1: 0.0, 5: 100.0}
+    assert result.beyond_database == (5,)
+    assert "whole database of 2 images" in result.describe()
+
+
+def test_queries_without_positives_never_count_when_n_exceeds_the_database() -> None:
+    """8 database images, 20 queries of which 4 have no positive: R@10 is 80, not 100."""
+    rng = np.random.default_rng(3)
+    database = rng.normal(size=(8, 16)).astype(np.float32)
+    queries = rng.normal(size=(20, 16)).astype(np.float32)
+    predictions, _ = nearest(database, queries, k=10)
+    assert predictions.shape == (20, 8)
+    positives = [np.array([q % 8]) for q in range(16)] + [np.array([], np.int64)] * 4
+    result = recall_at_n(predictions, positives, ns=(1, 5, 10), database_size=8)
+    assert result.values[10] == 80.0
+    assert result.values[5] <= 80.0
+    assert result.queries_without_positives == 4
+    assert result.beyond_database == (10,)
+
+
+def test_n_beyond_the_searched_depth_of_a_larger_database_is_refused() -> None:
+    predictions = np.array([[1, 0], [0, 1]])  # only 2 of 100 searched
+    with pytest.raises(EdgeVPRError, match="only 2 were searched"):
+        recall_at_n(predictions, [np.array([0]), np.array([1])], ns=(1, 5), database_size=100)
+    with pytest.raises(EdgeVPRError, match="only 2 were searched"):
+        recall_at_n(predictions, [np.array([0]), np.array([1])], ns=(5,))
 
 
 @pytest.mark.parametrize(

@@ -11,7 +11,7 @@ from edgevpr.data.cli import SIZE
 from edgevpr.data.layout import DEFAULT_RADIUS_M, read_split
 from edgevpr.eval.evaluate import evaluate as run_evaluation
 from edgevpr.eval.evaluate import load_embedder
-from edgevpr.eval.recall import DEFAULT_NS, format_recalls
+from edgevpr.eval.recall import DEFAULT_NS
 
 PLOT_MAX_N = 25
 GRID_K = 5
@@ -114,4 +114,4 @@ def evaluate(
             f"within {radius:g} m and count as misses",
             err=True,
         )
-    click.echo(format_recalls(result.recalls.values))
+    click.echo(result.recalls.describe())

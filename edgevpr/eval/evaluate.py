@@ -52,6 +52,7 @@ class Evaluation:
             "queries": len(self.split.queries),
             "database": len(self.split.database),
             "queries_without_positives": self.recalls.queries_without_positives,
+            "recall_n_beyond_database": list(self.recalls.beyond_database),
             "descriptor_dim": self.descriptor_dim,
             "embed_seconds": round(self.embed_seconds, 3),
             "search_seconds": round(self.search_seconds, 3),
@@ -77,7 +78,7 @@ def evaluate(
     embedded = time.perf_counter()
     predictions, distances = nearest(database, queries, max(max(ns), depth))
     positives = split.positives(radius)
-    recalls = recall_at_n(predictions, positives, ns)
+    recalls = recall_at_n(predictions, positives, ns, database_size=len(database))
     return Evaluation(
         split=split,
         radius=radius,

@@ -170,8 +170,8 @@ def compare(reference: np.ndarray, artifact: np.ndarray, data: ParityData) -> Pa
         metrics.top1_agreement = float(100.0 * np.mean(ref_top[:, 0] == art_top[:, 0]))
         overlap = [len(set(a) & set(b)) / k for a, b in zip(ref_top, art_top, strict=True)]
         metrics.top5_overlap = float(100.0 * np.mean(overlap))
-        metrics.recall_reference = recall_at_n(ref_top, data.positives, RECALL_NS).values
-        metrics.recall_artifact = recall_at_n(art_top, data.positives, RECALL_NS).values
+        metrics.recall_reference = recall_at_n(ref_top, data.positives, RECALL_NS, n).values
+        metrics.recall_artifact = recall_at_n(art_top, data.positives, RECALL_NS, n).values
     return metrics
 
 
