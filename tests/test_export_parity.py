@@ -256,7 +256,10 @@ def test_the_authors_resnet50_4096_layout_exports(
 
 
 def test_int8_from_an_exported_onnx_runs_without_torch(exported: dict, corridor: Path) -> None:
-    """The Jetson path: INT8 (or an engine) from the FP32 ONNX, with torch unimportable."""
+    """The Jetson path: INT8 (or an engine) from the FP32 ONNX, with torch unimportable.
+
+    16 queries make one query 6.25 points of Recall@1, so the gate allows 10 here: this test
+    is about the path running without torch, not about INT8 accuracy."""
     out = exported["out"] / "from_onnx"
     script = (
         "import sys; sys.modules['torch'] = None\n"  # any 'import torch' now fails
@@ -264,7 +267,7 @@ def test_int8_from_an_exported_onnx_runs_without_torch(exported: dict, corridor:
         f"main(['export', {str(exported['out'] / 'lite0.onnx')!r}, '--out', {str(out)!r},"
         f" '--int8', '--parity-data', {str(corridor)!r}, '--parity-images', '32',"
         " '--calib-images', '16', '--int8-target', '0.9',"
-        " '--int8-keep-float', 'backbone.model.blocks.0'])\n"
+        " '--int8-keep-float', 'backbone.model.blocks.0', '--max-recall-drop', '10'])\n"
     )
     done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True)
     assert done.returncode == 0, done.stderr[-2000:]

@@ -57,8 +57,8 @@ def test_bad_specs_are_refused(fields: dict, message: str) -> None:
 def test_unknown_and_future_fields_are_refused() -> None:
     with pytest.raises(EdgeVPRError, match="unknown preprocessing fields"):
         PreprocessSpec.from_dict({"height": 32, "gamma": 2.2})
-    with pytest.raises(EdgeVPRError, match="version 2"):
-        PreprocessSpec.from_dict({"version": 2})
+    with pytest.raises(EdgeVPRError, match="version 3"):
+        PreprocessSpec.from_dict({"version": 3})
 
 
 def test_non_rgb_input_is_refused() -> None:

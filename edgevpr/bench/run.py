@@ -179,10 +179,9 @@ def calibration_key(paths: tuple[Path, ...]) -> str:
 
 def calibration_images(paths: tuple[Path, ...], spec: Any) -> Callable[[], np.ndarray]:
     def load() -> np.ndarray:
-        from edgevpr.runtime.images import read_image
-        from edgevpr.runtime.preprocess import preprocess
+        from edgevpr.runtime.preprocess import preprocess, read_for_model
 
-        return preprocess([read_image(p) for p in paths], spec)
+        return preprocess([read_for_model(p, spec) for p in paths], spec)
 
     return load
 

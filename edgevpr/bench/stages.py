@@ -145,13 +145,14 @@ def cycle_bytes(paths: tuple[str, ...]) -> Any:
 
 
 def run_embed_job(job: EmbedJob) -> EmbedResult:
-    from edgevpr.runtime.images import decode_image, read_image
-    from edgevpr.runtime.preprocess import preprocess
+    from edgevpr.runtime.images import decode_image
+    from edgevpr.runtime.preprocess import preprocess, read_for_model
 
     target = job.target
     runner = open_runner(job)
     spec = runner.spec
-    images = [read_image(p) for p in job.images[: max(max(job.batches), job.compare_images)]]
+    wanted = job.images[: max(max(job.batches), job.compare_images)]
+    images = [read_for_model(p, spec) for p in wanted]
     inputs = input_batch(images, spec, max(max(job.batches), job.compare_images))
     base = dict(model=job.model, backend=target.backend, precision=target.precision)
     size = file_mb(target.path)
@@ -171,7 +172,10 @@ def run_embed_job(job: EmbedJob) -> EmbedResult:
     next_bytes = cycle_bytes(job.images)
     if job.preprocess_row:
         with PeakMemory() as peak:
-            timing = measure(lambda: preprocess([decode_image(next_bytes())], spec), job.timing)
+            timing = measure(
+                lambda: preprocess([decode_image(next_bytes(), min_size=spec.decode_size)], spec),
+                job.timing,
+            )
         row = Row(stage=STAGE_PREPROCESS, model=job.model, backend="opencv+numpy")
         rows.append(timed_row(row, timing, peak))
         first = images[0]

@@ -12,8 +12,7 @@ import torch
 
 from edgevpr.model.checkpoint import load_checkpoint
 from edgevpr.model.vpr import VPRModel
-from edgevpr.runtime.images import read_image
-from edgevpr.runtime.preprocess import PreprocessSpec, preprocess
+from edgevpr.runtime.preprocess import PreprocessSpec, preprocess, read_for_model
 
 
 def default_device() -> torch.device:
@@ -82,7 +81,7 @@ class TorchEmbedder:
         """Image files -> float32 N x D descriptors, read a batch at a time."""
         out = []
         for start in range(0, len(paths), self.batch_size):
-            images = [read_image(p) for p in paths[start : start + self.batch_size]]
+            images = [read_for_model(p, self.spec) for p in paths[start : start + self.batch_size]]
             out.append(self.embed_images(images))
         if not out:
             return np.empty((0, self.descriptor_dim), dtype=np.float32)

@@ -99,11 +99,37 @@ def add_images(
         click.echo(f"warning: skipped {exc}", err=True)
 
     added: list[int] = []
+    source = embedder.model_summary()
     for kept, descriptors in embedder.iter_paths(
         paths, progress=not quiet, on_unreadable=report if skip_unreadable else None
     ):
-        added.extend(placemap.add(descriptors, [record_for(p) for p in kept]).tolist())
+        records = [record_for(p) for p in kept]
+        added.extend(placemap.add(descriptors, records, source=source).tolist())
     return added, skipped
+
+
+def without_coordinates(placemap: PlaceMap, ids: list[int]) -> str:
+    """', N of them without coordinates' when some added places have none (a prior can
+    never select those), else ''."""
+    missing = sum(
+        1 for i in ids if placemap.record(i).east is None and placemap.record(i).lat is None
+    )
+    return f", {missing} of them without coordinates" if missing else ""
+
+
+def new_images(placemap: PlaceMap, paths: list[Path]) -> list[Path]:
+    """``paths`` less the images the map already holds (same file) and repeats, each
+    reported: a place added twice would only push a true neighbour down the list."""
+    held = {Path(r.path).resolve() for r in placemap.records() if r.path}
+    fresh, seen = [], set()
+    for path in paths:
+        resolved = path.resolve()
+        if resolved in held or resolved in seen:
+            click.echo(f"warning: {path} is already in the map; not added again", err=True)
+            continue
+        seen.add(resolved)
+        fresh.append(path)
+    return fresh
 
 
 @click.group()
@@ -186,8 +212,9 @@ def build(
     click.echo(
         f"wrote {out}: {len(added)} places"
         + (f" ({len(skipped)} unreadable skipped)" if skipped else "")
-        + f", {embedder.descriptor_dim}-d, coordinates: {placemap.coordinate_kind() or 'none'}, "
-        f"{seconds:.1f} s with {embedder.backend}"
+        + f", {embedder.descriptor_dim}-d, coordinates: {placemap.coordinate_kind() or 'none'}"
+        + without_coordinates(placemap, added)
+        + f", {seconds:.1f} s with {embedder.backend}"
     )
 
 
@@ -214,13 +241,16 @@ def add(
     placemap = PlaceMap.load(map_path)
     embedder = open_embedder(model, batch, threads, providers)
     check_same_model(embedder, placemap)
-    paths = expand_images(images)
+    paths = new_images(placemap, expand_images(images))
+    if not paths:
+        raise EdgeVPRError("every image is already in the map; the map is unchanged")
     added, skipped = add_images(placemap, embedder, paths, quiet, skip_unreadable)
     if not added:
         raise EdgeVPRError("none of the images could be read; the map is unchanged")
     placemap.save(map_path)
     click.echo(
         f"added {len(added)} places to {map_path} (ids {added[0]}..{added[-1]})"
+        + without_coordinates(placemap, added)
         + (f", {len(skipped)} unreadable skipped" if skipped else "")
         + f"; it now has {len(placemap)}"
     )

@@ -59,6 +59,17 @@ def describe_place_map(path: Path) -> dict[str, Any]:
     has_en = any(r.east is not None for r in records)
     has_ll = any(r.lat is not None for r in records)
     coordinates = "+".join(k for k, v in (("east/north", has_en), ("lat/lon", has_ll)) if v)
+    no_coordinates = sum(1 for r in records if r.east is None and r.lat is None)
+    counts = [0] * len(contents.sources)
+    for index in contents.source_of.values():
+        counts[index] += 1
+    embedded_by = [
+        f"{s.get('file')} ({s.get('precision')}): {n} places"
+        for s, n in zip(contents.sources, counts, strict=True)
+    ]
+    unknown = len(contents.records) - sum(counts)
+    if unknown:
+        embedded_by.append(f"not recorded: {unknown} places")
     return {
         "kind": "place map",
         "file": str(path),
@@ -70,6 +81,8 @@ def describe_place_map(path: Path) -> dict[str, Any]:
         "fingerprint": contents.fingerprint,
         "model": contents.model,
         "coordinates": coordinates or "none",
+        "places_without_coordinates": no_coordinates,
+        "embedded_by": "; ".join(embedded_by),
         "M": contents.params.M,
         "ef_construction": contents.params.ef_construction,
         "ef": contents.params.ef,

@@ -11,9 +11,10 @@ All ``embed_*`` methods are thread-safe: backends keep per-thread (ONNX Runtime)
 
 from __future__ import annotations
 
+import itertools
 import os
 import sys
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, Protocol
@@ -22,14 +23,22 @@ import numpy as np
 from tqdm import tqdm
 
 from edgevpr.errors import EdgeVPRError
-from edgevpr.runtime.images import read_image
+from edgevpr.runtime.checks import file_path, shown, whole
+from edgevpr.runtime.images import decode_image
 from edgevpr.runtime.metadata import ModelMetadata
 from edgevpr.runtime.onnx_backend import OnnxBackend, ProviderRequest
-from edgevpr.runtime.preprocess import PreprocessSpec, normalize, resize_rgb
+from edgevpr.runtime.pixels import DEFAULT_ENCODING, check_encoding, to_rgb8
+from edgevpr.runtime.preprocess import PreprocessSpec, normalize, read_for_model, resize_rgb
 from edgevpr.runtime.tensorrt_backend import ENGINE_SUFFIXES, TensorRTBackend
 
 DEFAULT_BATCH_SIZE = 16
 ONNX_SUFFIXES = (".onnx",)
+MAX_THREADS = 1024
+
+# What the runtime takes as one image: pixels (with an encoding), a file path, or the
+# bytes of an encoded file (JPEG, PNG, ...).
+Frame = np.ndarray | str | os.PathLike | bytes
+Unreadable = Callable[[Any, EdgeVPRError], None]
 
 
 class Backend(Protocol):
@@ -46,10 +55,23 @@ class Backend(Protocol):
 class Embedder:
     """An exported VPR model ready to embed images.
 
-    ``providers`` (ONNX only): execution providers in order of preference, as ONNX Runtime
-    names, short names (``"cpu"``, ``"cuda"``, ``"tensorrt"``) or (name, options) pairs; by
-    default the best available. ``threads``: CPU threads for one inference (ONNX Runtime's
-    intra-op threads). ``batch_size``: images per inference call.
+    Args:
+        path: an exported model: ``.onnx`` (ONNX Runtime) or ``.engine``/``.plan``
+            (TensorRT, with the header export writes beside it).
+        providers: ONNX only: execution providers in order of preference, as ONNX Runtime
+            names, short names (``"cpu"``, ``"cuda"``, ``"tensorrt"``) or (name, options)
+            pairs; by default the best available.
+        threads: CPU threads for one inference (ONNX Runtime's intra-op threads).
+        batch_size: images per inference call (an engine's largest batch caps it).
+
+    Every method is thread-safe. Use it as a context manager, or call :meth:`close`.
+
+    Example::
+
+        with Embedder("export/best.onnx") as embedder:
+            embedder.warmup()
+            descriptors = embedder.embed_paths(["a.jpg", "b.jpg"])     # 2 x D, unit rows
+            frame = embedder.embed_image(bgr_frame, encoding="bgr8")  # from cv2.VideoCapture
     """
 
     def __init__(
@@ -59,13 +81,17 @@ class Embedder:
         threads: int | None = None,
         batch_size: int | None = None,
     ) -> None:
-        self.path = Path(path)
-        if batch_size is not None and batch_size < 1:
-            raise EdgeVPRError(f"batch size must be at least 1, got {batch_size}")
+        self.path = file_path(path, "model")
+        if batch_size is not None:
+            batch_size = whole(batch_size, "batch size", 1)
+        if threads is not None:
+            threads = whole(threads, "threads", 1, MAX_THREADS)
+        if providers is not None and not isinstance(providers, (list, tuple)):
+            raise EdgeVPRError(f"providers must be a list, not {type(providers).__name__}")
         if not self.path.is_file():
             raise EdgeVPRError(f"model {self.path} does not exist or is not a file")
         suffix = self.path.suffix.lower()
-        self._backend: Backend
+        self._backend: Backend | None
         if suffix in ONNX_SUFFIXES:
             self._backend = OnnxBackend(
                 self.path, providers, threads, batch_size or DEFAULT_BATCH_SIZE
@@ -82,6 +108,7 @@ class Embedder:
                 "TensorRT engine (.engine/.plan); export a checkpoint with 'edgevpr export'"
             )
         self.metadata: ModelMetadata = self._backend.metadata
+        self._description = self._backend.description
         limit = self._backend.max_batch
         wanted = batch_size or (limit if limit is not None else DEFAULT_BATCH_SIZE)
         self.batch_size = min(wanted, limit) if limit is not None else wanted
@@ -103,7 +130,7 @@ class Embedder:
     @property
     def backend(self) -> str:
         """What runs the model, e.g. 'onnxruntime 1.22.0 (CPUExecutionProvider)'."""
-        return self._backend.description
+        return self._description
 
     def model_summary(self) -> dict[str, Any]:
         """What a place map records about the model that embedded it."""
@@ -118,93 +145,157 @@ class Embedder:
         }
 
     # ------------------------------------------------------------------ embedding
+    def warmup(self, runs: int = 2) -> None:
+        """Run the model on blank inputs at batch 1 and at the full batch size: the first
+        calls allocate buffers and pick kernels (about 3x a steady call), so do it before
+        timing or before the robot moves."""
+        runs = whole(runs, "runs", 1, 100)
+        spec = self.spec
+        for batch in sorted({1, self.batch_size}):
+            blank = np.zeros((batch, 3, spec.height, spec.width), np.float32)
+            for _ in range(runs):
+                self._run(blank)
+
     def embed_batch(self, batch: np.ndarray) -> np.ndarray:
         """Preprocessed N x 3 x H x W float32 -> N x D float32, run in batches."""
         batch = self._check_batch(batch)
-        return self._run_chunks(batch)
-
-    def embed_images(self, images: Sequence[np.ndarray]) -> np.ndarray:
-        """RGB uint8 images (H x W x 3, any size: they are resized) -> N x D float32."""
-        images = list(images)
-        if not images:
-            return np.zeros((0, self.descriptor_dim), np.float32)
-        out = np.empty((len(images), self.descriptor_dim), np.float32)
-        for start in range(0, len(images), self.batch_size):
-            chunk = images[start : start + self.batch_size]
-            resized = np.stack([self._resized(img, start + i) for i, img in enumerate(chunk)])
-            out[start : start + len(chunk)] = self._run(normalize(resized, self.spec))
+        out = np.empty((batch.shape[0], self.descriptor_dim), np.float32)
+        for start in range(0, batch.shape[0], self.batch_size):
+            chunk = batch[start : start + self.batch_size]
+            out[start : start + len(chunk)] = self._run(chunk)
         return out
 
-    def embed_image(self, image: np.ndarray) -> np.ndarray:
-        """One RGB uint8 image -> its D-dimensional descriptor."""
-        return self.embed_images([image])[0]
+    def embed_images(
+        self, images: Iterable[np.ndarray], encoding: str = DEFAULT_ENCODING
+    ) -> np.ndarray:
+        """Pixel arrays (any size: they are resized) -> N x D float32.
+
+        ``encoding`` says what the arrays hold, as ROS names it (see
+        :mod:`edgevpr.runtime.pixels`): ``"bgr8"`` for ``cv2.imread`` and
+        ``cv2.VideoCapture`` frames, ``"rgb8"`` (the default) for PIL and most SDKs,
+        ``"mono8"``, ``"mono16"``, ``"rgba8"``, ...
+        """
+        if isinstance(images, np.ndarray) and images.ndim != 4:
+            raise EdgeVPRError("images must be a list of arrays; for one image use embed_image")
+        return self._collect(self.stream(images, encoding=encoding, arrays_only=True))
+
+    def embed_image(self, image: np.ndarray, encoding: str = DEFAULT_ENCODING) -> np.ndarray:
+        """One pixel array -> its D-dimensional descriptor."""
+        return self.embed_images([image], encoding=encoding)[0]
 
     def embed_paths(
         self, paths: Sequence[str | os.PathLike[str]], progress: bool = False
     ) -> np.ndarray:
         """Image files -> N x D float32. An unreadable file is a one-line error naming it."""
-        out = np.empty((len(paths), self.descriptor_dim), np.float32)
-        row = 0
-        for _, descriptors in self.iter_paths(paths, progress=progress):
-            out[row : row + len(descriptors)] = descriptors
-            row += len(descriptors)
-        return out
+        return self._collect(self.iter_paths(paths, progress=progress))
 
     def iter_paths(
         self,
         paths: Sequence[str | os.PathLike[str]],
         progress: bool = False,
-        on_unreadable: Callable[[Path, EdgeVPRError], None] | None = None,
+        on_unreadable: Unreadable | None = None,
     ) -> Iterator[tuple[list[Path], np.ndarray]]:
         """Stream (paths, descriptors) batch by batch: memory stays flat however many images.
 
-        Decoding and resizing of the next batch overlap the current inference (OpenCV and
-        the backends release the GIL). With ``on_unreadable`` an unreadable image is reported
-        to it and skipped instead of stopping everything.
+        With ``on_unreadable`` an unreadable image is reported to it and skipped instead of
+        stopping everything.
         """
-        chunks = [
-            [Path(p) for p in paths[i : i + self.batch_size]]
-            for i in range(0, len(paths), self.batch_size)
-        ]
-        bar = tqdm(total=len(paths), unit="img", disable=not progress, file=sys.stderr, leave=False)
-        with bar, ThreadPoolExecutor(max_workers=1, thread_name_prefix="edgevpr-decode") as pool:
-            pending: Future | None = None
-            if chunks:
-                pending = pool.submit(self._decode_chunk, chunks[0], on_unreadable)
-            for index in range(len(chunks)):
-                kept, resized = pending.result()  # type: ignore[union-attr]
-                if index + 1 < len(chunks):
-                    pending = pool.submit(self._decode_chunk, chunks[index + 1], on_unreadable)
-                if kept:
-                    yield kept, self._run(normalize(resized, self.spec))
-                bar.update(len(chunks[index]))
+        if isinstance(paths, (str, bytes, os.PathLike)) or not isinstance(paths, Iterable):
+            raise EdgeVPRError(f"paths must be a list of image paths, not {shown(paths)}")
+        files = [file_path(p, "image path") for p in paths]
+        return self.stream(files, progress=progress, on_unreadable=on_unreadable)
 
-    def _decode_chunk(
-        self, paths: list[Path], on_unreadable: Callable[[Path, EdgeVPRError], None] | None
-    ) -> tuple[list[Path], np.ndarray | None]:
+    def stream(
+        self,
+        frames: Iterable[Frame],
+        encoding: str = DEFAULT_ENCODING,
+        progress: bool = False,
+        on_unreadable: Unreadable | None = None,
+        arrays_only: bool = False,
+    ) -> Iterator[tuple[list[Any], np.ndarray]]:
+        """Embed any iterable of frames (arrays in ``encoding``, file paths, encoded bytes),
+        endless ones too, yielding (frames, descriptors) a batch at a time.
+
+        The next batch is pulled from ``frames``, decoded and resized in a worker thread
+        while the current one runs (OpenCV and the backends release the GIL), so a stream's
+        throughput is the model's; memory holds two batches at most.
+        """
+        self._require_open()
+        check_encoding(encoding)
+        if isinstance(frames, (str, bytes, os.PathLike)) or (
+            isinstance(frames, np.ndarray) and frames.ndim != 4
+        ):
+            raise EdgeVPRError("frames must be an iterable of images, not a single image")
+        try:
+            source = iter(frames)
+        except TypeError:
+            raise EdgeVPRError(f"frames must be iterable, not {type(frames).__name__}") from None
+        counter = itertools.count()
+        total = len(frames) if isinstance(frames, Sequence) else None
+        bar = tqdm(total=total, unit="img", disable=not progress, file=sys.stderr, leave=False)
+
+        def next_chunk() -> tuple[list[Any], np.ndarray | None, int]:
+            return self._prepare_chunk(source, counter, encoding, on_unreadable, arrays_only)
+
+        with bar, ThreadPoolExecutor(max_workers=1, thread_name_prefix="edgevpr-decode") as pool:
+            pending: Future = pool.submit(next_chunk)
+            while True:
+                kept, resized, pulled = pending.result()
+                if pulled == 0:
+                    return
+                pending = pool.submit(next_chunk)
+                if resized is not None:
+                    yield kept, self._run(normalize(resized, self.spec))
+                bar.update(pulled)
+
+    def _prepare_chunk(
+        self,
+        source: Iterator[Frame],
+        counter: Iterator[int],
+        encoding: str,
+        on_unreadable: Unreadable | None,
+        arrays_only: bool,
+    ) -> tuple[list[Any], np.ndarray | None, int]:
+        """Pull up to one batch from ``source`` and resize it: (frames kept, their pixels,
+        frames pulled)."""
         kept, resized = [], []
-        for path in paths:
+        pulled = 0
+        for frame in itertools.islice(source, self.batch_size):
+            pulled += 1
+            index = next(counter)
             try:
-                resized.append(resize_rgb(read_image(path), self.spec))
+                resized.append(self._prepared(frame, index, encoding, arrays_only))
             except EdgeVPRError as exc:
                 if on_unreadable is None:
                     raise
-                on_unreadable(path, exc)
+                on_unreadable(frame, exc)
                 continue
-            kept.append(path)
-        return kept, np.stack(resized) if resized else None
+            kept.append(frame)
+        return kept, np.stack(resized) if resized else None, pulled
+
+    def _prepared(self, frame: Any, index: int, encoding: str, arrays_only: bool) -> np.ndarray:
+        """One frame as the network's resized RGB uint8 pixels."""
+        if isinstance(frame, np.ndarray):
+            return resize_rgb(to_rgb8(frame, encoding, f"image {index}"), self.spec)
+        if arrays_only:
+            raise EdgeVPRError(f"image {index}: expected a pixel array, not {type(frame).__name__}")
+        if isinstance(frame, (str, os.PathLike)):
+            return resize_rgb(read_for_model(frame, self.spec), self.spec)
+        if isinstance(frame, (bytes, bytearray, memoryview)):
+            decoded = decode_image(bytes(frame), f"image {index}", self.spec.decode_size)
+            return resize_rgb(decoded, self.spec)
+        raise EdgeVPRError(
+            f"image {index}: expected a pixel array, a file path or encoded bytes, "
+            f"not {type(frame).__name__}"
+        )
+
+    def _collect(self, batches: Iterator[tuple[list[Any], np.ndarray]]) -> np.ndarray:
+        parts = [descriptors for _, descriptors in batches]
+        if not parts:
+            return np.zeros((0, self.descriptor_dim), np.float32)
+        return np.concatenate(parts)
 
     # ------------------------------------------------------------------ internals
-    def _resized(self, image: Any, index: int) -> np.ndarray:
-        if not isinstance(image, np.ndarray) or image.ndim != 3 or image.shape[2] != 3:
-            shape = getattr(image, "shape", type(image).__name__)
-            raise EdgeVPRError(f"image {index}: expected an H x W x 3 RGB array, got {shape}")
-        if image.dtype != np.uint8:
-            raise EdgeVPRError(f"image {index}: expected uint8 pixels, got {image.dtype}")
-        if image.shape[0] == 0 or image.shape[1] == 0:
-            raise EdgeVPRError(f"image {index}: is empty ({image.shape[1]}x{image.shape[0]})")
-        return resize_rgb(image, self.spec)
-
     def _check_batch(self, batch: np.ndarray) -> np.ndarray:
         batch = np.asarray(batch)
         expected = (3, self.spec.height, self.spec.width)
@@ -217,26 +308,29 @@ class Embedder:
             raise EdgeVPRError(f"preprocessed batch must be float32, not {batch.dtype}")
         return np.ascontiguousarray(batch, dtype=np.float32)
 
-    def _run_chunks(self, batch: np.ndarray) -> np.ndarray:
-        out = np.empty((batch.shape[0], self.descriptor_dim), np.float32)
-        for start in range(0, batch.shape[0], self.batch_size):
-            chunk = batch[start : start + self.batch_size]
-            out[start : start + len(chunk)] = self._run(chunk)
-        return out
-
     def _run(self, chunk: np.ndarray) -> np.ndarray:
         """One backend call; pads a chunk an engine's minimum batch would refuse."""
+        backend = self._require_open()
         n = chunk.shape[0]
-        if n < self._backend.min_batch:
-            padding = np.zeros((self._backend.min_batch - n, *chunk.shape[1:]), chunk.dtype)
+        if n < backend.min_batch:
+            padding = np.zeros((backend.min_batch - n, *chunk.shape[1:]), chunk.dtype)
             chunk = np.concatenate([chunk, padding])
-        descriptors = self._backend.run(chunk)[:n]
+        descriptors = backend.run(chunk)[:n]
         if not np.isfinite(descriptors).all():
             raise EdgeVPRError(f"model {self.path} produced NaN or infinite descriptors")
         return descriptors
 
+    def _require_open(self) -> Backend:
+        backend = self._backend
+        if backend is None:
+            raise EdgeVPRError(f"the embedder for {self.path.name} is closed")
+        return backend
+
     def close(self) -> None:
-        self._backend.close()
+        """Release the model; later calls are a one-line error. Closing twice is harmless."""
+        backend, self._backend = self._backend, None
+        if backend is not None:
+            backend.close()
 
     def __enter__(self) -> Embedder:
         return self

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from edgevpr.errors import EdgeVPRError
+from edgevpr.runtime.checks import real, shown
 
 EARTH_RADIUS_M = 6_371_008.8  # mean radius; haversine error < 0.5 % anywhere
 WGS84_A = 6_378_137.0
@@ -23,6 +24,13 @@ UTM_K0 = 0.9996
 UTM_FALSE_EASTING = 500_000.0
 UTM_FALSE_NORTHING_SOUTH = 10_000_000.0
 UTM_LETTERS = "CDEFGHJKLMNPQRSTUVWXX"
+UTM_BANDS = frozenset(UTM_LETTERS)
+
+
+def check_latlon(lat: float, lon: float, what: str) -> None:
+    """Latitude in [-90, 90] and longitude in [-180, 180], or a one-line error."""
+    if not (-90 <= lat <= 90 and -180 <= lon <= 180):
+        raise EdgeVPRError(f"{what} latitude/longitude {lat},{lon} is out of range")
 
 
 @dataclass(frozen=True)
@@ -40,19 +48,23 @@ class GeoPrior:
     lon: float | None = None
 
     def __post_init__(self) -> None:
-        if not (math.isfinite(self.radius_m) and self.radius_m > 0):
+        for name in ("east", "north", "lat", "lon", "radius_m"):
+            value = getattr(self, name)
+            if value is not None or name == "radius_m":
+                object.__setattr__(self, name, real(value, f"prior {name}"))
+        if not self.radius_m > 0:
             raise EdgeVPRError(
                 f"prior radius must be a positive number of metres, got {self.radius_m}"
             )
         planar = self.east is not None and self.north is not None
         geographic = self.lat is not None and self.lon is not None
-        if planar == geographic:
+        partial = (self.east is None) != (self.north is None) or (self.lat is None) != (
+            self.lon is None
+        )
+        if planar == geographic or partial:
             raise EdgeVPRError("a prior needs either east/north or lat/lon, not both or neither")
-        values = (self.east, self.north) if planar else (self.lat, self.lon)
-        if not all(math.isfinite(v) for v in values):  # type: ignore[arg-type]
-            raise EdgeVPRError(f"prior position {values} is not finite")
-        if geographic and not (-90 <= self.lat <= 90 and -180 <= self.lon <= 180):  # type: ignore[operator]
-            raise EdgeVPRError(f"prior latitude/longitude {self.lat},{self.lon} is out of range")
+        if geographic:
+            check_latlon(self.lat, self.lon, "prior")  # type: ignore[arg-type]
 
     @classmethod
     def from_latlon(cls, lat: float, lon: float, radius_m: float) -> GeoPrior:
@@ -66,6 +78,16 @@ class GeoPrior:
         if self.is_latlon:
             return f"within {self.radius_m:g} m of lat {self.lat:.6f}, lon {self.lon:.6f}"
         return f"within {self.radius_m:g} m of east {self.east:.2f}, north {self.north:.2f}"
+
+
+def check_prior(prior: object) -> GeoPrior | None:
+    """A geo prior is a GeoPrior or None: a bare tuple cannot say east/north from lat/lon."""
+    if prior is not None and not isinstance(prior, GeoPrior):
+        raise EdgeVPRError(
+            f"prior must be a GeoPrior (GeoPrior(east, north, radius_m) or "
+            f"GeoPrior.from_latlon(lat, lon, radius_m)), not {shown(prior)}"
+        )
+    return prior
 
 
 @dataclass(frozen=True)
@@ -128,13 +150,26 @@ def utm_zone_for(lat: float, lon: float) -> str:
 
 
 def parse_zone(zone: str) -> tuple[int, bool]:
-    """'32V' -> (32, northern hemisphere); 'N'..'X' are north of the equator."""
-    zone = zone.strip().upper()
-    digits = zone.rstrip("ABCDEFGHJKLMNPQRSTUVWXYZ")
-    letter = zone[len(digits) :]
+    """'32V' -> (32, northern hemisphere); bands 'N'..'X' are north of the equator, and a
+    zone without a band is taken as northern."""
+    if not isinstance(zone, str):
+        raise EdgeVPRError(f"{shown(zone)} is not a UTM zone (e.g. 32V or 18T)")
+    text = zone.strip().upper()
+    digits = text.rstrip("ABCDEFGHIJKLMNOPQRSTUVWXYZ")
+    letter = text[len(digits) :]
     if not digits.isdigit() or not 1 <= int(digits) <= 60 or len(letter) > 1:
         raise EdgeVPRError(f"'{zone}' is not a UTM zone (e.g. 32V or 18T)")
+    if letter and letter not in UTM_BANDS:
+        raise EdgeVPRError(f"'{zone}' is not a UTM zone: {letter} is not a latitude band (C..X)")
     return int(digits), (letter or "N") >= "N"
+
+
+def is_utm_zone(zone: str) -> bool:
+    try:
+        parse_zone(zone)
+    except EdgeVPRError:
+        return False
+    return True
 
 
 def latlon_to_utm(lat: float, lon: float, zone: str | None = None) -> tuple[float, float]:

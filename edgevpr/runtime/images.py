@@ -1,10 +1,19 @@
-"""Safe image decoding: any common file becomes an H x W x 3 uint8 RGB array, or a
-one-line EdgeVPRError naming the file. 16-bit, grey, RGBA and palette images are accepted;
-decompression bombs are refused before any pixel is decoded.
+"""Safe image decoding: any common file becomes the H x W x 3 uint8 RGB array a viewer
+shows, or a one-line EdgeVPRError naming the file.
+
+- 16-bit, grey, RGBA and palette images are accepted and converted like arrays of the
+  matching encoding (:mod:`edgevpr.runtime.pixels`).
+- The EXIF orientation is applied (:mod:`edgevpr.runtime.orientation`), so a phone photo
+  is upright, as ``cv2.imread`` and every viewer show it.
+- Decompression bombs are refused before any pixel is decoded.
+- Large JPEGs can be decoded at 1/2, 1/4 or 1/8 scale by libjpeg's DCT scaling when the
+  caller will shrink them far more anyway (``min_size``): several times faster. Whether a
+  model's files are read so is part of its preprocessing spec (version 2).
 """
 
 from __future__ import annotations
 
+import math
 import os
 import struct
 import zlib
@@ -14,12 +23,25 @@ import cv2
 import numpy as np
 
 from edgevpr.errors import EdgeVPRError
+from edgevpr.runtime.orientation import (
+    apply_orientation,
+    jpeg_header,
+    swaps_axes,
+    tiff_orientation,
+    webp_orientation,
+)
+from edgevpr.runtime.pixels import MAX_PIXELS, to_rgb8
 
-# Refuse anything larger than this many pixels (about a 100-megapixel photo): a crafted
-# header can announce gigapixels and make the decoder allocate gigabytes.
-MAX_PIXELS = 100_000_000
 MAX_FILE_BYTES = 256 * 1024 * 1024
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp", ".ppm", ".pgm"}
+# Reduced JPEG decoding keeps at least this many stored pixels per model input pixel on both
+# axes; the measured descriptor cosine to a full decode is in benchmarks/results/inputs.md.
+REDUCED_DECODE_MARGIN = 2
+REDUCED_FLAGS = {
+    2: cv2.IMREAD_REDUCED_COLOR_2,
+    4: cv2.IMREAD_REDUCED_COLOR_4,
+    8: cv2.IMREAD_REDUCED_COLOR_8,
+}
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 PNG_CHUNK = struct.Struct(">I4s")  # data length, type; then the data and a CRC of type + data
@@ -35,8 +57,14 @@ if "OPENCV_LOG_LEVEL" not in os.environ:
     cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_FATAL)
 
 
-def read_image(path: str | os.PathLike[str]) -> np.ndarray:
-    """Decode ``path`` to RGB uint8 (H x W x 3)."""
+def read_image(
+    path: str | os.PathLike[str], min_size: tuple[int, int] | None = None
+) -> np.ndarray:
+    """Decode ``path`` to upright RGB uint8 (H x W x 3).
+
+    ``min_size`` (height, width): the size the caller will shrink the image to; a JPEG much
+    larger than it may be decoded at a reduced scale that stays well above it.
+    """
     path = Path(path)
     try:
         size = path.stat().st_size
@@ -52,32 +80,68 @@ def read_image(path: str | os.PathLike[str]) -> np.ndarray:
         data = np.fromfile(path, dtype=np.uint8)
     except OSError as exc:
         raise EdgeVPRError(f"cannot read image {path}: {exc.strerror or exc}") from None
-    return decode_image(data, str(path))
+    return decode_image(data, str(path), min_size)
 
 
-def decode_image(data: bytes | np.ndarray, name: str = "<bytes>") -> np.ndarray:
-    """Decode an encoded image held in memory to RGB uint8 (H x W x 3)."""
-    buffer = np.frombuffer(data, dtype=np.uint8) if isinstance(data, bytes) else data
+def decode_image(
+    data: bytes | np.ndarray, name: str = "<bytes>", min_size: tuple[int, int] | None = None
+) -> np.ndarray:
+    """Decode an encoded image held in memory to upright RGB uint8 (H x W x 3)."""
+    if isinstance(data, (bytes, bytearray, memoryview)):
+        buffer = np.frombuffer(data, dtype=np.uint8)
+    elif isinstance(data, np.ndarray) and data.dtype == np.uint8:
+        buffer = np.ascontiguousarray(data).reshape(-1)
+    else:
+        raise EdgeVPRError(f"cannot read image {name}: expected encoded bytes")
     if buffer.size == 0:
         raise EdgeVPRError(f"cannot read image {name}: the file is empty")
-    _check_png(buffer, name)
+    view = memoryview(buffer)
+    png_exif = _check_png(view, name)
+    orientation, flags = 1, cv2.IMREAD_UNCHANGED
+    if png_exif is not None:
+        orientation = tiff_orientation(png_exif)
+    elif view[:4] == b"RIFF":
+        orientation = webp_orientation(view)
+    else:
+        orientation, stored = jpeg_header(view)
+        factor = reduction_factor(stored, orientation, min_size)
+        if factor > 1:
+            flags = REDUCED_FLAGS[factor] | cv2.IMREAD_IGNORE_ORIENTATION
     try:
-        image = cv2.imdecode(buffer, cv2.IMREAD_UNCHANGED)
+        image = cv2.imdecode(buffer, flags)
     except cv2.error as exc:
         reason = str(exc).strip().splitlines()[-1] if str(exc).strip() else "decoder error"
         raise EdgeVPRError(f"cannot read image {name}: {reason}") from None
     if image is None or image.size == 0:
         raise EdgeVPRError(f"cannot read image {name}: not a supported or intact image file")
-    return to_rgb8(image, name)
+    return decoded_to_rgb8(apply_orientation(image, orientation), name)
 
 
-def _check_png(buffer: np.ndarray, name: str) -> None:
+def reduction_factor(
+    stored: tuple[int, int] | None, orientation: int, min_size: tuple[int, int] | None
+) -> int:
+    """The largest JPEG DCT scale-down (1, 2, 4 or 8) that keeps the upright image at least
+    ``REDUCED_DECODE_MARGIN`` times ``min_size`` on both axes."""
+    if stored is None or min_size is None:
+        return 1
+    height, width = stored[::-1] if swaps_axes(orientation) else stored
+    for factor in (8, 4, 2):
+        reduced = (math.ceil(height / factor), math.ceil(width / factor))
+        if all(r >= REDUCED_DECODE_MARGIN * m for r, m in zip(reduced, min_size, strict=True)):
+            return factor
+    return 1
+
+
+def _check_png(data: memoryview, name: str) -> bytes | None:
     """Walk a PNG's chunks before libpng sees it: a cut file, a damaged chunk (every chunk
     carries a CRC) or a header announcing no pixels or too many is refused here, in one
-    line, where libpng would print its own complaints to stderr first."""
-    data = memoryview(np.ascontiguousarray(buffer).reshape(-1).view(np.uint8))
+    line, where libpng would print its own complaints to stderr first.
+
+    Returns the payload of its ``eXIf`` chunk (b"" when it has none); None for other files.
+    """
     if bytes(data[: len(PNG_SIGNATURE)]) != PNG_SIGNATURE:
-        return
+        return None
+    exif = b""
     position = len(PNG_SIGNATURE)
     while True:
         if position + PNG_CHUNK.size + PNG_CRC.size > len(data):
@@ -94,8 +158,10 @@ def _check_png(buffer: np.ndarray, name: str) -> None:
         if position == len(PNG_SIGNATURE):
             header = bytes(data[position + PNG_CHUNK.size : end - PNG_CRC.size])
             _check_png_header(kind, header, name)
+        if kind == b"eXIf" and not exif:
+            exif = bytes(data[position + PNG_CHUNK.size : end - PNG_CRC.size])
         if kind == b"IEND":
-            return
+            return exif
         position = end
 
 
@@ -109,8 +175,13 @@ def _check_png_header(kind: bytes, ihdr: bytes, name: str) -> None:
         raise EdgeVPRError(f"cannot read image {name}: {width}x{height} is too large")
 
 
-def to_rgb8(image: np.ndarray, name: str = "<array>") -> np.ndarray:
-    """Any OpenCV decode result (grey, BGR, BGRA; 8/16-bit or float) -> RGB uint8."""
+# What an OpenCV decode result holds, by channel count, as a pixel encoding.
+DECODED_ENCODINGS = {1: "mono8", 3: "bgr8", 4: "bgra8"}
+
+
+def decoded_to_rgb8(image: np.ndarray, name: str) -> np.ndarray:
+    """Any OpenCV decode result (grey, BGR, BGRA; 8/16-bit or float) -> RGB uint8, through
+    the same conversion as arrays of the matching encoding."""
     if image.shape[0] * image.shape[1] > MAX_PIXELS:
         raise EdgeVPRError(
             f"cannot read image {name}: {image.shape[1]}x{image.shape[0]} is too large"
@@ -121,16 +192,10 @@ def to_rgb8(image: np.ndarray, name: str = "<array>") -> np.ndarray:
         image = np.clip(image * 255.0, 0, 255).astype(np.uint8)
     elif image.dtype != np.uint8:
         raise EdgeVPRError(f"cannot read image {name}: unsupported pixel type {image.dtype}")
-    if image.ndim == 2:
-        return cv2.cvtColor(image, cv2.COLOR_GRAY2RGB)
-    channels = image.shape[2]
-    if channels == 1:
-        return cv2.cvtColor(image[:, :, 0], cv2.COLOR_GRAY2RGB)
-    if channels == 3:
-        return cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
-    if channels == 4:
-        return cv2.cvtColor(image, cv2.COLOR_BGRA2RGB)
-    raise EdgeVPRError(f"cannot read image {name}: {channels} channels are not supported")
+    channels = 1 if image.ndim == 2 else image.shape[2]
+    if channels not in DECODED_ENCODINGS:
+        raise EdgeVPRError(f"cannot read image {name}: {channels} channels are not supported")
+    return to_rgb8(image, DECODED_ENCODINGS[channels], f"image {name}")
 
 
 def list_images(folder: str | os.PathLike[str]) -> list[Path]:

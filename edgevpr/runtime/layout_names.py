@@ -10,6 +10,8 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+from edgevpr.runtime.geo import is_utm_zone
+
 FIELD_EAST, FIELD_NORTH, FIELD_ZONE, FIELD_BAND = 1, 2, 3, 4
 FIELD_LAT, FIELD_LON, FIELD_PANO = 5, 6, 7
 FIELD_HEADING, FIELD_TIMESTAMP = 9, 13
@@ -52,17 +54,19 @@ def parse_layout_name(name: str) -> LayoutName | None:
     lat, lon = _number(fields, FIELD_LAT), _number(fields, FIELD_LON)
     if (east is None) != (north is None):
         east = north = None
-    if (lat is None) != (lon is None) or (lat is not None and not -90 <= lat <= 90):
+    if (lat is None) != (lon is None) or (
+        lat is not None and not (-90 <= lat <= 90 and -180 <= lon <= 180)  # type: ignore[operator]
+    ):
         lat = lon = None
-    zone = _text(fields, FIELD_ZONE)
-    band = _text(fields, FIELD_BAND)
+    zone = f"{_text(fields, FIELD_ZONE) or ''}{_text(fields, FIELD_BAND) or ''}"
+    heading = _number(fields, FIELD_HEADING)
     return LayoutName(
         east=east,
         north=north,
-        utm_zone=f"{zone}{band or ''}" if zone and zone.isdigit() else None,
+        utm_zone=zone if zone and is_utm_zone(zone) else None,
         lat=lat,
         lon=lon,
-        heading=_number(fields, FIELD_HEADING),
+        heading=None if heading is None else heading % 360.0,
         timestamp=_text(fields, FIELD_TIMESTAMP),
         stem=_text(fields, FIELD_PANO),
     )

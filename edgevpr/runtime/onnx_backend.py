@@ -19,6 +19,7 @@ import numpy as np
 import onnxruntime as ort
 
 from edgevpr.errors import EdgeVPRError
+from edgevpr.runtime.checks import shown
 from edgevpr.runtime.metadata import ModelMetadata
 from edgevpr.runtime.onnx_external import check_external_data
 
@@ -52,7 +53,7 @@ def resolve_providers(
         raise EdgeVPRError("no execution provider given")
     chosen: list[tuple[str, dict[str, Any]]] = []
     for item in requested:
-        name, options = (item, {}) if isinstance(item, str) else (item[0], dict(item[1]))
+        name, options = provider_request(item)
         name = PROVIDER_ALIASES.get(name.lower(), name)
         if name not in available:
             raise EdgeVPRError(
@@ -61,6 +62,22 @@ def resolve_providers(
             )
         chosen.append((name, options))
     return chosen
+
+
+def provider_request(item: Any) -> tuple[str, dict[str, Any]]:
+    """A provider given as a name or a (name, options) pair, checked."""
+    if isinstance(item, str):
+        return item, {}
+    if (
+        isinstance(item, (tuple, list))
+        and len(item) == 2
+        and isinstance(item[0], str)
+        and isinstance(item[1], dict)
+    ):
+        return item[0], dict(item[1])
+    raise EdgeVPRError(
+        f"an execution provider is a name or a (name, options) pair, not {shown(item)}"
+    )
 
 
 def trt_cache_dir() -> Path:

@@ -13,7 +13,6 @@ Queries share a readers-writer lock; mutations take it exclusively in chunks of
 from __future__ import annotations
 
 import datetime as _dt
-import math
 import numbers
 import os
 import tempfile
@@ -27,7 +26,15 @@ import numpy as np
 
 from edgevpr import __version__
 from edgevpr.errors import EdgeVPRError
-from edgevpr.runtime.geo import GeoPrior, PlaceCoordinates, distances_m
+from edgevpr.runtime.checks import file_path, real, shown, whole
+from edgevpr.runtime.geo import (
+    GeoPrior,
+    PlaceCoordinates,
+    check_latlon,
+    check_prior,
+    distances_m,
+    is_utm_zone,
+)
 from edgevpr.runtime.hnsw_file import HEADER as HNSW_HEADER
 from edgevpr.runtime.hnsw_file import (
     BrokenIndex,
@@ -47,6 +54,7 @@ DEFAULT_EF_CONSTRUCTION = 200
 DEFAULT_EF = 128
 INITIAL_CAPACITY = 1024
 MAX_DIM = 65536
+MAX_PLACES = 2**32 - 2  # hnswlib numbers elements with 32-bit ids
 ADD_CHUNK = 256
 # Below this many floats (candidates x dimension) a geo-prior query is answered by exact
 # search over the candidates in range: exact, and cheaper than a filtered graph walk.
@@ -68,36 +76,33 @@ class PlaceRecord:
     id: int | None = None
 
     def __post_init__(self) -> None:
+        if self.path is not None:
+            object.__setattr__(self, "path", str(file_path(self.path, "place path")))
+        if self.id is not None:
+            object.__setattr__(self, "id", whole(self.id, "place id", 0))
         label = self.path or self.id
         for name in ("east", "north", "lat", "lon", "heading"):
             value = getattr(self, name)
-            if value is None:
-                continue
-            if (
-                isinstance(value, bool)
-                or not isinstance(value, numbers.Real)
-                or not math.isfinite(value)
-            ):
-                raise EdgeVPRError(f"place {label}: {name} must be a finite number, not {value!r}")
-            object.__setattr__(self, name, float(value))
-        for name in ("path", "utm_zone"):
-            value = getattr(self, name)
-            if value is not None and not isinstance(value, str):
-                object.__setattr__(self, name, str(value))
-        if self.timestamp is not None and (
-            isinstance(self.timestamp, bool) or not isinstance(self.timestamp, (str, numbers.Real))
+            if value is not None:
+                object.__setattr__(self, name, real(value, f"place {label}: {name}"))
+        if self.utm_zone is not None and (
+            not isinstance(self.utm_zone, str) or not is_utm_zone(self.utm_zone)
         ):
+            zone = shown(self.utm_zone)
+            raise EdgeVPRError(f"place {label}: {zone} is not a UTM zone (e.g. 32V)")
+        if isinstance(self.timestamp, numbers.Real) and not isinstance(self.timestamp, bool):
+            if not isinstance(self.timestamp, int):
+                object.__setattr__(self, "timestamp", real(self.timestamp, "timestamp"))
+        elif self.timestamp is not None and not isinstance(self.timestamp, str):
             raise EdgeVPRError(f"place {label}: timestamp must be a number or a string")
-        if isinstance(self.timestamp, numbers.Real) and not isinstance(
-            self.timestamp, (int, float)
-        ):
-            object.__setattr__(self, "timestamp", float(self.timestamp))
-        if self.id is not None:
-            object.__setattr__(self, "id", int(self.id))
         if (self.east is None) != (self.north is None):
             raise EdgeVPRError(f"place {label}: give both east and north, or neither")
         if (self.lat is None) != (self.lon is None):
             raise EdgeVPRError(f"place {label}: give both lat and lon, or neither")
+        if self.lat is not None:
+            check_latlon(self.lat, self.lon, f"place {label}:")  # type: ignore[arg-type]
+        if self.heading is not None and not 0.0 <= self.heading < 360.0:
+            raise EdgeVPRError(f"place {label}: heading {self.heading} is not in [0, 360) degrees")
 
     def to_dict(self) -> dict[str, Any]:
         return {k: v for k, v in asdict(self).items() if v is not None}
@@ -136,13 +141,45 @@ class _HnswParams:
     ef: int
 
 
-def _check_hnsw_params(M: int, ef_construction: int, ef: int) -> None:
-    if not 2 <= M <= 512:
-        raise EdgeVPRError(f"M must be between 2 and 512, got {M}")
-    if not 1 <= ef_construction <= 100_000:
-        raise EdgeVPRError(f"ef_construction must be between 1 and 100000, got {ef_construction}")
-    if not 1 <= ef <= 100_000:
-        raise EdgeVPRError(f"ef must be between 1 and 100000, got {ef}")
+def _check_hnsw_params(M: int, ef_construction: int, ef: int) -> tuple[int, int, int]:
+    return (
+        whole(M, "M", 2, 512),
+        whole(ef_construction, "ef_construction", 1, 100_000),
+        whole(ef, "ef", 1, 100_000),
+    )
+
+
+def index_bytes(dim: int, M: int, places: int) -> int:
+    """What hnswlib allocates up front for ``places``: per place the vector, 2M level-0
+    links, their count, the label, and a lock (its upper levels are allocated later)."""
+    return places * (4 * dim + 4 * 2 * M + 4 + 8 + 64)
+
+
+def _new_index(dim: int, M: int, ef_construction: int, capacity: int) -> hnswlib.Index:
+    """An empty hnswlib index with room for ``capacity``; refused in one line when that would
+    not fit in this machine's memory (hnswlib would die in ``std::bad_alloc``)."""
+    needed, available = index_bytes(dim, M, capacity), physical_memory()
+    if available and needed > available:
+        raise EdgeVPRError(
+            f"room for {capacity:,} places of {dim}-d needs {needed / 2**30:.1f} GiB, more than "
+            f"this machine's {available / 2**30:.1f} GiB of memory"
+        )
+    index = hnswlib.Index(space="ip", dim=dim)
+    try:
+        index.init_index(
+            max_elements=capacity, M=M, ef_construction=ef_construction, allow_replace_deleted=True
+        )
+    except (MemoryError, RuntimeError) as exc:
+        raise EdgeVPRError(f"cannot make room for {capacity:,} places: {exc}") from None
+    return index
+
+
+def physical_memory() -> int:
+    """Bytes of RAM on this machine (0 where unknown)."""
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError, AttributeError):
+        return 0
 
 
 class PlaceMap:
@@ -159,6 +196,8 @@ class PlaceMap:
         model: dict[str, Any],
         created: str,
         source: Path | None = None,
+        sources: list[dict[str, Any]] | None = None,
+        source_of: dict[int, int] | None = None,
     ) -> None:
         self._index = index
         self._dim = descriptor_dim
@@ -169,6 +208,10 @@ class PlaceMap:
         self._model = model
         self._created = created
         self._source = source
+        # which exported model (file, precision) embedded each place: a map may be built from
+        # the FP32 model and extended with the INT8 one of the same checkpoint
+        self._sources = sources if sources is not None else []
+        self._source_of = source_of if source_of is not None else {}
         self._lock = ReadWriteLock()
         self._geo: _GeoColumns | None = None
         self._index.set_ef(params.ef)
@@ -185,19 +228,31 @@ class PlaceMap:
         capacity: int = INITIAL_CAPACITY,
         model: dict[str, Any] | None = None,
     ) -> PlaceMap:
-        """An empty map for ``dim``-dimensional descriptors of the model ``fingerprint``."""
-        if not 1 <= dim <= MAX_DIM:
-            raise EdgeVPRError(f"descriptor dimension {dim} is out of range")
-        if not fingerprint:
+        """An empty map for ``dim``-dimensional descriptors of the model ``fingerprint``.
+
+        Args:
+            dim: descriptor size (``Embedder.descriptor_dim``).
+            fingerprint: the model's fingerprint (``Embedder.fingerprint``); a map answers
+                only queries embedded by the same weights.
+            M, ef_construction, ef: HNSW degree, build breadth and search breadth.
+            capacity: places to make room for now (the map grows as needed).
+            model: what to record about the model (``Embedder.model_summary()``).
+
+        Example::
+
+            place_map = PlaceMap.create(embedder.descriptor_dim, embedder.fingerprint)
+            ids = place_map.add(embedder.embed_paths(paths), [PlaceRecord(path=str(p))
+                                                              for p in paths])
+            place_map.save("route.vprmap")
+        """
+        dim = whole(dim, "descriptor dimension", 1, MAX_DIM)
+        if not isinstance(fingerprint, str) or not fingerprint:
             raise EdgeVPRError("a place map needs the fingerprint of the model that embeds it")
-        _check_hnsw_params(M, ef_construction, ef)
-        index = hnswlib.Index(space="ip", dim=dim)
-        index.init_index(
-            max_elements=max(capacity, 1),
-            M=M,
-            ef_construction=ef_construction,
-            allow_replace_deleted=True,
-        )
+        M, ef_construction, ef = _check_hnsw_params(M, ef_construction, ef)
+        capacity = whole(capacity, "capacity", 1, MAX_PLACES)
+        if model is not None and not isinstance(model, dict):
+            raise EdgeVPRError(f"model must be a dict, not {type(model).__name__}")
+        index = _new_index(dim, M, ef_construction, capacity)
         return cls(
             index,
             dim,
@@ -213,7 +268,7 @@ class PlaceMap:
     def load(cls, path: str | os.PathLike[str]) -> PlaceMap:
         """Load a map file; format version and checksum are verified before anything is
         parsed, and every problem is a one-line EdgeVPRError naming the file."""
-        path = Path(path)
+        path = file_path(path, "place map")
         with open_map(path) as (metadata, index_path):
             contents = parse_map_metadata(metadata, path)
             layout = _checked_index(index_path, contents, path)
@@ -236,6 +291,8 @@ class PlaceMap:
             contents.model,
             contents.created,
             path,
+            contents.sources,
+            contents.source_of,
         )
 
     # ---------------------------------------------------------------- properties
@@ -285,9 +342,24 @@ class PlaceMap:
 
     def record(self, place_id: int) -> PlaceRecord:
         try:
-            return self._records[int(place_id)]
+            return self._records[whole(place_id, "place id")]
         except KeyError:
             raise EdgeVPRError(f"no place with id {place_id} in this map") from None
+
+    def sources(self) -> list[dict[str, Any]]:
+        """Each exported model that embedded places of this map (file, precision, ...) with
+        how many of the map's places it embedded (``places``)."""
+        with self._lock.reading():
+            counts = np.bincount(
+                np.fromiter(self._source_of.values(), np.int64, len(self._source_of)),
+                minlength=len(self._sources),
+            )
+            return [{**s, "places": int(n)} for s, n in zip(self._sources, counts, strict=True)]
+
+    def source_of(self, place_id: int) -> dict[str, Any] | None:
+        """The exported model that embedded a place (None when the map does not know)."""
+        index = self._source_of.get(whole(place_id, "place id"))
+        return None if index is None else dict(self._sources[index])
 
     def records(self) -> list[PlaceRecord]:
         with self._lock.reading():
@@ -295,7 +367,7 @@ class PlaceMap:
 
     def descriptors(self, ids: Sequence[int] | np.ndarray) -> np.ndarray:
         """The stored (unit) descriptors of the given places."""
-        ids = np.asarray(ids, dtype=np.int64).ravel()
+        ids = place_ids(ids)
         with self._lock.reading():
             self._require_known(ids)
             return self._vectors(ids)
@@ -303,7 +375,7 @@ class PlaceMap:
     # ---------------------------------------------------------------- mutation
     def set_ef(self, ef: int) -> None:
         """Search breadth: higher is more exact and slower (hnswlib uses max(ef, k))."""
-        _check_hnsw_params(self.M, self.ef_construction, ef)
+        _, _, ef = _check_hnsw_params(self.M, self.ef_construction, ef)
         with self._lock.writing():
             self._index.set_ef(ef)
             self._params.ef = ef
@@ -313,17 +385,28 @@ class PlaceMap:
         descriptors: np.ndarray,
         records: Iterable[PlaceRecord | dict[str, Any]] | None = None,
         num_threads: int = -1,
+        source: dict[str, Any] | None = None,
     ) -> np.ndarray:
         """Add places; returns their new ids. The capacity grows as needed.
 
-        Everything is validated before the map changes. Queries running meanwhile see the
-        new places appear chunk by chunk, each one complete with its record.
+        ``source`` says which exported model embedded them (``Embedder.model_summary()``);
+        ``sources()`` reports it. Everything is validated before the map changes. Queries
+        running meanwhile see the new places appear chunk by chunk, each one complete with
+        its record.
         """
         vectors = self._unit_rows(descriptors, "added")
         rows = self._records_for(vectors.shape[0], records)
+        num_threads = whole(num_threads, "num_threads", -1)
+        if source is not None and not isinstance(source, dict):
+            raise EdgeVPRError(f"source must be a dict, not {type(source).__name__}")
         with self._lock.writing():
             ids = np.arange(self._next_id, self._next_id + len(rows), dtype=np.int64)
             self._next_id += len(rows)
+            if source is not None:
+                if source not in self._sources:
+                    self._sources.append(dict(source))
+                where = self._sources.index(source)
+                self._source_of.update(dict.fromkeys(ids.tolist(), where))
         for start in range(0, len(rows), ADD_CHUNK):
             stop = min(start + ADD_CHUNK, len(rows))
             with self._lock.writing():
@@ -341,12 +424,13 @@ class PlaceMap:
 
     def remove(self, ids: Sequence[int] | np.ndarray) -> None:
         """Remove places by id (all or none: unknown ids are an error, nothing changes)."""
-        unique = np.unique(np.asarray(ids, dtype=np.int64).ravel())
+        unique = np.unique(place_ids(ids))
         with self._lock.writing():
             self._require_known(unique)
             for place_id in unique.tolist():
                 self._index.mark_deleted(place_id)
                 del self._records[place_id]
+                self._source_of.pop(place_id, None)
             self._geo = None
 
     # ---------------------------------------------------------------- search
@@ -371,6 +455,7 @@ class PlaceMap:
         """
         queries = self._unit_rows(descriptors, "query")
         _check_k(k)
+        prior = check_prior(prior)
         with self._lock.reading():
             if prior is None:
                 live = len(self._records)
@@ -484,7 +569,7 @@ class PlaceMap:
     def save(self, path: str | os.PathLike[str]) -> None:
         """Write the map to one file atomically (temporary file, fsync, rename): readers of
         ``path`` see the old map or the new one, never a torn file."""
-        path = Path(path)
+        path = file_path(path, "place map")
         with self._lock.reading(), tempfile.TemporaryDirectory(prefix="edgevpr-map-") as tmp:
             index_path = Path(tmp) / "index.hnsw"
             self._index.save_index(str(index_path))
@@ -503,8 +588,15 @@ class PlaceMap:
             "hnsw": {"M": self.M, "ef_construction": self.ef_construction, "ef": self.ef},
             "next_id": self._next_id,
             "model": self._model,
-            "records": [self._records[i].to_dict() for i in sorted(self._records)],
+            "sources": self._sources,
+            "records": [self._record_dict(i) for i in sorted(self._records)],
         }
+
+    def _record_dict(self, place_id: int) -> dict[str, Any]:
+        data = self._records[place_id].to_dict()
+        if place_id in self._source_of:
+            data["source"] = self._source_of[place_id]
+        return data
 
     # ---------------------------------------------------------------- validation
     def _unit_rows(self, descriptors: np.ndarray, what: str) -> np.ndarray:
@@ -532,7 +624,13 @@ class PlaceMap:
     ) -> list[PlaceRecord]:
         if records is None:
             return [PlaceRecord()] * count
-        rows = [r if isinstance(r, PlaceRecord) else PlaceRecord.from_dict(r) for r in records]
+        if isinstance(records, (PlaceRecord, dict, str, bytes)):
+            raise EdgeVPRError("records must be a list with one PlaceRecord (or dict) per place")
+        try:
+            items = list(records)
+        except TypeError:
+            raise EdgeVPRError(f"records must be a list, not {type(records).__name__}") from None
+        rows = [_as_record(r) for r in items]
         if len(rows) != count:
             raise EdgeVPRError(f"{count} descriptors but {len(rows)} place records")
         return rows
@@ -551,8 +649,31 @@ class PlaceMap:
 
 
 def _check_k(k: int) -> None:
-    if not isinstance(k, (int, np.integer)) or k < 1:
-        raise EdgeVPRError(f"k must be a positive integer, got {k}")
+    whole(k, "k", 1)
+
+
+def place_ids(ids: Any) -> np.ndarray:
+    """Place ids given as one id, a list or an array -> a 1-D int64 array (one-line error
+    for anything that is not whole numbers)."""
+    if isinstance(ids, (str, bytes, dict)):
+        raise EdgeVPRError(f"place ids must be whole numbers, not {shown(ids)}")
+    try:
+        array = np.asarray(ids)
+    except ValueError:
+        raise EdgeVPRError("place ids must be a flat list of whole numbers") from None
+    if array.dtype == object:
+        array = np.asarray([whole(v, "place id") for v in array.ravel()], dtype=np.int64)
+    elif array.size and (array.dtype == bool or not np.issubdtype(array.dtype, np.integer)):
+        raise EdgeVPRError(f"place ids must be whole numbers, not {shown(ids)}")
+    return array.astype(np.int64).ravel()
+
+
+def _as_record(item: Any) -> PlaceRecord:
+    if isinstance(item, PlaceRecord):
+        return item
+    if isinstance(item, dict):
+        return PlaceRecord.from_dict(item)
+    raise EdgeVPRError(f"a place record must be a PlaceRecord or a dict, not {type(item).__name__}")
 
 
 @dataclass
@@ -566,6 +687,8 @@ class MapContents:
     next_id: int
     model: dict[str, Any]
     created: str
+    sources: list[dict[str, Any]]
+    source_of: dict[int, int]
 
 
 def parse_map_metadata(metadata: dict[str, Any], path: Path) -> MapContents:
@@ -584,14 +707,23 @@ def parse_map_metadata(metadata: dict[str, Any], path: Path) -> MapContents:
         _check_hnsw_params(params.M, params.ef_construction, params.ef)
         if not isinstance(metadata["records"], list):
             raise TypeError("records is not a list")
-        records = {}
+        sources = metadata.get("sources", [])
+        if not isinstance(sources, list) or not all(isinstance(s, dict) for s in sources):
+            raise TypeError("sources is not a list of objects")
+        records, source_of = {}, {}
         for item in metadata["records"]:
             if not isinstance(item, dict):
                 raise TypeError("a record is not an object")
+            item = dict(item)
+            source = item.pop("source", None)
             record = PlaceRecord.from_dict(item)
             if record.id is None or record.id < 0 or record.id in records:
                 raise ValueError(f"record id {record.id} is missing, negative or repeated")
             records[record.id] = record
+            if source is not None:
+                if _whole(source, "source") not in range(len(sources)):
+                    raise ValueError(f"record {record.id} names source {source}, which is absent")
+                source_of[record.id] = source
         next_id = _whole(metadata["next_id"], "next_id")
         fingerprint = metadata["fingerprint"]
         model = metadata.get("model") or {}
@@ -600,7 +732,15 @@ def parse_map_metadata(metadata: dict[str, Any], path: Path) -> MapContents:
     except (KeyError, TypeError, ValueError, EdgeVPRError) as exc:
         raise EdgeVPRError(f"place map {path} has broken metadata ({exc})") from None
     return MapContents(
-        dim, fingerprint, params, records, next_id, dict(model), str(metadata.get("created", ""))
+        dim,
+        fingerprint,
+        params,
+        records,
+        next_id,
+        dict(model),
+        str(metadata.get("created", "")),
+        sources,
+        source_of,
     )
 
 

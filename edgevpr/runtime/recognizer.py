@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -11,12 +11,11 @@ from typing import Any
 import numpy as np
 
 from edgevpr.errors import EdgeVPRError
-from edgevpr.runtime.embedder import Embedder
-from edgevpr.runtime.geo import GeoPrior
-from edgevpr.runtime.images import decode_image, read_image
+from edgevpr.runtime.checks import instance, whole
+from edgevpr.runtime.embedder import Embedder, Frame
+from edgevpr.runtime.geo import GeoPrior, check_prior
+from edgevpr.runtime.pixels import DEFAULT_ENCODING
 from edgevpr.runtime.placemap import Neighbours, PlaceMap, PlaceRecord
-
-ImageInput = np.ndarray | str | os.PathLike[str] | bytes
 
 
 @dataclass(frozen=True)
@@ -78,37 +77,64 @@ class Recognition:
 
 class Recognizer:
     """Recognise places with ``embedder`` in ``placemap``; the map must come from the same
-    model (same fingerprint), since descriptors of different weights are not comparable."""
+    model (same fingerprint), since descriptors of different weights are not comparable.
+
+    Example::
+
+        recognizer = Recognizer(Embedder("best.onnx"), PlaceMap.load("route.vprmap"))
+        result = recognizer.recognize(frame, encoding="bgr8", k=5)
+        print(result.best.id, result.score, result.coordinates)
+        for result in recognizer.recognize_many(camera_frames(), encoding="bgr8"):
+            ...                                   # endless streams are fine: it is lazy
+    """
 
     def __init__(self, embedder: Embedder, placemap: PlaceMap) -> None:
+        instance(embedder, Embedder, "embedder", " (an exported model: Embedder('best.onnx'))")
+        instance(placemap, PlaceMap, "placemap", " (PlaceMap.load('route.vprmap'))")
         check_same_model(embedder, placemap)
         self.embedder = embedder
         self.placemap = placemap
 
     def recognize(
-        self, image: ImageInput, k: int = 5, prior: GeoPrior | None = None
+        self,
+        image: Frame,
+        k: int = 5,
+        prior: GeoPrior | None = None,
+        encoding: str = DEFAULT_ENCODING,
     ) -> Recognition:
-        """One image (RGB uint8 array, file path or encoded bytes) -> its best places."""
-        return self.recognize_many([image], k=k, prior=prior)[0]
+        """One image (pixels in ``encoding``, a file path or encoded bytes) -> its best places."""
+        if isinstance(image, (list, tuple)):
+            raise EdgeVPRError("recognize takes one image; use recognize_many for several")
+        return next(self.recognize_many([image], k=k, prior=prior, encoding=encoding))
 
     def recognize_many(
         self,
-        images: Sequence[ImageInput],
+        images: Iterable[Frame],
         k: int = 5,
         prior: GeoPrior | None = None,
+        encoding: str = DEFAULT_ENCODING,
         progress: bool = False,
-    ) -> list[Recognition]:
-        """Many images, embedded in batches; paths are decoded while the model runs."""
-        images = list(images)
-        if not images:
-            return []
-        if all(isinstance(i, (str, os.PathLike)) for i in images):
-            descriptors = self.embedder.embed_paths(images, progress=progress)  # type: ignore[arg-type]
-        else:
-            descriptors = self.embedder.embed_images([_to_rgb(i, n) for n, i in enumerate(images)])
-        return self.recognize_descriptors(
-            descriptors, k=k, prior=prior, names=[_name(i) for i in images]
-        )
+    ) -> Iterator[Recognition]:
+        """Recognitions of any iterable of images, lazily, in input order.
+
+        Images are embedded a batch at a time while the next batch is decoded, so memory
+        stays bounded for an endless generator (a camera); ``list(...)`` collects a finite
+        one. Arguments are checked here, before the first image is read.
+        """
+        k = whole(k, "k", 1)
+        prior = check_prior(prior)
+        stream = self.embedder.stream(images, encoding=encoding, progress=progress)
+        return self._recognitions(stream, k, prior)
+
+    def _recognitions(
+        self,
+        stream: Iterator[tuple[list[Frame], np.ndarray]],
+        k: int,
+        prior: GeoPrior | None,
+    ) -> Iterator[Recognition]:
+        for frames, descriptors in stream:
+            names = [_name(frame) for frame in frames]
+            yield from self.recognize_descriptors(descriptors, k=k, prior=prior, names=names)
 
     def recognize_descriptors(
         self,
@@ -118,7 +144,7 @@ class Recognizer:
         names: Sequence[str | None] | None = None,
     ) -> list[Recognition]:
         """Descriptors already computed by this embedder -> recognitions."""
-        results = self.placemap.query(descriptors, k=k, prior=prior)
+        results = self.placemap.query(descriptors, k=k, prior=check_prior(prior))
         names = list(names) if names is not None else [None] * len(results)
         return [
             Recognition(query=name, matches=_matches(found), prior=prior)
@@ -156,15 +182,5 @@ def _matches(found: Neighbours) -> list[Match]:
     ]
 
 
-def _to_rgb(image: ImageInput, index: int) -> np.ndarray:
-    if isinstance(image, np.ndarray):
-        return image
-    if isinstance(image, bytes):
-        return decode_image(image, f"image {index}")
-    if isinstance(image, (str, os.PathLike)):
-        return read_image(image)
-    raise EdgeVPRError(f"image {index}: expected an RGB array, a path or bytes, not {type(image)}")
-
-
-def _name(image: ImageInput) -> str | None:
+def _name(image: Frame) -> str | None:
     return str(Path(image)) if isinstance(image, (str, os.PathLike)) else None

@@ -1,7 +1,7 @@
 """A PlaceSet as a torch Dataset: each item is one image, its place label and position.
 
-Pixels go through the runtime's own steps: ``read_image`` -> ``resize_rgb`` -> (augment on
-uint8) -> ``normalize``.
+Pixels go through the runtime's own steps: ``read_for_model`` -> ``resize_rgb`` -> (augment
+on uint8) -> ``normalize``.
 """
 
 from __future__ import annotations
@@ -11,8 +11,7 @@ import torch
 from torch.utils.data import Dataset
 
 from edgevpr.data.places import PlaceSet
-from edgevpr.runtime.images import read_image
-from edgevpr.runtime.preprocess import PreprocessSpec, normalize, resize_rgb
+from edgevpr.runtime.preprocess import PreprocessSpec, normalize, read_for_model, resize_rgb
 from edgevpr.train.augment import Augment
 
 
@@ -30,7 +29,7 @@ class PlaceImages(Dataset):
         return len(self.places)
 
     def __getitem__(self, index: int) -> tuple[torch.Tensor, int, torch.Tensor]:
-        image = resize_rgb(read_image(self.places.paths[index]), self.spec)
+        image = resize_rgb(read_for_model(self.places.paths[index], self.spec), self.spec)
         if self.augment is not None:
             image = self.augment(image)
         pixels = normalize(image[None], self.spec)[0]

@@ -1,0 +1,57 @@
+"""Argument checks at the runtime's public boundary: a wrong type or value is one
+EdgeVPRError line naming the argument, the same as the CLI gives, never a TypeError from
+deep inside NumPy, ONNX Runtime or hnswlib (or a C++ ``std::bad_alloc``)."""
+
+from __future__ import annotations
+
+import math
+import numbers
+import os
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from edgevpr.errors import EdgeVPRError
+
+
+def shown(value: Any, limit: int = 60) -> str:
+    """A value as one short line for an error message (arrays print on many lines)."""
+    if isinstance(value, np.ndarray):
+        return f"an array of shape {value.shape} ({value.dtype})"
+    text = " ".join(repr(value).split())
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def whole(value: Any, name: str, low: int | None = None, high: int | None = None) -> int:
+    """An integer (bools refused: ``k=True`` is not k=1) within [low, high]."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+        raise EdgeVPRError(f"{name} must be a whole number, not {shown(value)}")
+    value = int(value)
+    if (low is not None and value < low) or (high is not None and value > high):
+        bounds = f"at least {low}" if high is None else f"between {low} and {high}"
+        raise EdgeVPRError(f"{name} must be {bounds}, got {value}")
+    return value
+
+
+def real(value: Any, name: str) -> float:
+    """A finite real number (bools and strings refused)."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise EdgeVPRError(f"{name} must be a number, not {shown(value)}")
+    value = float(value)
+    if not math.isfinite(value):
+        raise EdgeVPRError(f"{name} must be finite, got {value}")
+    return value
+
+
+def file_path(value: Any, name: str) -> Path:
+    """A path given as ``str`` or ``os.PathLike`` (not None, bytes or a number)."""
+    if not isinstance(value, (str, os.PathLike)) or (isinstance(value, str) and not value):
+        raise EdgeVPRError(f"{name} must be a file path, not {shown(value)}")
+    return Path(value)
+
+
+def instance(value: Any, kind: type, name: str, hint: str = "") -> Any:
+    if not isinstance(value, kind):
+        raise EdgeVPRError(f"{name} must be a {kind.__name__}{hint}, not {type(value).__name__}")
+    return value
