@@ -19,3 +19,10 @@ class GateFailure(EdgeVPRError):
     """An exported artifact failed its parity gate (exit 1, as a failed check)."""
 
     exit_code = 1
+
+
+def first_line(exc: BaseException, limit: int = 300) -> str:
+    """The first line of an exception's message (its type's name if it has none), cut to
+    ``limit`` characters: what a one-line error quotes of a library's long complaint."""
+    text = str(exc).strip()
+    return (text.splitlines()[0] if text else type(exc).__name__)[:limit]

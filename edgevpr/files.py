@@ -80,3 +80,9 @@ def file_sha256(path: str | os.PathLike[str]) -> str:
         for chunk in iter(lambda: fh.read(1 << 20), b""):
             digest.update(chunk)
     return digest.hexdigest()
+
+
+def cache_root() -> Path:
+    """Where edgevpr keeps what it can rebuild (TensorRT engines built by ONNX Runtime,
+    benchmark exports and maps): ``$EDGEVPR_CACHE``, else ``~/.cache/edgevpr``."""
+    return Path(os.environ.get("EDGEVPR_CACHE") or Path.home() / ".cache" / "edgevpr")

@@ -7,9 +7,7 @@ command compares every format.
 
 from __future__ import annotations
 
-import hashlib
 import importlib.util
-import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,30 +17,19 @@ import numpy as np
 
 from edgevpr import __version__
 from edgevpr.errors import EdgeVPRError
+from edgevpr.files import cache_root, file_sha256
 from edgevpr.runtime.metadata import ModelMetadata
 
 CHECKPOINT_SUFFIXES = (".pt", ".pth", ".ckpt")
 ONNX_SUFFIXES = (".onnx",)
 ENGINE_SUFFIXES = (".engine", ".plan")
 CALIBRATION_IMAGES = 64
-# Backbones whose ImageNet weights load offline; other presets are benchmarked with random
-# weights, which changes no timing (but makes descriptor comparisons less telling).
-OFFLINE_PRETRAINED = ("efficientnet_lite0",)
 
 Progress = Callable[[str], None]
 
 
 def default_cache_dir() -> Path:
-    root = os.environ.get("EDGEVPR_CACHE") or Path.home() / ".cache" / "edgevpr"
-    return Path(root) / "bench"
-
-
-def sha256_of(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
+    return cache_root() / "bench"
 
 
 def has_module(name: str) -> bool:
@@ -111,9 +98,12 @@ def engine_metadata(path: Path) -> ModelMetadata:
 def preset_checkpoint(name: str, cache_dir: Path, say: Progress) -> Path:
     """A checkpoint of a named preset, made once (seeded) and kept in the cache."""
     from edgevpr.model import get_preset
+    from edgevpr.model.registry import get_backbone
 
     config = get_preset(name)
-    pretrained = config.backbone in OFFLINE_PRETRAINED
+    # ImageNet weights where they load offline; random weights change no timing (but make
+    # descriptor comparisons less telling)
+    pretrained = get_backbone(config.backbone).weights_offline
     path = cache_dir / "checkpoints" / f"{name}-{'imagenet' if pretrained else 'random'}.pt"
     if path.is_file():
         return path
@@ -150,7 +140,7 @@ def resolve_one(arg: str, cache_dir: Path, say: Progress) -> tuple[str, Path, Mo
         raise EdgeVPRError(f"model {path} is not a file")
     suffix = path.suffix.lower()
     if suffix in CHECKPOINT_SUFFIXES:
-        group = ModelGroup(label, sha256_of(path), checkpoint=path)
+        group = ModelGroup(label, file_sha256(path), checkpoint=path)
         if has_module("torch"):  # a bad checkpoint is refused now, not as a skipped row later
             group.metadata = checkpoint_metadata(path)
         if label != path.name:

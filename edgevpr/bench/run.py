@@ -44,7 +44,7 @@ from edgevpr.bench.stages import (
 )
 from edgevpr.bench.timing import FOREIGN_CPU_LIMIT, PEAK_MEMORY_MEANING, TimingConfig
 from edgevpr.bench.workload import Workload, find_workload
-from edgevpr.errors import EdgeVPRError
+from edgevpr.errors import EdgeVPRError, first_line
 
 DEFAULT_MODEL = "mixvpr_lite0_512"
 CPU_EP, CUDA_EP, TRT_EP = (
@@ -114,8 +114,7 @@ def failure_reason(exc: BaseException) -> str:
         return str(exc)
     if isinstance(exc, BrokenProcessPool):
         return "the worker process crashed (see stderr)"
-    first = (str(exc).strip().splitlines() or [""])[0][:200]
-    return f"{type(exc).__name__}: {first}" if first else type(exc).__name__
+    return f"{type(exc).__name__}: {first_line(exc, 200)}"
 
 
 # --- planning --------------------------------------------------------------------------------

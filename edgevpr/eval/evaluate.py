@@ -7,7 +7,6 @@ this one function, so an export's accuracy is measured exactly like the original
 
 from __future__ import annotations
 
-import inspect
 import os
 import time
 from collections.abc import Sequence
@@ -125,9 +124,7 @@ def load_embedder(
                     f"this edgevpr has no runtime embedder to run {path.name}"
                 ) from None
             raise EdgeVPRError(f"running {path.name} needs the '{exc.name}' package") from None
-        wanted = {"batch_size": batch_size, "threads": threads}
-        kwargs = {k: v for k, v in wanted.items() if v is not None and accepts(RuntimeEmbedder, k)}
-        return RuntimeEmbedder(path, **kwargs)
+        return RuntimeEmbedder(path, batch_size=batch_size, threads=threads)
     if suffix in CHECKPOINT_SUFFIXES:
         try:
             from edgevpr.eval.torch_embedder import TorchEmbedder
@@ -147,9 +144,3 @@ def load_embedder(
         f"({', '.join(sorted(RUNTIME_SUFFIXES))})"
     )
 
-
-def accepts(cls: type, name: str) -> bool:
-    try:
-        return name in inspect.signature(cls).parameters
-    except (TypeError, ValueError):
-        return False

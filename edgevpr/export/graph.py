@@ -10,7 +10,6 @@ the output. The descriptor's norm is a sum of D squares, which FP16 cannot hold 
 from __future__ import annotations
 
 import ast
-from collections.abc import Iterable
 
 import onnx
 
@@ -86,7 +85,3 @@ def block_of(node: onnx.NodeProto, depth: int = 3) -> str:
     cut = depth + 1 if len(parts) > depth and parts[depth].isdigit() else depth
     return ".".join(parts[:cut])
 
-
-def nodes_by_name(model: onnx.ModelProto, names: Iterable[str]) -> list[onnx.NodeProto]:
-    wanted = set(names)
-    return [node for node in model.graph.node if node.name in wanted]

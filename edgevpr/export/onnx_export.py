@@ -19,7 +19,7 @@ import onnx
 import torch
 
 from edgevpr import __version__
-from edgevpr.errors import EdgeVPRError
+from edgevpr.errors import EdgeVPRError, first_line
 from edgevpr.export.onnx_io import (  # noqa: F401 - re-exported
     DEFAULT_OPSET,
     MIN_OPSET,
@@ -83,8 +83,7 @@ def export_onnx(
     try:
         proto = trace_to_onnx(model, spec.height, spec.width, opset)
     except Exception as exc:  # noqa: BLE001 - exporter failures are many and deep
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise EdgeVPRError(f"ONNX export failed: {first[:200]}") from None
+        raise EdgeVPRError(f"ONNX export failed: {first_line(exc, 200)}") from None
     metadata = checkpoint_metadata(ckpt)
     set_metadata(proto, metadata)
     onnx.checker.check_model(proto, full_check=True)

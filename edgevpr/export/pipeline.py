@@ -9,7 +9,6 @@ imported - the way to build a TensorRT engine on a Jetson from the same ONNX.
 
 from __future__ import annotations
 
-import datetime as _dt
 import json
 import tempfile
 import time
@@ -38,6 +37,7 @@ from edgevpr.export.parity import (
 from edgevpr.export.quantize import Int8Options, quantize_int8
 from edgevpr.export.tensorrt_build import BatchRange, build_engine
 from edgevpr.files import write_bytes_atomic
+from edgevpr.provenance import utc_now
 from edgevpr.runtime.onnx_backend import read_onnx_metadata
 from edgevpr.runtime.preprocess import PreprocessSpec, preprocess
 
@@ -114,7 +114,7 @@ class ExportReport:
     def to_dict(self) -> dict[str, Any]:
         return {
             "edgevpr_version": __version__,
-            "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+            "created": utc_now(),
             "checkpoint": str(self.checkpoint),
             "checkpoint_sha256": self.checkpoint_sha256,
             "parity_data": self.parity_data,

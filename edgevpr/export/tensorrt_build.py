@@ -21,7 +21,6 @@ and only runs on, the GPU and TensorRT it was built with.
 
 from __future__ import annotations
 
-import datetime as _dt
 import json
 import os
 from dataclasses import dataclass, replace
@@ -34,6 +33,7 @@ from edgevpr.errors import EdgeVPRError
 from edgevpr.export.fp16 import convert_to_fp16
 from edgevpr.export.graph import fp32_nodes
 from edgevpr.files import file_sha256, write_bytes_atomic
+from edgevpr.provenance import utc_now
 from edgevpr.runtime.metadata import INPUT_NAME, ModelMetadata
 from edgevpr.runtime.tensorrt_backend import EngineHeader, header_path
 
@@ -111,7 +111,7 @@ def engine_header(
             "input_shape": [3, metadata.preprocess.height, metadata.preprocess.width],
             "strongly_typed": strongly_typed,
             "fp32_layers": fp32_layers,
-            "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+            "created": utc_now(),
         },
     )
 

@@ -8,7 +8,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from edgevpr.model.registry import Param, register_aggregator
 
+
+@register_aggregator("gem", p=Param(3.0, 1.0, 16.0))
 class GeM(nn.Module):
     """Generalised-mean pooling with a learnable exponent p (Radenović et al.)."""
 
@@ -25,6 +28,7 @@ class GeM(nn.Module):
         return F.normalize(self.pool(x).flatten(1), p=2, dim=-1)
 
 
+@register_aggregator("avg")
 class AvgPool(nn.Module):
     """Global average pooling."""
 
@@ -36,6 +40,7 @@ class AvgPool(nn.Module):
         return F.normalize(x.mean(dim=(2, 3)), p=2, dim=-1)
 
 
+@register_aggregator("mac")
 class MAC(nn.Module):
     """Global max pooling (maximum activation of convolutions)."""
 
@@ -47,6 +52,7 @@ class MAC(nn.Module):
         return F.normalize(x.amax(dim=(2, 3)), p=2, dim=-1)
 
 
+@register_aggregator("netvlad", clusters=Param(64, 1, 1024))
 class NetVLAD(nn.Module):
     """NetVLAD (Arandjelović et al.): soft-assignment to K clusters, residual sums,
     intra-normalisation, then L2. Output K * C."""
@@ -75,6 +81,7 @@ class NetVLAD(nn.Module):
         return F.normalize(vlad.flatten(1), p=2, dim=-1)
 
 
+@register_aggregator("cosplace", out_dim=Param(512, 1, 65536))
 class CosPlace(nn.Module):
     """CosPlace head (Berton et al.): L2, GeM, linear projection, L2."""
 

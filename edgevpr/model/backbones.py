@@ -1,16 +1,17 @@
 """CNN backbones cut at stride 16 (after ResNet ``layer3``): torchvision ResNets, ResNeXt and
-VGG16, and EfficientNet-Lite0. Each exposes ``out_channels`` and ``stride`` and can freeze
-its first stages, as the MixVPR recipe does (stem, layer1, layer2).
+VGG16 (EfficientNet-Lite0 is in ``efficientnet_lite``). Each exposes ``out_channels`` and
+``stride`` and can freeze its first stages, as the MixVPR recipe does (stem, layer1, layer2).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import functools
 
 import torch
 from torch import nn
 
 from edgevpr.errors import EdgeVPRError
+from edgevpr.model.registry import register_backbone
 
 
 class ResNetBackbone(nn.Module):
@@ -44,6 +45,7 @@ class ResNetBackbone(nn.Module):
         return m.layer3(m.layer2(m.layer1(x)))
 
 
+@register_backbone("vgg16", out_channels=512)
 class VGG16Backbone(nn.Module):
     """VGG16 convolutions up to conv5_3 + ReLU (the last max-pool removed): 512 channels,
     stride 16, as in NetVLAD and the DW-T-Loss paper."""
@@ -76,6 +78,8 @@ RESNET_ARCHS = {
     "resnet101": 1024,
     "resnext50_32x4d": 1024,
 }
+for _arch, _channels in RESNET_ARCHS.items():
+    register_backbone(_arch, out_channels=_channels)(functools.partial(ResNetBackbone, _arch))
 
 TORCHVISION_WEIGHTS = {
     "resnet18": "ResNet18_Weights",
@@ -105,30 +109,6 @@ def torchvision_model(torchvision, arch: str, pretrained: bool) -> nn.Module:
             f"offline, put {weights.url.rsplit('/', 1)[-1]} in "
             f"{torch.hub.get_dir()}/checkpoints or build with pretrained=False"
         ) from None
-
-
-def efficientnet_lite0(pretrained: bool = False) -> nn.Module:
-    from edgevpr.model.efficientnet_lite import EfficientNetLite0Backbone
-
-    return EfficientNetLite0Backbone(pretrained=pretrained)
-
-
-BACKBONES: dict[str, Callable[[bool], nn.Module]] = {
-    **{
-        name: (lambda pretrained, name=name: ResNetBackbone(name, pretrained))
-        for name in RESNET_ARCHS
-    },
-    "vgg16": lambda pretrained: VGG16Backbone(pretrained),
-    "efficientnet_lite0": efficientnet_lite0,
-}
-
-
-def build_backbone(name: str, pretrained: bool = False) -> nn.Module:
-    if name not in BACKBONES:
-        raise EdgeVPRError(
-            f"unknown backbone '{name}' (choose from {', '.join(sorted(BACKBONES))})"
-        )
-    return BACKBONES[name](pretrained)
 
 
 def freeze_stages(backbone: nn.Module, count: int) -> None:

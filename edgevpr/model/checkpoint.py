@@ -6,7 +6,6 @@ code to unpickle is refused, never executed.
 
 from __future__ import annotations
 
-import datetime as _dt
 import math
 import os
 import pickle
@@ -18,10 +17,11 @@ from typing import Any
 import torch
 
 from edgevpr import __version__
-from edgevpr.errors import EdgeVPRError
+from edgevpr.errors import EdgeVPRError, first_line
 from edgevpr.files import atomic_open, file_sha256
 from edgevpr.model.config import ModelConfig
 from edgevpr.model.vpr import VPRModel, build_model
+from edgevpr.provenance import utc_now
 from edgevpr.runtime.preprocess import PreprocessSpec
 
 FORMAT = "edgevpr.checkpoint"
@@ -64,7 +64,7 @@ def save_checkpoint(
         "descriptor_dim": model.descriptor_dim,
         "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()},
         "provenance": {
-            "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+            "created": utc_now(),
             **(provenance or {}),
         },
     }
@@ -83,18 +83,17 @@ def read_safely(path: str | os.PathLike[str]) -> Any:
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+        first = first_line(exc)
         if "Weights only load failed" in first or "Unsupported" in str(exc):
             raise EdgeVPRError(
                 f"refusing to load {path}: it holds Python objects that would run code when "
                 "unpickled; only tensors and plain data are accepted"
             ) from None
-        raise EdgeVPRError(
-            f"checkpoint {path} is corrupt ({first or 'unpickling failed'})"
-        ) from None
+        raise EdgeVPRError(f"checkpoint {path} is corrupt ({first})") from None
     except Exception as exc:  # noqa: BLE001 - a damaged file fails anywhere in the unpickler
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise EdgeVPRError(f"checkpoint {path} is truncated or corrupt ({first[:160]})") from None
+        raise EdgeVPRError(
+            f"checkpoint {path} is truncated or corrupt ({first_line(exc, 160)})"
+        ) from None
 
 
 def load_checkpoint(

@@ -1,5 +1,6 @@
-"""Model configuration: everything needed to rebuild a model, preprocessing included.
-Torch-free, so the runtime and exported metadata can carry and read it.
+"""Model configuration: everything needed to rebuild a model, preprocessing included, and
+the named presets. Parts and their parameters are checked against the registry
+(:mod:`edgevpr.model.registry`), where each backbone and aggregator declares them.
 """
 
 from __future__ import annotations
@@ -8,26 +9,8 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from edgevpr.errors import EdgeVPRError
+from edgevpr.model.registry import get_aggregator, get_backbone
 from edgevpr.runtime.preprocess import PreprocessSpec
-
-AGGREGATOR_DEFAULTS: dict[str, dict[str, Any]] = {
-    "mixvpr": {"mix_depth": 4, "mlp_ratio": 1.0, "out_channels": 1024, "out_rows": 4},
-    "gem": {"p": 3.0},
-    "avg": {},
-    "mac": {},
-    "netvlad": {"clusters": 64},
-    "cosplace": {"out_dim": 512},
-}
-
-PARAM_RANGES: dict[str, tuple[float, float]] = {
-    "mix_depth": (1, 64),
-    "mlp_ratio": (0.0625, 16),
-    "out_channels": (1, 8192),
-    "out_rows": (1, 1024),
-    "p": (1.0, 16.0),
-    "clusters": (1, 1024),
-    "out_dim": (1, 65536),
-}
 
 
 @dataclass(frozen=True)
@@ -42,25 +25,7 @@ class ModelConfig:
     frozen_stages: int = 3
 
     def __post_init__(self) -> None:
-        if self.aggregator not in AGGREGATOR_DEFAULTS:
-            raise EdgeVPRError(
-                f"unknown aggregator '{self.aggregator}' "
-                f"(choose from {', '.join(AGGREGATOR_DEFAULTS)})"
-            )
-        allowed = AGGREGATOR_DEFAULTS[self.aggregator]
-        unknown = set(self.aggregator_params) - set(allowed)
-        if unknown:
-            raise EdgeVPRError(
-                f"unknown {self.aggregator} parameters: {', '.join(sorted(unknown))}"
-            )
-        for name, value in self.aggregator_params.items():
-            low, high = PARAM_RANGES[name]
-            if isinstance(value, bool) or not isinstance(value, (int, float)):
-                raise EdgeVPRError(f"{self.aggregator} parameter {name} must be a number")
-            if not low <= value <= high:
-                raise EdgeVPRError(
-                    f"{self.aggregator} parameter {name}={value} is out of range [{low}, {high}]"
-                )
+        get_aggregator(self.aggregator).checked(self.aggregator_params)
         if self.preprocess.height % 16 or self.preprocess.width % 16:
             raise EdgeVPRError(
                 f"input size {self.preprocess.height}x{self.preprocess.width} "
@@ -72,7 +37,7 @@ class ModelConfig:
     @property
     def params(self) -> dict[str, Any]:
         """Aggregator parameters with defaults filled in."""
-        return {**AGGREGATOR_DEFAULTS[self.aggregator], **self.aggregator_params}
+        return get_aggregator(self.aggregator).checked(self.aggregator_params)
 
     @property
     def feature_grid(self) -> tuple[int, int]:
@@ -104,14 +69,10 @@ class ModelConfig:
         return cls(**values)
 
 
-# EfficientNet-Lite was trained on inputs scaled to [-1, 1] (TensorFlow's 127/128).
-LITE_NORM = {"mean": (0.5, 0.5, 0.5), "std": (0.5, 0.5, 0.5)}
-
-
 def default_preprocess(backbone: str, height: int = 320, width: int = 320) -> PreprocessSpec:
     """The normalisation a backbone's ImageNet weights expect, at the given size."""
-    norm = LITE_NORM if backbone.startswith("efficientnet_lite") else {}
-    return PreprocessSpec(height=height, width=width, **norm)
+    entry = get_backbone(backbone)
+    return PreprocessSpec(height=height, width=width, mean=entry.mean, std=entry.std)
 
 
 def mixvpr(
@@ -146,6 +107,12 @@ PRESETS: dict[str, ModelConfig] = {
 
 
 def get_preset(name: str) -> ModelConfig:
+    """The configuration named ``name`` (see :func:`list_models`)."""
     if name not in PRESETS:
         raise EdgeVPRError(f"unknown model '{name}' (choose from {', '.join(sorted(PRESETS))})")
     return PRESETS[name]
+
+
+def list_models() -> list[str]:
+    """Every preset name, sorted: what ``build_model(name)`` builds."""
+    return sorted(PRESETS)

