@@ -14,6 +14,7 @@ import click
 
 from edgevpr import __version__
 from edgevpr.errors import EdgeVPRError
+from edgevpr.extras import EXTRA_FOR_MODULE
 
 # command name -> "module:attribute"; each stage owns its own click commands.
 COMMANDS = {
@@ -28,16 +29,6 @@ COMMANDS = {
     "bench": ("edgevpr.bench.cli:bench", "Latency tables per backend, precision and batch."),
 }
 
-# Which extra provides the packages a command needs, for the error message.
-EXTRA_FOR_MODULE = {
-    "torch": "train",
-    "torchvision": "train",
-    "onnx": "export",
-    "onnxscript": "export",
-    "pytorch_metric_learning": "train",
-    "matplotlib": "train",
-    "tensorrt": "trt",
-}
 
 
 class LazyGroup(click.Group):

@@ -8,24 +8,9 @@ from typing import Any
 
 import click
 
-from edgevpr.errors import EdgeVPRError
-
-CHECKPOINT_SUFFIXES = {".pt", ".pth", ".ckpt"}
-
 
 def describe_file(path: Path) -> dict[str, Any]:
-    """Dispatch on the file's kind; torch is imported only for checkpoints."""
-    if not path.exists():
-        raise EdgeVPRError(f"{path} does not exist")
-    suffix = path.suffix.lower()
-    if suffix in CHECKPOINT_SUFFIXES:
-        try:
-            from edgevpr.model.checkpoint import describe, load_checkpoint
-        except ModuleNotFoundError:
-            raise EdgeVPRError(
-                "reading checkpoints needs torch: pip install 'edgevpr[train]'"
-            ) from None
-        return describe(load_checkpoint(path))
+    """What the file is, as its format describes it (torch only for checkpoints)."""
     from edgevpr.runtime.describe import describe_artifact
 
     return describe_artifact(path)

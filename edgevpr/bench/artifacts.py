@@ -18,12 +18,18 @@ import numpy as np
 from edgevpr import __version__
 from edgevpr.errors import EdgeVPRError
 from edgevpr.files import cache_root, file_sha256
+from edgevpr.formats import format_of
+from edgevpr.runtime.backends import CHECKPOINT, ENGINE, ONNX_FP32, ONNX_INT8
 from edgevpr.runtime.metadata import ModelMetadata
 
-CHECKPOINT_SUFFIXES = (".pt", ".pth", ".ckpt")
-ONNX_SUFFIXES = (".onnx",)
-ENGINE_SUFFIXES = (".engine", ".plan")
 CALIBRATION_IMAGES = 64
+# What each file of a model group is called in messages, by the backends' artifact names.
+ARTIFACT_LABELS = {
+    CHECKPOINT: "checkpoint",
+    ONNX_FP32: "FP32 ONNX model",
+    ONNX_INT8: "INT8 model",
+    ENGINE: "TensorRT engine",
+}
 
 Progress = Callable[[str], None]
 
@@ -48,7 +54,8 @@ class ModelGroup:
     engine: Path | None = None
     metadata: ModelMetadata | None = None
     notes: list[str] = field(default_factory=list)
-    # format -> why it could not be made (export failures become skipped rows, not crashes)
+    # artifact (a backend's) -> why it could not be made (export failures become skipped
+    # rows, not crashes)
     unavailable: dict[str, str] = field(default_factory=dict)
     generated: set[str] = field(default_factory=set)
 
@@ -58,7 +65,7 @@ class ModelGroup:
             "ONNX FP32": self.onnx_fp32,
             "ONNX INT8": self.onnx_int8,
             "TensorRT engine": self.engine,
-        }
+        }  # fmt: skip
         out = {}
         for label, path in named.items():
             if path is not None:
@@ -124,11 +131,14 @@ def resolve_one(arg: str, cache_dir: Path, say: Progress) -> tuple[str, Path, Mo
     path = Path(arg)
     label = path.name
     if not path.exists():
+        if not has_module("torch"):  # the presets are built with torch
+            raise EdgeVPRError(
+                f"model {arg}: no such file (a preset name needs torch: "
+                "pip install 'edgevpr[export]')"
+            )
         from edgevpr.model.config import PRESETS
 
         if arg in PRESETS:
-            if not has_module("torch"):
-                raise EdgeVPRError(f"preset {arg} needs torch: pip install 'edgevpr[export]'")
             path = preset_checkpoint(arg, cache_dir, say)
             label = arg
         else:
@@ -138,16 +148,16 @@ def resolve_one(arg: str, cache_dir: Path, say: Progress) -> tuple[str, Path, Mo
             )
     if not path.is_file():
         raise EdgeVPRError(f"model {path} is not a file")
-    suffix = path.suffix.lower()
-    if suffix in CHECKPOINT_SUFFIXES:
+    kind = format_of(path).key
+    if kind == "checkpoint":
         group = ModelGroup(label, file_sha256(path), checkpoint=path)
         if has_module("torch"):  # a bad checkpoint is refused now, not as a skipped row later
             group.metadata = checkpoint_metadata(path)
         if label != path.name:
             weights = "ImageNet backbone" if "imagenet" in path.name else "random weights"
             group.notes.append(f"preset {arg} with {weights} (timings do not depend on weights)")
-        return "checkpoint", path, group
-    if suffix in ONNX_SUFFIXES:
+        return kind, path, group
+    if kind == "onnx":
         metadata = onnx_metadata(path)
         group = ModelGroup(label, metadata.fingerprint, metadata=metadata)
         if metadata.precision == "int8":
@@ -159,15 +169,12 @@ def resolve_one(arg: str, cache_dir: Path, say: Progress) -> tuple[str, Path, Mo
                 f"{path} is a {metadata.precision} ONNX model; bench runs FP32 and INT8 ONNX "
                 "(FP16 runs as a TensorRT engine)"
             )
-        return "onnx", path, group
-    if suffix in ENGINE_SUFFIXES:
+        return kind, path, group
+    if kind == "engine":
         metadata = engine_metadata(path)
         group = ModelGroup(label, metadata.fingerprint, engine=path, metadata=metadata)
-        return "engine", path, group
-    raise EdgeVPRError(
-        f"model {path}: expected a checkpoint (.pt), an exported model (.onnx), a TensorRT "
-        "engine (.engine) or a preset name"
-    )
+        return kind, path, group
+    raise EdgeVPRError(f"model {path}: a {format_of(path).label} is not a model")
 
 
 def merge(into: ModelGroup, other: ModelGroup, arg: str) -> None:
@@ -206,7 +213,9 @@ def ensure_fp32(group: ModelGroup, cache_dir: Path, say: Progress) -> None:
     if group.onnx_fp32 is not None or group.checkpoint is None:
         return
     if not (has_module("torch") and has_module("onnx")):
-        group.unavailable["fp32"] = "exporting needs torch and onnx: pip install 'edgevpr[export]'"
+        group.unavailable[ONNX_FP32] = (
+            "exporting needs torch and onnx: pip install 'edgevpr[export]'"
+        )
         return
     target = export_dir(cache_dir, group) / "model.onnx"
     if not target.is_file():
@@ -217,7 +226,7 @@ def ensure_fp32(group: ModelGroup, cache_dir: Path, say: Progress) -> None:
         try:
             export_onnx(load_checkpoint(group.checkpoint), target)
         except EdgeVPRError as exc:
-            group.unavailable["fp32"] = f"ONNX export failed: {exc}"
+            group.unavailable[ONNX_FP32] = f"ONNX export failed: {exc}"
             return
     group.onnx_fp32 = target
     group.generated.add("ONNX FP32")
@@ -232,11 +241,11 @@ def ensure_int8(
         return
     if group.onnx_fp32 is None or group.checkpoint is None:
         group.unavailable.setdefault(
-            "int8", "no INT8 model: give an INT8 .onnx (edgevpr export --int8) or the checkpoint"
+            ONNX_INT8, "no INT8 model: give an INT8 .onnx (edgevpr export --int8) or the checkpoint"
         )
         return
     if not has_module("onnx"):
-        group.unavailable["int8"] = "INT8 quantisation needs onnx: pip install 'edgevpr[export]'"
+        group.unavailable[ONNX_INT8] = "INT8 quantisation needs onnx: pip install 'edgevpr[export]'"
         return
     target = export_dir(cache_dir, group) / f"model.int8-{key}.onnx"
     if not target.is_file():
@@ -246,7 +255,7 @@ def ensure_int8(
         try:
             result = quantize_int8(group.onnx_fp32, target, calibration(), progress=say)
         except EdgeVPRError as exc:
-            group.unavailable["int8"] = f"INT8 quantisation failed: {exc}"
+            group.unavailable[ONNX_INT8] = f"INT8 quantisation failed: {exc}"
             return
         say(f"INT8: cosine {result.cosine_min:.4f} to FP32 on the calibration images")
     group.onnx_int8 = target
@@ -258,7 +267,7 @@ def ensure_engine(group: ModelGroup, cache_dir: Path, max_batch: int, say: Progr
     if group.engine is not None:
         return
     if group.onnx_fp32 is None:
-        group.unavailable.setdefault("fp16", "no engine and no FP32 ONNX to build one from")
+        group.unavailable.setdefault(ENGINE, "no engine and no FP32 ONNX to build one from")
         return
     target = export_dir(cache_dir, group) / f"model.fp16-b{max_batch}.engine"
     if not target.is_file():
@@ -270,7 +279,7 @@ def ensure_engine(group: ModelGroup, cache_dir: Path, max_batch: int, say: Progr
                 group.onnx_fp32, target, "fp16", BatchRange(1, min(8, max_batch), max_batch)
             )
         except EdgeVPRError as exc:
-            group.unavailable["fp16"] = f"TensorRT build failed: {exc}"
+            group.unavailable[ENGINE] = f"TensorRT build failed: {exc}"
             return
     group.engine = target
     group.generated.add("TensorRT engine")

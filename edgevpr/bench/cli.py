@@ -8,9 +8,10 @@ import click
 
 from edgevpr.bench.artifacts import default_cache_dir
 from edgevpr.bench.report import STAGE_CHOICES, render
-from edgevpr.bench.run import BACKENDS, DEFAULT_MODEL, BenchOptions, run_bench
+from edgevpr.bench.run import DEFAULT_MODEL, BenchOptions, run_bench
 from edgevpr.errors import EdgeVPRError
 from edgevpr.files import write_text_atomic
+from edgevpr.runtime.backends import BACKENDS
 
 FORMATS = ("md", "csv", "json")
 SUFFIX_FORMATS = {".md": "md", ".markdown": "md", ".csv": "csv", ".json": "json"}

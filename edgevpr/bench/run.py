@@ -6,21 +6,24 @@ reference, end-to-end over embed).
 
 from __future__ import annotations
 
-import multiprocessing
 import os
-from collections.abc import Callable
-from concurrent.futures import ProcessPoolExecutor
-from concurrent.futures.process import BrokenProcessPool
-from dataclasses import asdict, dataclass, field
-from pathlib import Path
+from dataclasses import asdict
 from typing import Any
 
 import numpy as np
 
 from edgevpr.bench import artifacts
 from edgevpr.bench.artifacts import ModelGroup, Progress, has_module
-from edgevpr.bench.descriptors import content_key, l2_normalize
+from edgevpr.bench.descriptors import l2_normalize
 from edgevpr.bench.machine import machine_info
+from edgevpr.bench.options import DEFAULT_MODEL, BenchOptions
+from edgevpr.bench.plan import (
+    count_flops,
+    make_target,
+    prepare_files,
+    unavailable_reason,
+    wanted_backends,
+)
 from edgevpr.bench.report import (
     FAILED,
     OK,
@@ -33,290 +36,15 @@ from edgevpr.bench.report import (
     Report,
     Row,
 )
-from edgevpr.bench.stages import (
-    EmbedJob,
-    EmbedResult,
-    SearchJob,
-    SearchResult,
-    Target,
-    run_embed_job,
-    run_search_job,
-)
-from edgevpr.bench.timing import FOREIGN_CPU_LIMIT, PEAK_MEMORY_MEANING, TimingConfig
+from edgevpr.bench.search import SEARCH_QUERIES, end_to_end_ef, search_rows
+from edgevpr.bench.stages import EmbedJob, EmbedResult, Target, run_embed_job
+from edgevpr.bench.timing import FOREIGN_CPU_LIMIT, PEAK_MEMORY_MEANING
+from edgevpr.bench.workers import failure_reason, in_worker
 from edgevpr.bench.workload import Workload, find_workload
-from edgevpr.errors import EdgeVPRError, first_line
+from edgevpr.errors import EdgeVPRError
+from edgevpr.runtime.backends import BACKENDS, reference_order
 
-DEFAULT_MODEL = "mixvpr_lite0_512"
-CPU_EP, CUDA_EP, TRT_EP = (
-    "CPUExecutionProvider",
-    "CUDAExecutionProvider",
-    "TensorrtExecutionProvider",
-)
-# --backend names, in table order: (shown backend, precision).
-BACKENDS: dict[str, tuple[str, str]] = {
-    "pytorch": ("pytorch", "fp32"),
-    "pytorch-cuda": ("pytorch-cuda", "fp32"),
-    "ort-cpu": ("ort-cpu", "fp32"),
-    "ort-cpu-int8": ("ort-cpu", "int8"),
-    "ort-cuda": ("ort-cuda", "fp32"),
-    "ort-trt": ("ort-trt", "fp16"),
-    "tensorrt": ("tensorrt", "fp16"),
-}
-REFERENCE_ORDER = ("pytorch", "pytorch-cuda", "ort-cpu", "ort-cuda")
-SEARCH_QUERIES = 200
-
-
-@dataclass
-class BenchOptions:
-    models: list[str] = field(default_factory=list)
-    backends: list[str] | None = None  # None: every backend (unavailable ones are skipped)
-    batches: tuple[int, ...] = (1, 8)
-    warmup: int = 3
-    seconds: float = 2.0
-    min_iters: int = 5
-    map_sizes: tuple[int, ...] = (10_000, 100_000)
-    efs: tuple[int, ...] = (32, 64, 128, 256)
-    M: int = 16
-    ef_construction: int = 200
-    e2e_ef: int | None = None  # None: the runtime's default ef
-    k: int = 10
-    stages: tuple[str, ...] = ("embed", "search", "pipeline")
-    images: str | None = None
-    map_images: int = 512
-    threads: int | None = None
-    cache_dir: Path = field(default_factory=artifacts.default_cache_dir)
-    isolate: bool = True
-
-    @property
-    def timing(self) -> TimingConfig:
-        return TimingConfig(warmup=self.warmup, seconds=self.seconds, min_iters=self.min_iters)
-
-    def embed_batches(self) -> tuple[int, ...]:
-        """Batch 1 is always measured when the pipeline table is wanted: it needs it."""
-        if "pipeline" in self.stages and 1 not in self.batches:
-            return (1, *self.batches)
-        return self.batches
-
-
-# --- running jobs in workers -----------------------------------------------------------------
-
-def in_worker(fn: Callable[[Any], Any], job: Any, isolate: bool) -> Any:
-    """Run ``fn(job)`` in a fresh spawned process (or here when ``isolate`` is False)."""
-    if not isolate:
-        return fn(job)
-    context = multiprocessing.get_context("spawn")
-    with ProcessPoolExecutor(max_workers=1, mp_context=context) as pool:
-        return pool.submit(fn, job).result()
-
-
-def failure_reason(exc: BaseException) -> str:
-    if isinstance(exc, EdgeVPRError):
-        return str(exc)
-    if isinstance(exc, BrokenProcessPool):
-        return "the worker process crashed (see stderr)"
-    return f"{type(exc).__name__}: {first_line(exc, 200)}"
-
-
-# --- planning --------------------------------------------------------------------------------
-
-def unavailable_reason(key: str, group: ModelGroup, machine: dict[str, Any]) -> str | None:
-    """Why backend ``key`` cannot run on this machine at all (None: it can)."""
-    providers = machine.get("ort_providers") or []
-    has_gpu = bool(machine.get("gpus"))
-    if key.startswith("pytorch"):
-        if group.checkpoint is None:
-            return "needs the checkpoint (.pt); only exported files were given"
-        if not has_module("torch"):
-            return "torch is not installed (pip install 'edgevpr[export]')"
-    if key in ("pytorch-cuda", "ort-cuda", "ort-trt", "tensorrt") and not has_gpu:
-        return "no NVIDIA GPU (nvidia-smi found none)"
-    if key == "ort-cuda" and CUDA_EP not in providers:
-        return "this onnxruntime has no CUDAExecutionProvider (pip install onnxruntime-gpu)"
-    if key == "ort-trt" and TRT_EP not in providers:
-        return "this onnxruntime has no TensorrtExecutionProvider (onnxruntime-gpu + TensorRT)"
-    if key == "tensorrt" and group.engine is None and not has_module("tensorrt"):
-        return "tensorrt is not installed (pip install 'edgevpr[trt]', from NVIDIA's index)"
-    return None
-
-
-def make_target(key: str, group: ModelGroup) -> Target | str:
-    """The target for ``key``, or why the file it needs is missing."""
-    backend, precision = BACKENDS[key]
-    if key == "pytorch":
-        return Target(key, backend, precision, str(group.checkpoint))
-    if key == "pytorch-cuda":
-        return Target(key, backend, precision, str(group.checkpoint), device="cuda")
-    if key == "ort-cpu-int8":
-        if group.onnx_int8 is None:
-            return group.unavailable.get("int8", "no INT8 model")
-        return Target(key, backend, precision, str(group.onnx_int8), (CPU_EP,))
-    if key == "tensorrt":
-        if group.engine is None:
-            return group.unavailable.get("fp16", "no TensorRT engine")
-        return Target(key, backend, precision, str(group.engine))
-    if group.onnx_fp32 is None:
-        return group.unavailable.get("fp32", "no FP32 ONNX model")
-    providers: dict[str, tuple[Any, ...]] = {
-        "ort-cpu": (CPU_EP,),
-        "ort-cuda": (CUDA_EP, CPU_EP),
-        "ort-trt": ((TRT_EP, {"trt_fp16_enable": True}), CUDA_EP, CPU_EP),
-    }
-    return Target(key, backend, precision, str(group.onnx_fp32), providers[key])
-
-
-def calibration_paths(workload: Workload) -> tuple[Path, ...]:
-    """Database images spread along the route, as many as INT8 calibration takes."""
-    count = artifacts.CALIBRATION_IMAGES
-    return workload.database[:: max(1, len(workload.database) // count)][:count]
-
-
-def calibration_key(paths: tuple[Path, ...]) -> str:
-    """Names the calibration set by content, so a cached INT8 model is reused only for the
-    same images (wherever they now lie)."""
-    return content_key(*(np.fromfile(p, dtype=np.uint8) for p in paths))[:16]
-
-
-def calibration_images(paths: tuple[Path, ...], spec: Any) -> Callable[[], np.ndarray]:
-    def load() -> np.ndarray:
-        from edgevpr.runtime.preprocess import preprocess, read_for_model
-
-        return preprocess([read_for_model(p, spec) for p in paths], spec)
-
-    return load
-
-
-def prepare_files(
-    group: ModelGroup, keys: list[str], opts: BenchOptions, workload: Workload, say: Progress
-) -> None:
-    """Export on the fly whatever the wanted backends and stages need and the user did not
-    give: FP32 ONNX for the runtime backends and for seeding search maps, INT8 and a TensorRT
-    engine only where their rows are wanted."""
-    measuring = "embed" in opts.stages or "pipeline" in opts.stages
-    runtime_wanted = measuring and any(not k.startswith("pytorch") for k in keys)
-    if runtime_wanted or "search" in opts.stages:
-        artifacts.ensure_fp32(group, opts.cache_dir, say)
-    artifacts.load_metadata(group)
-    if measuring and "ort-cpu-int8" in keys:
-        spec = group.metadata.preprocess  # type: ignore[union-attr]
-        paths = calibration_paths(workload)
-        artifacts.ensure_int8(
-            group, opts.cache_dir, calibration_images(paths, spec), calibration_key(paths), say
-        )
-    if measuring and "tensorrt" in keys and has_module("tensorrt"):
-        artifacts.ensure_engine(group, opts.cache_dir, max(opts.embed_batches()), say)
-
-
-def count_flops(group: ModelGroup, notes: list[str]) -> tuple[float | None, dict[str, float]]:
-    """FLOP per image and its split by model part, from the ONNX graph where there is one."""
-    source = group.onnx_fp32 or group.onnx_int8
-    if source is not None and has_module("onnx"):
-        from edgevpr.bench.flops import count_flops as count
-
-        result = count(source)
-        if result.uncounted:
-            notes.append(f"{len(result.uncounted)} nodes of unknown shape were not counted")
-        parts = {k: v / 1e9 for k, v in result.by_part.items() if k != "other" or v}
-        return result.per_image, parts
-    if group.checkpoint is not None and has_module("torch"):
-        from edgevpr.bench.torch_runner import count_flops, torch_reference
-
-        return count_flops(torch_reference(group.checkpoint)), {}
-    notes.append("GFLOP/s not shown: counting FLOPs needs the onnx package or the checkpoint")
-    return None, {}
-
-
-# --- search ----------------------------------------------------------------------------------
-
-def real_descriptors(
-    group: ModelGroup, workload: Workload, opts: BenchOptions, say: Progress
-) -> tuple[Path, Path | None]:
-    """Descriptors of the workload's real images by this model (cached .npy files)."""
-    key = f"{group.fingerprint[:16]}-{workload.key()}"
-    folder = opts.cache_dir / "descriptors"
-    db_path, q_path = folder / f"{key}-database.npy", folder / f"{key}-queries.npy"
-    has_queries = bool(workload.queries)
-    if db_path.is_file() and (q_path.is_file() or not has_queries):
-        return db_path, q_path if has_queries else None
-    source = group.onnx_fp32 or group.onnx_int8 or group.engine
-    say(f"embedding {len(workload.database) + len(workload.queries)} images to seed the maps")
-    if source is not None:
-        from edgevpr.runtime.embedder import Embedder
-
-        with Embedder(source) as embedder:
-            database = embedder.embed_paths(workload.database)
-            queries = embedder.embed_paths(workload.queries) if has_queries else None
-    else:
-        database = torch_descriptors(group.checkpoint, workload.database)  # type: ignore[arg-type]
-        queries = torch_descriptors(group.checkpoint, workload.queries) if has_queries else None
-    folder.mkdir(parents=True, exist_ok=True)
-    np.save(db_path, l2_normalize(database))
-    if queries is not None:
-        np.save(q_path, l2_normalize(queries))
-    return db_path, q_path if has_queries else None
-
-
-def torch_descriptors(checkpoint: Path, paths: tuple[Path, ...]) -> np.ndarray:
-    """Descriptors by the PyTorch model, where no exported file exists (no onnx package)."""
-    from edgevpr.bench.torch_runner import torch_reference
-
-    return torch_reference(checkpoint).embed_paths(paths)
-
-
-def search_rows(
-    group: ModelGroup, workload: Workload, opts: BenchOptions, say: Progress
-) -> tuple[list[Row], dict[int, str]]:
-    """Search rows per map size, and the map file built for each size."""
-    db_path, q_path = real_descriptors(group, workload, opts, say)
-    rows: list[Row] = []
-    maps: dict[int, str] = {}
-    sizes = opts.map_sizes if "search" in opts.stages else opts.map_sizes[:1]
-    for size in sizes:
-        job = SearchJob(
-            model=group.label,
-            fingerprint=group.fingerprint,
-            real_database=str(db_path),
-            real_queries=str(q_path) if q_path else None,
-            map_size=size,
-            M=opts.M,
-            ef_construction=opts.ef_construction,
-            efs=tuple(sorted(set(opts.efs) | {end_to_end_ef(opts)})),
-            k=opts.k,
-            queries=SEARCH_QUERIES,
-            timing=opts.timing,
-            cache_dir=str(opts.cache_dir),
-        )
-        say(f"search: {size:,} x {group.metadata.descriptor_dim}-d map")  # type: ignore[union-attr]
-        try:
-            result: SearchResult = in_worker(run_search_job, job, opts.isolate)
-        except Exception as exc:  # noqa: BLE001 - a failed map is a failed row, not a crash
-            rows.append(
-                Row(
-                    stage=STAGE_SEARCH,
-                    model=group.label,
-                    backend="hnswlib",
-                    map_size=size,
-                    status=FAILED,
-                    reason=failure_reason(exc),
-                )
-            )
-            continue
-        maps[size] = result.map_path or ""
-        if "search" in opts.stages:
-            rows += [r for r in result.rows if r.backend != "hnswlib" or wanted_ef(r, opts)]
-    return rows, maps
-
-
-def end_to_end_ef(opts: BenchOptions) -> int:
-    if opts.e2e_ef is not None:
-        return opts.e2e_ef
-    from edgevpr.runtime.placemap import DEFAULT_EF
-
-    return DEFAULT_EF
-
-
-def wanted_ef(row: Row, opts: BenchOptions) -> bool:
-    ef = int(row.params.rsplit("ef=", 1)[1])
-    return ef in opts.efs or ef == end_to_end_ef(opts)
+__all__ = ["DEFAULT_MODEL", "BenchOptions", "run_bench"]
 
 
 # --- embed -----------------------------------------------------------------------------------
@@ -357,13 +85,12 @@ def embed_rows(
         try:
             result: EmbedResult = in_worker(run_embed_job, job, opts.isolate)
         except Exception as exc:  # noqa: BLE001 - a failed backend is a failed row
-            backend, precision = BACKENDS[target.key]
             rows.append(
                 Row(
                     stage=STAGE_EMBED,
                     model=group.label,
-                    backend=backend,
-                    precision=precision,
+                    backend=target.backend,
+                    precision=target.precision,
                     batch=0,
                     status=FAILED,
                     reason=failure_reason(exc),
@@ -382,10 +109,10 @@ def relate(
 ) -> str | None:
     """Speed-up and least cosine against the reference backend; end-to-end over embed.
     ``keys``: (backend, precision) label -> --backend name. Returns the reference's name."""
-    reference = next((k for k in REFERENCE_ORDER if k in descriptors), None)
+    reference = next((k for k in reference_order() if k in descriptors), None)
     embed = [r for r in rows if r.stage == STAGE_EMBED and r.status == OK]
     if reference is not None:
-        ref_backend, ref_precision = BACKENDS[reference]
+        ref_backend, ref_precision = BACKENDS[reference].label, BACKENDS[reference].precision
         ref_mean = {
             r.batch: r.mean_ms
             for r in embed
@@ -417,17 +144,6 @@ def relate(
 
 # --- the whole run ---------------------------------------------------------------------------
 
-def wanted_backends(opts: BenchOptions) -> list[str]:
-    if opts.backends is None:
-        return list(BACKENDS)
-    unknown = [b for b in opts.backends if b not in BACKENDS]
-    if unknown:
-        raise EdgeVPRError(
-            f"unknown backend {', '.join(unknown)} (choose from {', '.join(BACKENDS)})"
-        )
-    return [b for b in BACKENDS if b in opts.backends]
-
-
 def bench_model(
     group: ModelGroup,
     opts: BenchOptions,
@@ -436,7 +152,7 @@ def bench_model(
     say: Progress,
 ) -> tuple[ModelInfo, list[Row]]:
     keys = wanted_backends(opts)
-    possible = [k for k in keys if unavailable_reason(k, group, machine) is None]
+    possible = [k for k in keys if unavailable_reason(BACKENDS[k], group, machine) is None]
     prepare_files(group, possible, opts, workload, say)
     info = ModelInfo(name=group.label, files=group.files(), notes=list(group.notes))
     for name, value in artifacts.describe_model(group).items():
@@ -448,8 +164,8 @@ def bench_model(
     rows: list[Row] = []
     targets: list[Target] = []
     for key in keys:
-        backend, precision = BACKENDS[key]
-        made = unavailable_reason(key, group, machine) or make_target(key, group)
+        backend = BACKENDS[key]
+        made = unavailable_reason(backend, group, machine) or make_target(backend, group)
         if isinstance(made, Target):
             targets.append(made)
         elif "embed" in opts.stages or "pipeline" in opts.stages:
@@ -457,8 +173,8 @@ def bench_model(
                 Row(
                     stage=STAGE_EMBED,
                     model=group.label,
-                    backend=backend,
-                    precision=precision,
+                    backend=backend.label,
+                    precision=backend.precision,
                     batch=0,
                     status=SKIPPED,
                     reason=made,
@@ -471,13 +187,13 @@ def bench_model(
     if "embed" in opts.stages or "pipeline" in opts.stages:
         embed, descriptors = embed_rows(group, targets, workload, opts, flop, maps, say)
         rows[:0] = embed  # embed rows first, skipped ones after them
-        labels = {f"{b}/{p}": k for k, (b, p) in BACKENDS.items()}
+        labels = {f"{b.label}/{b.precision}": k for k, b in BACKENDS.items()}
         reference = relate(rows, descriptors, labels)
         if reference:
             info.notes.append(
-                f"reference for speed-up and cosine: {BACKENDS[reference][0]} "
-                f"{BACKENDS[reference][1]} (same batch; cosine over {opts_compare(descriptors)} "
-                "real images)"
+                f"reference for speed-up and cosine: {BACKENDS[reference].label} "
+                f"{BACKENDS[reference].precision} (same batch; cosine over "
+                f"{opts_compare(descriptors)} real images)"
             )
     return info, order_rows(rows)
 
@@ -488,7 +204,7 @@ def opts_compare(descriptors: dict[str, np.ndarray]) -> int:
 
 def order_rows(rows: list[Row]) -> list[Row]:
     """Embed rows in backend order (skipped ones in place), then search, then pipeline."""
-    backend_rank = {BACKENDS[k]: i for i, k in enumerate(BACKENDS)}
+    backend_rank = {(b.label, b.precision): i for i, b in enumerate(BACKENDS.values())}
     stage_rank = {STAGE_EMBED: 0, STAGE_SEARCH: 1, STAGE_PREPROCESS: 2, STAGE_END_TO_END: 3}
 
     def key(row: Row) -> tuple:

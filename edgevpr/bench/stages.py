@@ -31,6 +31,7 @@ from edgevpr.bench.report import (
     Row,
 )
 from edgevpr.bench.timing import PeakMemory, Timing, TimingConfig, measure
+from edgevpr.runtime.backends import BACKENDS
 
 MAP_SEED = 1
 QUERY_SEED = 2
@@ -51,7 +52,8 @@ class Target:
 
     @property
     def is_runtime(self) -> bool:
-        return self.backend != "pytorch" and not self.backend.startswith("pytorch")
+        """Runs through the torch-free runtime (what ships), not PyTorch."""
+        return BACKENDS[self.key].runs_on_runtime
 
 
 @dataclass(frozen=True)

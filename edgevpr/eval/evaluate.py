@@ -19,9 +19,7 @@ import numpy as np
 from edgevpr.data.layout import DEFAULT_RADIUS_M, EvalSplit
 from edgevpr.errors import EdgeVPRError
 from edgevpr.eval.recall import DEFAULT_NS, Recalls, nearest, recall_at_n
-
-CHECKPOINT_SUFFIXES = {".pt", ".pth", ".ckpt"}
-RUNTIME_SUFFIXES = {".onnx", ".engine", ".plan"}
+from edgevpr.formats import PYTORCH, RUNTIME, format_of
 
 
 class Embedder(Protocol):
@@ -106,41 +104,25 @@ def load_embedder(
     size: tuple[int, int] | None = None,
     threads: int | None = None,
 ) -> Embedder:
-    """A checkpoint (.pt/.pth/.ckpt) through PyTorch, an exported model (.onnx/.engine)
-    through the torch-free runtime. ``threads``: CPU threads for inference (default: the
-    library's own choice)."""
+    """What embeds images with ``model_path``, as its format says: a checkpoint through
+    PyTorch, an exported model (ONNX, TensorRT engine) through the torch-free runtime.
+    ``threads``: CPU threads for inference (default: the library's own choice); ``size``:
+    the input of an official MixVPR checkpoint with a non-square grid."""
     if threads is not None and threads < 1:
         raise EdgeVPRError(f"threads must be >= 1, got {threads}")
     path = Path(model_path)
     if not path.exists():
         raise EdgeVPRError(f"model {path} does not exist")
-    suffix = path.suffix.lower()
-    if suffix in RUNTIME_SUFFIXES:
-        try:
-            from edgevpr.runtime.embedder import Embedder as RuntimeEmbedder
-        except ModuleNotFoundError as exc:
-            if exc.name and exc.name.startswith("edgevpr"):
-                raise EdgeVPRError(
-                    f"this edgevpr has no runtime embedder to run {path.name}"
-                ) from None
-            raise EdgeVPRError(f"running {path.name} needs the '{exc.name}' package") from None
+    fmt = format_of(path)
+    if fmt.runs_on == RUNTIME:
+        from edgevpr.runtime.embedder import Embedder as RuntimeEmbedder
+
         return RuntimeEmbedder(path, batch_size=batch_size, threads=threads)
-    if suffix in CHECKPOINT_SUFFIXES:
-        try:
-            from edgevpr.eval.torch_embedder import TorchEmbedder
-        except ModuleNotFoundError as exc:
-            raise EdgeVPRError(
-                f"evaluating a checkpoint needs the '{exc.name}' package: "
-                "pip install 'edgevpr[train]'"
-            ) from None
+    if fmt.runs_on == PYTORCH:
+        torch_embedder = fmt.load("edgevpr.eval.torch_embedder:TorchEmbedder")
         if threads is not None:
             import torch
 
             torch.set_num_threads(threads)
-        return TorchEmbedder.from_checkpoint(path, batch_size=batch_size, size=size)
-    raise EdgeVPRError(
-        f"cannot tell what {path.name} is: expected a checkpoint "
-        f"({', '.join(sorted(CHECKPOINT_SUFFIXES))}) or an exported model "
-        f"({', '.join(sorted(RUNTIME_SUFFIXES))})"
-    )
-
+        return torch_embedder.from_checkpoint(path, batch_size=batch_size, size=size)
+    raise EdgeVPRError(f"{path.name} is a {fmt.label}, not a model")

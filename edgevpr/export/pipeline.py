@@ -37,11 +37,13 @@ from edgevpr.export.parity import (
 from edgevpr.export.quantize import Int8Options, quantize_int8
 from edgevpr.export.tensorrt_build import BatchRange, build_engine
 from edgevpr.files import write_bytes_atomic
+from edgevpr.formats import format_of
 from edgevpr.provenance import utc_now
+from edgevpr.runtime.backends import CPU_EP
 from edgevpr.runtime.onnx_backend import read_onnx_metadata
 from edgevpr.runtime.preprocess import PreprocessSpec, preprocess
 
-CPU = ["CPUExecutionProvider"]
+CPU = [CPU_EP]
 DEFAULT_CALIBRATION_IMAGES = 64
 SYNTH_PLACES = 64
 
@@ -169,7 +171,7 @@ class Exporter:
     def run(self) -> ExportReport:
         opts = self.options
         out = opts.out or default_out(self.checkpoint)
-        if self.checkpoint.suffix.lower() == ".onnx":
+        if format_of(self.checkpoint).key == "onnx":
             return self.run_from_onnx(out)
         from edgevpr.model.checkpoint import load_checkpoint
 

@@ -41,6 +41,7 @@ from onnxruntime.quantization.shape_inference import quant_pre_process
 from edgevpr.errors import EdgeVPRError
 from edgevpr.export.graph import COMPUTE_OPS, block_of, fp32_nodes
 from edgevpr.export.onnx_io import save_onnx_atomic, set_metadata
+from edgevpr.runtime.backends import CPU_EP
 from edgevpr.runtime.metadata import INPUT_NAME, ModelMetadata
 
 ACTIVATION_TYPES = {"uint8": QuantType.QUInt8, "int8": QuantType.QInt8}
@@ -110,7 +111,7 @@ def cpu_session(path: Path, threads: int | None = None) -> ort.InferenceSession:
     if threads:
         options.intra_op_num_threads = threads
     options.log_severity_level = 3
-    return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    return ort.InferenceSession(str(path), options, providers=[CPU_EP])
 
 
 def run_descriptors(path: Path, images: np.ndarray) -> np.ndarray:

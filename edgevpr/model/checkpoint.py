@@ -256,6 +256,11 @@ def from_official(
     )
 
 
+def describe_file(path: str | os.PathLike[str]) -> dict[str, Any]:
+    """``edgevpr info`` for a checkpoint file."""
+    return describe(load_checkpoint(path))
+
+
 def describe(ckpt: Checkpoint) -> dict[str, Any]:
     """What ``edgevpr info`` prints for a checkpoint."""
     model = ckpt.model

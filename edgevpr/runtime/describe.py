@@ -12,10 +12,10 @@ from pathlib import Path
 from typing import Any, BinaryIO
 
 from edgevpr.errors import EdgeVPRError
-from edgevpr.runtime.mapfile import HEADER, is_place_map, read_map_metadata
+from edgevpr.formats import format_of
+from edgevpr.runtime.mapfile import HEADER, read_map_metadata
 from edgevpr.runtime.metadata import ModelMetadata
 from edgevpr.runtime.tensorrt_backend import (
-    ENGINE_SUFFIXES,
     EngineHeader,
     check_engine_compatibility,
     header_path,
@@ -29,21 +29,12 @@ OPSET_DOMAIN, OPSET_VERSION = 1, 2
 
 
 def describe_artifact(path: str | os.PathLike[str]) -> dict[str, Any]:
-    """What a place map, ONNX model or TensorRT engine is (a flat-ish dict for printing)."""
+    """What a file is, as its format describes it (a flat-ish dict for printing): a place
+    map, an ONNX model, a TensorRT engine, or (with torch) a checkpoint."""
     path = Path(path)
     if not path.exists():
         raise EdgeVPRError(f"{path} does not exist")
-    if path.is_file() and is_place_map(path):
-        return describe_place_map(path)
-    suffix = path.suffix.lower()
-    if suffix == ".onnx":
-        return describe_onnx(path)
-    if suffix in ENGINE_SUFFIXES:
-        return describe_engine(path)
-    raise EdgeVPRError(
-        f"don't know what {path} is: expected a checkpoint, .onnx model, "
-        ".engine/.plan or a place map"
-    )
+    return format_of(path).describe(path)
 
 
 def describe_place_map(path: Path) -> dict[str, Any]:

@@ -23,16 +23,15 @@ import numpy as np
 from tqdm import tqdm
 
 from edgevpr.errors import EdgeVPRError
+from edgevpr.formats import RUNTIME, format_of, suffixes_of
 from edgevpr.runtime.checks import file_path, shown, whole
 from edgevpr.runtime.images import decode_image
 from edgevpr.runtime.metadata import ModelMetadata
-from edgevpr.runtime.onnx_backend import OnnxBackend, ProviderRequest
+from edgevpr.runtime.onnx_backend import ProviderRequest
 from edgevpr.runtime.pixels import DEFAULT_ENCODING, check_encoding, to_rgb8
 from edgevpr.runtime.preprocess import PreprocessSpec, normalize, read_for_model, resize_rgb
-from edgevpr.runtime.tensorrt_backend import ENGINE_SUFFIXES, TensorRTBackend
 
 DEFAULT_BATCH_SIZE = 16
-ONNX_SUFFIXES = (".onnx",)
 MAX_THREADS = 1024
 
 # What the runtime takes as one image: pixels (with an encoding), a file path, or the
@@ -42,6 +41,9 @@ Unreadable = Callable[[Any, EdgeVPRError], None]
 
 
 class Backend(Protocol):
+    """What runs an exported model: made as ``Backend(path, providers, threads, batch_size)``
+    by the class its format names in :data:`edgevpr.formats.FORMATS`."""
+
     metadata: ModelMetadata
     description: str
     min_batch: int
@@ -90,23 +92,14 @@ class Embedder:
             raise EdgeVPRError(f"providers must be a list, not {type(providers).__name__}")
         if not self.path.is_file():
             raise EdgeVPRError(f"model {self.path} does not exist or is not a file")
-        suffix = self.path.suffix.lower()
-        self._backend: Backend | None
-        if suffix in ONNX_SUFFIXES:
-            self._backend = OnnxBackend(
-                self.path, providers, threads, batch_size or DEFAULT_BATCH_SIZE
-            )
-        elif suffix in ENGINE_SUFFIXES:
-            if providers is not None:
-                raise EdgeVPRError(
-                    "execution providers apply to ONNX models; a TensorRT engine runs natively"
-                )
-            self._backend = TensorRTBackend(self.path, batch_size)
-        else:
+        fmt = format_of(self.path)
+        if fmt.runs_on != RUNTIME or fmt.backend is None:
             raise EdgeVPRError(
-                f"cannot run {self.path}: the runtime takes an exported model (.onnx) or a "
-                "TensorRT engine (.engine/.plan); export a checkpoint with 'edgevpr export'"
+                f"cannot run {self.path}: the runtime takes an exported model "
+                f"({', '.join(suffixes_of(RUNTIME))}); export a checkpoint with 'edgevpr export'"
             )
+        backend = fmt.load(fmt.backend)
+        self._backend: Backend | None = backend(self.path, providers, threads, batch_size)
         self.metadata: ModelMetadata = self._backend.metadata
         self._description = self._backend.description
         limit = self._backend.max_batch

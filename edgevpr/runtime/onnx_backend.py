@@ -20,25 +20,23 @@ import onnxruntime as ort
 
 from edgevpr.errors import EdgeVPRError, first_line
 from edgevpr.files import cache_root
+from edgevpr.runtime.backends import (
+    CPU_EP,
+    GPU_PROVIDERS,
+    PROVIDER_ALIASES,
+    PROVIDERS,
+    TENSORRT_EP,
+)
 from edgevpr.runtime.checks import shown
 from edgevpr.runtime.metadata import ModelMetadata
 from edgevpr.runtime.onnx_external import check_external_data
 
-TENSORRT_EP = "TensorrtExecutionProvider"
-CUDA_EP = "CUDAExecutionProvider"
-CPU_EP = "CPUExecutionProvider"
-PREFERRED_PROVIDERS = (TENSORRT_EP, CUDA_EP, CPU_EP)
-GPU_PROVIDERS = {TENSORRT_EP, CUDA_EP}
-PROVIDER_ALIASES = {
-    "tensorrt": TENSORRT_EP,
-    "trt": TENSORRT_EP,
-    "cuda": CUDA_EP,
-    "gpu": CUDA_EP,
-    "cpu": CPU_EP,
-}
 ORT_TYPES = {"tensor(float)": np.float32, "tensor(float16)": np.float16}
 # Buffers kept per thread: the full batch plus a couple of tail sizes.
 MAX_CACHED_SHAPES = 3
+# The largest batch of the TensorRT provider's optimisation profile when none is asked for
+# (the embedder's default batch size).
+PROFILE_BATCH = 16
 
 ProviderRequest = str | tuple[str, dict[str, Any]]
 
@@ -49,7 +47,8 @@ def resolve_providers(
     """Requested providers (names, short aliases or (name, options)) -> ORT's list, checked
     against what this onnxruntime build offers; None picks the best available, in order."""
     if requested is None:
-        return [(name, {}) for name in PREFERRED_PROVIDERS if name in available] or [(CPU_EP, {})]
+        best = [(p.name, {}) for p in PROVIDERS if p.name in available]
+        return best or [(CPU_EP, {})]
     if not requested:
         raise EdgeVPRError("no execution provider given")
     chosen: list[tuple[str, dict[str, Any]]] = []
@@ -102,9 +101,10 @@ class OnnxBackend:
         path: Path,
         providers: list[ProviderRequest] | None = None,
         threads: int | None = None,
-        batch_size: int = 16,
+        batch_size: int | None = None,
     ) -> None:
         self.path = path
+        batch_size = batch_size or PROFILE_BATCH
         options = ort.SessionOptions()
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         options.log_severity_level = 3  # errors only: provider fallbacks are reported by us

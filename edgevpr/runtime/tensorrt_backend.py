@@ -24,7 +24,6 @@ import numpy as np
 from edgevpr.errors import EdgeVPRError
 from edgevpr.runtime.metadata import ModelMetadata
 
-ENGINE_SUFFIXES = (".engine", ".plan")
 HEADER_FORMAT = "edgevpr.tensorrt-engine"
 HEADER_VERSION = 1
 REBUILD = "rebuild it on this machine with 'edgevpr export CKPT --trt'"
@@ -233,7 +232,18 @@ class TensorRTBackend:
     anyway: concurrent ``run`` calls are serialised by a lock.
     """
 
-    def __init__(self, path: Path, batch_size: int | None = None) -> None:
+    def __init__(
+        self,
+        path: Path,
+        providers: list[Any] | None = None,
+        threads: int | None = None,
+        batch_size: int | None = None,
+    ) -> None:
+        """``threads`` is not used: the GPU runs the engine."""
+        if providers is not None:
+            raise EdgeVPRError(
+                "execution providers apply to ONNX models; a TensorRT engine runs natively"
+            )
         self.path = path
         self.header = read_engine_header(path)
         self.metadata = self.header.model_metadata(source=f"engine header of {path}")

@@ -1,0 +1,45 @@
+"""What ``edgevpr bench`` is asked to do: one dataclass, whose defaults the command's options
+show."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from edgevpr.bench.artifacts import default_cache_dir
+from edgevpr.bench.timing import TimingConfig
+
+DEFAULT_MODEL = "mixvpr_lite0_512"
+STAGES = ("embed", "search", "pipeline")
+
+
+@dataclass
+class BenchOptions:
+    models: list[str] = field(default_factory=list)
+    backends: list[str] | None = None  # None: every backend (unavailable ones are skipped)
+    batches: tuple[int, ...] = (1, 8)
+    warmup: int = 3
+    seconds: float = 2.0
+    min_iters: int = 5
+    map_sizes: tuple[int, ...] = (10_000, 100_000)
+    efs: tuple[int, ...] = (32, 64, 128, 256)
+    M: int = 16
+    ef_construction: int = 200
+    e2e_ef: int | None = None  # None: the runtime's default ef
+    k: int = 10
+    stages: tuple[str, ...] = STAGES
+    images: str | None = None
+    map_images: int = 512
+    threads: int | None = None
+    cache_dir: Path = field(default_factory=default_cache_dir)
+    isolate: bool = True
+
+    @property
+    def timing(self) -> TimingConfig:
+        return TimingConfig(warmup=self.warmup, seconds=self.seconds, min_iters=self.min_iters)
+
+    def embed_batches(self) -> tuple[int, ...]:
+        """Batch 1 is always measured when the pipeline table is wanted: it needs it."""
+        if "pipeline" in self.stages and 1 not in self.batches:
+            return (1, *self.batches)
+        return self.batches

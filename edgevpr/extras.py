@@ -1,0 +1,22 @@
+"""Which optional extra of edgevpr provides a package, for the one-line error a user gets
+where it is missing (torch-free)."""
+
+from __future__ import annotations
+
+EXTRA_FOR_MODULE = {
+    "torch": "train",
+    "torchvision": "train",
+    "pytorch_metric_learning": "train",
+    "matplotlib": "train",
+    "onnx": "export",
+    "onnxscript": "export",
+    "tensorrt": "trt",
+}
+
+
+def install_hint(module: str) -> str:
+    """'pip install 'edgevpr[train]'' for torch; a plain pip install for others."""
+    extra = EXTRA_FOR_MODULE.get(module)
+    if extra == "trt":
+        return "pip install 'edgevpr[trt]', from NVIDIA's index"
+    return f"pip install 'edgevpr[{extra}]'" if extra else f"pip install {module}"

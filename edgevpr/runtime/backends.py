@@ -1,0 +1,103 @@
+"""What can run a model: ONNX Runtime's execution providers, and the backends the benchmark
+compares, each one row in one table. The runtime's provider choice and aliases, the
+benchmark's plan and its skip reasons all read these tables, so a new execution provider or
+backend is one row here.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+TENSORRT_EP = "TensorrtExecutionProvider"
+CUDA_EP = "CUDAExecutionProvider"
+CPU_EP = "CPUExecutionProvider"
+
+
+@dataclass(frozen=True)
+class Provider:
+    """An ONNX Runtime execution provider."""
+
+    name: str
+    aliases: tuple[str, ...]  # short names users may give (``--provider cuda``)
+    gpu: bool
+    install: str  # what gives an onnxruntime that has it
+
+
+# Best first: with no provider named, the runtime takes the first this onnxruntime has.
+PROVIDERS: tuple[Provider, ...] = (
+    Provider(TENSORRT_EP, ("tensorrt", "trt"), True, "onnxruntime-gpu and TensorRT"),
+    Provider(CUDA_EP, ("cuda", "gpu"), True, "pip install onnxruntime-gpu"),
+    Provider(CPU_EP, ("cpu",), False, "any onnxruntime"),
+)
+PROVIDER_ALIASES = {alias: p.name for p in PROVIDERS for alias in p.aliases}
+GPU_PROVIDERS = frozenset(p.name for p in PROVIDERS if p.gpu)
+
+
+def provider(name: str) -> Provider | None:
+    return next((p for p in PROVIDERS if p.name == name), None)
+
+
+# The files a backend runs (attributes of the benchmark's model group).
+CHECKPOINT, ONNX_FP32, ONNX_INT8, ENGINE = "checkpoint", "onnx_fp32", "onnx_int8", "engine"
+
+
+@dataclass(frozen=True)
+class Backend:
+    """One way to run a model, as the benchmark measures it."""
+
+    key: str  # --backend name
+    label: str  # the tables' backend column
+    precision: str
+    artifact: str  # which file it runs: CHECKPOINT, ONNX_FP32, ONNX_INT8 or ENGINE
+    providers: tuple[Any, ...] = ()  # ONNX Runtime providers, best first (name or (name, opts))
+    device: str = "cpu"  # where it computes: "cpu" or "cuda"
+    module: str | None = None  # the Python package it needs
+    # reference rows for speed-up and cosine, in this order of preference (None: never)
+    reference_rank: int | None = None
+
+    @property
+    def needs_gpu(self) -> bool:
+        return self.device == "cuda"
+
+    @property
+    def runs_on_runtime(self) -> bool:
+        """Run through the torch-free runtime's Embedder (what ships)."""
+        return self.artifact != CHECKPOINT
+
+    @property
+    def provider(self) -> str | None:
+        """The execution provider it is about (its first), if it runs on ONNX Runtime."""
+        if not self.providers:
+            return None
+        first = self.providers[0]
+        return first if isinstance(first, str) else first[0]
+
+
+BACKENDS: dict[str, Backend] = {
+    b.key: b
+    for b in (
+        Backend("pytorch", "pytorch", "fp32", CHECKPOINT, module="torch", reference_rank=0),
+        Backend(
+            "pytorch-cuda", "pytorch-cuda", "fp32", CHECKPOINT, device="cuda", module="torch",
+            reference_rank=1,
+        ),
+        Backend("ort-cpu", "ort-cpu", "fp32", ONNX_FP32, (CPU_EP,), reference_rank=2),
+        Backend("ort-cpu-int8", "ort-cpu", "int8", ONNX_INT8, (CPU_EP,)),
+        Backend(
+            "ort-cuda", "ort-cuda", "fp32", ONNX_FP32, (CUDA_EP, CPU_EP), device="cuda",
+            reference_rank=3,
+        ),
+        Backend(
+            "ort-trt", "ort-trt", "fp16", ONNX_FP32,
+            ((TENSORRT_EP, {"trt_fp16_enable": True}), CUDA_EP, CPU_EP), device="cuda",
+        ),
+        Backend("tensorrt", "tensorrt", "fp16", ENGINE, device="cuda", module="tensorrt"),
+    )
+}  # fmt: skip
+
+
+def reference_order() -> list[str]:
+    """Backend keys that may serve as the reference row, best first."""
+    ranked = [b for b in BACKENDS.values() if b.reference_rank is not None]
+    return [b.key for b in sorted(ranked, key=lambda b: b.reference_rank)]
