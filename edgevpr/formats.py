@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from edgevpr.errors import EdgeVPRError
-from edgevpr.runtime.mapfile import MAGIC as MAP_MAGIC
+from edgevpr.runtime.placemap.mapfile import MAGIC as MAP_MAGIC
 
 RUNTIME = "runtime"  # runs on the torch-free runtime's Embedder
 PYTORCH = "pytorch"  # runs in PyTorch (training's side)

@@ -301,7 +301,7 @@ ONNX_OK: dict[str, MakerFrom] = {
 def _rewritten_map(folder: Path, good: Path, name: str, edit: Callable[[dict], None]) -> Path:
     """``good`` with its metadata edited and the checksum made valid again: a map that
     passes the integrity check and lies inside."""
-    from edgevpr.runtime.mapfile import open_map, write_map
+    from edgevpr.runtime.placemap.mapfile import open_map, write_map
 
     target = folder / name
     with open_map(good) as (metadata, index_path):

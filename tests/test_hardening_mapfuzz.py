@@ -15,7 +15,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from edgevpr.errors import EdgeVPRError
-from edgevpr.runtime.mapfile import HEADER, open_map, write_map
+from edgevpr.runtime.placemap.mapfile import HEADER, open_map, write_map
 from edgevpr.runtime.placemap import PlaceMap
 
 DIM = 16

@@ -16,7 +16,8 @@ import numpy as np
 import pytest
 
 from edgevpr.errors import EdgeVPRError
-from edgevpr.runtime import mapfile, placemap
+from edgevpr.runtime import placemap
+from edgevpr.runtime.placemap import mapfile
 from edgevpr.runtime.geo import GeoPrior, latlon_to_utm
 from edgevpr.runtime.placemap import PlaceMap, PlaceRecord
 

@@ -18,7 +18,6 @@ from edgevpr.runtime.embedder import Embedder
 from edgevpr.runtime.geo import GeoPrior
 from edgevpr.runtime.images import list_images
 from edgevpr.runtime.layout_names import parse_layout_name
-from edgevpr.runtime.mapfile import is_place_map
 from edgevpr.runtime.placemap import (
     DEFAULT_EF,
     DEFAULT_EF_CONSTRUCTION,
@@ -26,6 +25,7 @@ from edgevpr.runtime.placemap import (
     PlaceMap,
     PlaceRecord,
 )
+from edgevpr.runtime.placemap.mapfile import is_place_map
 from edgevpr.runtime.recognizer import Recognition, Recognizer, check_same_model
 
 PathArg = click.Path(path_type=Path)
@@ -111,9 +111,7 @@ def add_images(
 def without_coordinates(placemap: PlaceMap, ids: list[int]) -> str:
     """', N of them without coordinates' when some added places have none (a prior can
     never select those), else ''."""
-    missing = sum(
-        1 for i in ids if placemap.record(i).east is None and placemap.record(i).lat is None
-    )
+    missing = placemap.without_coordinates(ids)
     return f", {missing} of them without coordinates" if missing else ""
 
 

@@ -11,10 +11,12 @@ import os
 from pathlib import Path
 from typing import Any, BinaryIO
 
+import numpy as np
+
 from edgevpr.errors import EdgeVPRError
 from edgevpr.formats import format_of
-from edgevpr.runtime.mapfile import HEADER, read_map_metadata
 from edgevpr.runtime.metadata import ModelMetadata
+from edgevpr.runtime.placemap.mapfile import HEADER, read_map_metadata
 from edgevpr.runtime.tensorrt_backend import (
     EngineHeader,
     check_engine_compatibility,
@@ -38,27 +40,34 @@ def describe_artifact(path: str | os.PathLike[str]) -> dict[str, Any]:
 
 
 def describe_place_map(path: Path) -> dict[str, Any]:
-    from edgevpr.runtime.hnsw_file import HEADER as HNSW_HEADER
-    from edgevpr.runtime.placemap import check_index_head, parse_map_metadata
+    from edgevpr.runtime.placemap.hnsw import check_head
+    from edgevpr.runtime.placemap.hnsw_file import HEADER as HNSW_HEADER
+    from edgevpr.runtime.placemap.mapfile import parse_map_metadata
 
     header, metadata = read_map_metadata(path)
     contents = parse_map_metadata(metadata, path)
+    params = contents.params
     with open(path, "rb") as fh:
         fh.seek(HEADER.size + header.metadata_length)
-        check_index_head(fh.read(HNSW_HEADER.size), contents, path)
-    records = contents.records.values()
+        head = fh.read(HNSW_HEADER.size)
+    check_head(
+        head, contents.dim, params["M"], params["ef_construction"], len(contents.records),
+        f"place map {path}",
+    )  # fmt: skip
+    records = contents.records
     has_en = any(r.east is not None for r in records)
     has_ll = any(r.lat is not None for r in records)
     coordinates = "+".join(k for k, v in (("east/north", has_en), ("lat/lon", has_ll)) if v)
     no_coordinates = sum(1 for r in records if r.east is None and r.lat is None)
-    counts = [0] * len(contents.sources)
-    for index in contents.source_of.values():
-        counts[index] += 1
+    counts = np.bincount(
+        contents.sources_of_records[contents.sources_of_records >= 0],
+        minlength=len(contents.sources),
+    )
     embedded_by = [
         f"{s.get('file')} ({s.get('precision')}): {n} places"
-        for s, n in zip(contents.sources, counts, strict=True)
+        for s, n in zip(contents.sources, counts.tolist(), strict=True)
     ]
-    unknown = len(contents.records) - sum(counts)
+    unknown = len(records) - int(counts.sum())
     if unknown:
         embedded_by.append(f"not recorded: {unknown} places")
     return {
@@ -67,16 +76,16 @@ def describe_place_map(path: Path) -> dict[str, Any]:
         "size_bytes": path.stat().st_size,
         "format_version": header.format_version,
         "integrity": "ok (sha256 verified)",
-        "places": len(contents.records),
+        "places": len(records),
         "descriptor_dim": contents.dim,
         "fingerprint": contents.fingerprint,
         "model": contents.model,
         "coordinates": coordinates or "none",
         "places_without_coordinates": no_coordinates,
         "embedded_by": "; ".join(embedded_by),
-        "M": contents.params.M,
-        "ef_construction": contents.params.ef_construction,
-        "ef": contents.params.ef,
+        "M": params["M"],
+        "ef_construction": params["ef_construction"],
+        "ef": params["ef"],
         "created": contents.created,
         "saved": metadata.get("saved"),
         "edgevpr_version": metadata.get("edgevpr_version"),

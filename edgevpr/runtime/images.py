@@ -153,7 +153,8 @@ def _check_png(data: memoryview, name: str) -> bytes | None:
         (crc,) = PNG_CRC.unpack_from(data, end - PNG_CRC.size)
         critical = not kind[0] & 0x20  # libpng only warns about (and skips) damaged others
         if critical and zlib.crc32(data[position + 4 : end - PNG_CRC.size]) != crc:
-            chunk = kind.decode("latin-1")
+            # a damaged type can hold any byte (a newline too): letters only, else hex
+            chunk = kind.decode("ascii") if kind.isalpha() else f"0x{kind.hex()}"
             raise EdgeVPRError(f"cannot read image {name}: damaged PNG (bad CRC in {chunk})")
         if position == len(PNG_SIGNATURE):
             header = bytes(data[position + PNG_CHUNK.size : end - PNG_CRC.size])

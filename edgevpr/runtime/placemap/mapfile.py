@@ -27,8 +27,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO
 
+import numpy as np
+
+from edgevpr import __version__
 from edgevpr.errors import EdgeVPRError
 from edgevpr.files import atomic_open
+from edgevpr.provenance import utc_now
+from edgevpr.runtime.placemap.hnsw import check_params
+from edgevpr.runtime.placemap.records import PlaceRecord
 
 MAGIC = b"EDGEVPRMAP\r\n\x1a\n"
 FORMAT_NAME = "edgevpr.placemap"
@@ -36,6 +42,7 @@ FORMAT_VERSION = 1
 HEADER = struct.Struct("<14sHQQ32s")
 CHUNK = 1 << 20
 REBUILD_HINT = "rebuild it with 'edgevpr index build' or restore a copy"
+MAX_DIM = 65536
 
 
 @dataclass(frozen=True)
@@ -179,3 +186,110 @@ def write_map(path: str | os.PathLike[str], metadata: dict[str, Any], index_path
         out.write(
             HEADER.pack(MAGIC, FORMAT_VERSION, len(metadata_bytes), index_length, digest.digest())
         )
+
+
+# ------------------------------------------------------------------ the metadata section
+@dataclass
+class MapContents:
+    """A map file's metadata, checked: everything but the index itself."""
+
+    dim: int
+    fingerprint: str
+    params: dict[str, int]  # the index's (M, ef_construction, ef)
+    records: list[PlaceRecord]  # in id order, ids set
+    sources_of_records: np.ndarray  # per record: index into ``sources``, or -1
+    next_id: int
+    model: dict[str, Any]
+    created: str
+    sources: list[dict[str, Any]]
+
+
+def map_metadata(
+    *,
+    created: str,
+    fingerprint: str,
+    dim: int,
+    params: dict[str, int],
+    next_id: int,
+    model: dict[str, Any],
+    sources: list[dict[str, Any]],
+    records: list[dict[str, Any]],
+) -> dict[str, Any]:
+    """The metadata section of a map: what is written beside the index."""
+    return {
+        "format": FORMAT_NAME,
+        "format_version": FORMAT_VERSION,
+        "edgevpr_version": __version__,
+        "created": created,
+        "saved": utc_now(),
+        "fingerprint": fingerprint,
+        "descriptor_dim": dim,
+        "space": "ip",
+        "hnsw": params,
+        "next_id": next_id,
+        "model": model,
+        "sources": sources,
+        "records": records,
+    }
+
+
+def parse_map_metadata(metadata: dict[str, Any], path: Path) -> MapContents:
+    """Check the metadata of a map file (already verified by its checksum, so a problem here
+    is a map written by something else, or edited): one line naming the file."""
+    try:
+        dim = _whole(metadata["descriptor_dim"], "descriptor_dim")
+        hnsw = metadata["hnsw"]
+        params = {name: _whole(hnsw[name], name) for name in ("M", "ef_construction", "ef")}
+        if not 1 <= dim <= MAX_DIM:
+            raise ValueError(f"descriptor_dim {dim} is out of range")
+        check_params(params["M"], params["ef_construction"], params["ef"])
+        sources = metadata.get("sources", [])
+        if not isinstance(sources, list) or not all(isinstance(s, dict) for s in sources):
+            raise TypeError("sources is not a list of objects")
+        records, record_sources = _parse_records(metadata["records"], len(sources))
+        next_id = _whole(metadata["next_id"], "next_id")
+        fingerprint = metadata["fingerprint"]
+        model = metadata.get("model") or {}
+        if not isinstance(fingerprint, str) or not fingerprint or not isinstance(model, dict):
+            raise TypeError("fingerprint must be a string and model an object")
+        if records and (records[-1].id >= next_id):  # type: ignore[operator]
+            raise ValueError(f"record id {records[-1].id} is not below next_id {next_id}")
+    except (KeyError, TypeError, ValueError, EdgeVPRError) as exc:
+        raise EdgeVPRError(f"place map {path} has broken metadata ({exc})") from None
+    return MapContents(
+        dim,
+        fingerprint,
+        params,
+        records,
+        np.asarray(record_sources, np.int32),
+        next_id,
+        dict(model),
+        str(metadata.get("created", "")),
+        sources,
+    )
+
+
+def _parse_records(items: Any, sources: int) -> tuple[list[PlaceRecord], list[int]]:
+    """Records in increasing id order, and each one's source (-1: not recorded)."""
+    if not isinstance(items, list):
+        raise TypeError("records is not a list")
+    records, record_sources = [], []
+    for item in items:
+        if not isinstance(item, dict):
+            raise TypeError("a record is not an object")
+        item = dict(item)
+        source = item.pop("source", None)
+        record = PlaceRecord.from_dict(item)
+        if record.id is None or (records and record.id <= records[-1].id):  # type: ignore[operator]
+            raise ValueError(f"record id {record.id} is missing, negative or out of order")
+        if source is not None and _whole(source, "source") not in range(sources):
+            raise ValueError(f"record {record.id} names source {source}, which is absent")
+        records.append(record)
+        record_sources.append(-1 if source is None else source)
+    return records, record_sources
+
+
+def _whole(value: Any, name: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f"{name} must be a whole number, not {value!r}")
+    return value

@@ -1,0 +1,27 @@
+"""The place map, in parts: the records as columns (``records``), the hnswlib index
+(``hnsw``, its file layout checked in ``hnsw_file``), the one module that owns the file
+format (``mapfile``), and the map that composes them (``core``)."""
+
+from edgevpr.runtime.placemap.core import (
+    ADD_CHUNK,
+    EXACT_PRIOR_BUDGET,
+    INITIAL_CAPACITY,
+    Neighbours,
+    PlaceMap,
+    place_ids,
+)
+from edgevpr.runtime.placemap.hnsw import DEFAULT_EF, DEFAULT_EF_CONSTRUCTION, DEFAULT_M
+from edgevpr.runtime.placemap.records import PlaceRecord
+
+__all__ = [
+    "ADD_CHUNK",
+    "DEFAULT_EF",
+    "DEFAULT_EF_CONSTRUCTION",
+    "DEFAULT_M",
+    "EXACT_PRIOR_BUDGET",
+    "INITIAL_CAPACITY",
+    "Neighbours",
+    "PlaceMap",
+    "PlaceRecord",
+    "place_ids",
+]
