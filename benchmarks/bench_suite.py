@@ -16,7 +16,7 @@ runtime, PyTorch eager as the reference):
   pairwise cosine 0.87, some pairs 1.0), so this configuration runs no search table.
 - search4096: search alone on 10k and 100k maps of 4096-d descriptors from MixVPR-Lite0-4096
   (ImageNet backbone: real features, mean pairwise cosine 0.27). The first run builds the
-  100k x 4096-d HNSW index (SPEC: 400-550 s on 2 cores); it is cached.
+  100k x 4096-d HNSW index (400-550 s on two EPYC Zen 4 cores); it is cached.
 - lite0: MixVPR on EfficientNet-Lite0 (ImageNet backbone) 512-d at 320x320, the edge model,
   batch 1, 8 and 32, search on 10k and 100k maps of 512-d descriptors, the pipeline.
 

@@ -104,7 +104,7 @@ def pipeline_steps(work: Path, minutes: float) -> list[list[str]]:
             str(run / "best.pt"),
             str(model),
             str(export / "best_int8.onnx"),
-            "--batch",
+            "--batches",
             "1",
             "--seconds",
             "1",

@@ -90,7 +90,7 @@ def test_unknown_shapes_are_reported_not_guessed() -> None:
 
 @pytest.mark.slow
 def test_mixvpr_resnet50_320_matches_the_spec() -> None:
-    """SPEC §5: 16.84 GFLOP per image (backbone 13.38, aggregator 3.46). ~15 s to export."""
+    """16.84 GFLOP per image (backbone 13.38, aggregator 3.46). ~15 s to export."""
     pytest.importorskip("torch")
     from edgevpr.export.onnx_export import trace_to_onnx
     from edgevpr.model import build_model

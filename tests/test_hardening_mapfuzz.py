@@ -15,8 +15,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from edgevpr.errors import EdgeVPRError
-from edgevpr.runtime.placemap.mapfile import HEADER, open_map, write_map
 from edgevpr.runtime.placemap import PlaceMap
+from edgevpr.runtime.placemap.mapfile import HEADER, open_map, write_map
 
 DIM = 16
 PLACES = 40

@@ -20,7 +20,7 @@ from edgevpr.model.checkpoint import load_checkpoint, save_checkpoint
 def official_state_dict(
     out_channels: int, out_rows: int, depth: int = 4
 ) -> dict[str, torch.Tensor]:
-    """A state dict with the published key names and shapes (SPEC.md), made without edgevpr:
+    """A state dict with the authors' published key names and shapes, made without edgevpr:
     torchvision's ResNet-50 up to layer3 under backbone.model., and the MixVPR aggregator
     written out by hand for a 320x320 input (a 20x20 = 400-cell grid)."""
     resnet = torchvision.models.resnet50(weights=None).state_dict()

@@ -45,7 +45,7 @@ def test_descriptor_shape_and_unit_norm(backbone: str, aggregator: str) -> None:
 
 
 def test_mixvpr_flattens_channel_major() -> None:
-    """Index c * out_rows + r (SPEC §1): row r of channel c."""
+    """Index c * out_rows + r, as the authors flatten: row r of channel c."""
     model = build_model(
         ModelConfig(
             "resnet18",

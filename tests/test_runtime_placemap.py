@@ -1,7 +1,7 @@
 """Place map: growth, removal, persistence and its failure modes, concurrency, geo prior.
 
 Descriptors here are synthetic but structured (noisy copies of cluster centres): on uniform
-random vectors HNSW has no neighbourhood structure to exploit (SPEC §5).
+random vectors HNSW has no neighbourhood structure to exploit (its recall is near zero).
 """
 
 from __future__ import annotations
@@ -17,9 +17,8 @@ import pytest
 
 from edgevpr.errors import EdgeVPRError
 from edgevpr.runtime import placemap
-from edgevpr.runtime.placemap import mapfile
 from edgevpr.runtime.geo import GeoPrior, latlon_to_utm
-from edgevpr.runtime.placemap import PlaceMap, PlaceRecord
+from edgevpr.runtime.placemap import PlaceMap, PlaceRecord, mapfile
 
 DIM = 32
 

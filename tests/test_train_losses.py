@@ -1,4 +1,4 @@
-"""Losses against values worked out by hand (SPEC.md section 2) and against
+"""Losses against values worked out by hand (the DW-T-Loss paper's formulas) and against
 pytorch-metric-learning, plus in-batch triplet mining."""
 
 from __future__ import annotations

@@ -9,10 +9,12 @@ import click
 from edgevpr.bench.artifacts import default_cache_dir
 from edgevpr.bench.report import STAGE_CHOICES, render
 from edgevpr.bench.run import DEFAULT_MODEL, BenchOptions, run_bench
+from edgevpr.defaults import defaults_of, listed
 from edgevpr.errors import EdgeVPRError
 from edgevpr.files import write_text_atomic
 from edgevpr.runtime.backends import BACKENDS
 
+BENCH = defaults_of(BenchOptions)
 FORMATS = ("md", "csv", "json")
 SUFFIX_FORMATS = {".md": "md", ".markdown": "md", ".csv": "csv", ".json": "json"}
 MAX_BATCH = 1024
@@ -54,31 +56,35 @@ def name_list(values: tuple[str, ...]) -> list[str]:
     help=f"Backends to run (repeat or comma-separate): {', '.join(BACKENDS)}. "
     "Default: all; those this machine cannot run are listed as skipped, with the reason.",
 )
-@click.option("--batch", "batch_text", default="1,8", show_default=True, help="Batch sizes.")
-@click.option("--warmup", default=3, show_default=True, type=click.IntRange(0, 10_000),
+@click.option("--batches", "--batch", "batch_text", default=listed(BENCH["batches"]),
+              show_default=True, help="Batch sizes to time, e.g. 1,8,32.")
+@click.option("--warmup", default=BENCH["warmup"], show_default=True,
+              type=click.IntRange(0, 10_000),
               help="Untimed calls before each row, at least (warm-up also lasts a quarter of "
               "--seconds).")
-@click.option("--seconds", default=2.0, show_default=True, type=click.FloatRange(0, 3600),
-              help="Time each row for at least this long.")
-@click.option("--min-iters", default=5, show_default=True, type=click.IntRange(1, 1_000_000),
-              help="...and at least this many calls.")
-@click.option("--map-size", "map_text", default="10k,100k", show_default=True,
-              help="Search map sizes (0: no search). Maps are cached: the first 100k build of "
-              "4096-d descriptors takes minutes on two cores.")
-@click.option("--ef", "ef_text", default="32,64,128,256", show_default=True,
-              help="hnswlib search breadths to compare.")
-@click.option("--hnsw-m", default=16, show_default=True, type=click.IntRange(2, 512),
-              help="HNSW graph degree M.")
-@click.option("--ef-construction", default=200, show_default=True,
+@click.option("--seconds", default=BENCH["seconds"], show_default=True,
+              type=click.FloatRange(0, 3600), help="Time each row for at least this long.")
+@click.option("--min-iters", default=BENCH["min_iters"], show_default=True,
+              type=click.IntRange(1, 1_000_000), help="...and at least this many calls.")
+@click.option("--map-size", "map_text", default=listed(BENCH["map_sizes"]), show_default=True,
+              help="Search map sizes, e.g. 10k,100k (0: no search). Maps are cached: the "
+              "first 100k build of 4096-d descriptors takes minutes on two cores.")
+@click.option("--ef", "ef_text", default=listed(BENCH["efs"]), show_default=True,
+              help="HNSW search breadths to compare.")
+@click.option("--hnsw-m", "--M", "hnsw_m", default=BENCH["M"], show_default=True,
+              type=click.IntRange(2, 512), help="HNSW graph degree M.")
+@click.option("--ef-construction", default=BENCH["ef_construction"], show_default=True,
               type=click.IntRange(1, 100_000), help="HNSW build breadth.")
-@click.option("-k", "--top-k", "k", default=10, show_default=True, type=click.IntRange(1, 1000),
+@click.option("-k", "--k", "--top-k", "k", default=BENCH["k"], show_default=True,
+              type=click.IntRange(1, 1000),
               help="Results per query (recall@k against exact search).")
 @click.option("--stages", "stage_names", multiple=True,
               help=f"Tables to make: {', '.join(STAGE_CHOICES)} (default: all).")
 @click.option("--images", type=click.Path(file_okay=False), default=None,
               help="Images to run on: a folder, or a dataset in the evaluation layout "
               "(database images seed the maps). Default: a synthetic street-scene set.")
-@click.option("--map-images", default=512, show_default=True, type=click.IntRange(8, 100_000),
+@click.option("--map-images", default=BENCH["map_images"], show_default=True,
+              type=click.IntRange(8, 100_000),
               help="Real images whose descriptors seed the search maps.")
 @click.option("--threads", type=click.IntRange(1, 1024), default=None,
               help="CPU threads per inference (default: the libraries' own, all cores).")
@@ -134,7 +140,7 @@ def bench(
     opts = BenchOptions(
         models=list(models),
         backends=name_list(backends) or None,
-        batches=int_list(batch_text, "--batch", 1, MAX_BATCH),
+        batches=int_list(batch_text, "--batches", 1, MAX_BATCH),
         warmup=warmup,
         seconds=seconds,
         min_iters=min_iters,

@@ -8,6 +8,7 @@ from pathlib import Path
 
 from edgevpr.bench.artifacts import default_cache_dir
 from edgevpr.bench.timing import TimingConfig
+from edgevpr.runtime.placemap.hnsw import DEFAULT_EF_CONSTRUCTION, DEFAULT_M
 
 DEFAULT_MODEL = "mixvpr_lite0_512"
 STAGES = ("embed", "search", "pipeline")
@@ -23,8 +24,8 @@ class BenchOptions:
     min_iters: int = 5
     map_sizes: tuple[int, ...] = (10_000, 100_000)
     efs: tuple[int, ...] = (32, 64, 128, 256)
-    M: int = 16
-    ef_construction: int = 200
+    M: int = DEFAULT_M
+    ef_construction: int = DEFAULT_EF_CONSTRUCTION
     e2e_ef: int | None = None  # None: the runtime's default ef
     k: int = 10
     stages: tuple[str, ...] = STAGES

@@ -9,6 +9,7 @@ from pathlib import Path
 import click
 
 from edgevpr.data.synth import SynthConfig, generate
+from edgevpr.defaults import defaults_of
 
 
 class SizeParam(click.ParamType):
@@ -31,17 +32,30 @@ class SizeParam(click.ParamType):
 
 
 SIZE = SizeParam()
+SYNTH = defaults_of(SynthConfig)
 
 
 @click.command()
 @click.argument("out", type=click.Path(path_type=Path))
-@click.option("--seed", default=0, show_default=True, help="Same seed, same images.")
-@click.option("--places", default=40, show_default=True, help="Places in the test split.")
-@click.option("--val-places", default=20, show_default=True, help="Places in the val split.")
-@click.option("--train-places", default=80, show_default=True, help="Places in the train split.")
-@click.option("--train-views", default=4, show_default=True, help="Images per training place.")
-@click.option("--size", type=SIZE, default="96x128", show_default=True, help="Image HxW.")
-@click.option("--spacing", default=40.0, show_default=True, help="Metres between places.")
+@click.option("--seed", default=SYNTH["seed"], show_default=True, help="Same seed, same images.")
+@click.option("--places", default=SYNTH["places"], show_default=True, help="Test split places.")
+@click.option("--val-places", default=SYNTH["val_places"], show_default=True, help="Val places.")
+@click.option(
+    "--train-places", default=SYNTH["train_places"], show_default=True, help="Train places."
+)
+@click.option(
+    "--train-views", default=SYNTH["train_views"], show_default=True, help="Views a train place."
+)
+@click.option(
+    "--size",
+    type=SIZE,
+    default=f"{SYNTH['height']}x{SYNTH['width']}",
+    show_default=True,
+    help="Image HxW.",
+)
+@click.option(
+    "--spacing", default=SYNTH["spacing_m"], show_default=True, help="Metres between places."
+)
 @click.option("--overwrite", is_flag=True, help="Replace OUT if it holds files.")
 def synth(
     out: Path,

@@ -9,8 +9,8 @@ import click
 
 from edgevpr.data.cli import SIZE
 from edgevpr.data.layout import DEFAULT_RADIUS_M, read_split
+from edgevpr.eval.evaluate import EVAL_BATCH, load_embedder
 from edgevpr.eval.evaluate import evaluate as run_evaluation
-from edgevpr.eval.evaluate import load_embedder
 from edgevpr.eval.recall import DEFAULT_NS
 
 PLOT_MAX_N = 25
@@ -44,7 +44,9 @@ def parse_ns(text: str) -> tuple[int, ...]:
     show_default=True,
     help="Comma-separated N for Recall@N.",
 )
-@click.option("--batch", default=32, show_default=True, help="Images embedded per batch.")
+@click.option(
+    "--batch", default=EVAL_BATCH, show_default=True, help="Images embedded per batch."
+)
 @click.option("--threads", type=int, help="CPU threads for inference (default: all cores).")
 @click.option(
     "--size",

@@ -21,6 +21,8 @@ from edgevpr.errors import EdgeVPRError
 from edgevpr.eval.recall import DEFAULT_NS, Recalls, nearest, recall_at_n
 from edgevpr.formats import PYTORCH, RUNTIME, format_of
 
+EVAL_BATCH = 32  # images embedded per call when evaluating
+
 
 class Embedder(Protocol):
     def embed_paths(self, paths: Sequence[Path]) -> np.ndarray: ...
@@ -100,7 +102,7 @@ def checked_descriptors(descriptors: Any, images: Any) -> np.ndarray:
 
 def load_embedder(
     model_path: str | os.PathLike[str],
-    batch_size: int = 32,
+    batch_size: int = EVAL_BATCH,
     size: tuple[int, int] | None = None,
     threads: int | None = None,
 ) -> Embedder:

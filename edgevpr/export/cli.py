@@ -107,9 +107,10 @@ to the board and run there, e.g.
     "--fp16/--fp32", "fp16", default=True, show_default=True, help="TensorRT engine precision."
 )
 @click.option(
+    "--trt-batch",
     "--batch",
     "batch",
-    default="1:8:32",
+    default=str(BatchRange()),
     show_default=True,
     callback=parse_batch,
     help="TensorRT batch range MIN:OPT:MAX.",

@@ -1,7 +1,7 @@
 """Reading an exported ONNX graph: which nodes must keep FP32 arithmetic in every reduced-
 precision artifact (INT8 for CPUs, FP16 for TensorRT), and which module each node came from.
 
-The rule is the same for INT8 and FP16 (SPEC.md §4): LayerNormalization nodes (their mean and
+The rule is the same for INT8 and FP16: LayerNormalization nodes (their mean and
 variance overflow or lose precision in FP16 and quantise badly), and the final L2
 normalisation - every node downstream of the tensor that the last ``ReduceL2`` reads, up to
 the output. The descriptor's norm is a sum of D squares, which FP16 cannot hold for D = 4096.

@@ -1,7 +1,7 @@
 """ONNX -> TensorRT engine with the TensorRT Python API, and the JSON header beside it.
 
 - Batch: one optimisation profile for MIN:OPT:MAX on the ``images`` input (the height and
-  width are fixed by the model, SPEC.md §1).
+  width are fixed by the model: MixVPR's mixer layers are H*W wide).
 - FP16 on TensorRT 10: weakly typed network, the FP16 builder flag, and FP32 forced
   (layer precision and output types, OBEY_PRECISION_CONSTRAINTS) on the layers built from
   ``graph.fp32_nodes`` - LayerNorm and the final L2 normalisation.

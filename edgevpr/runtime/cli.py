@@ -21,6 +21,7 @@ from edgevpr.runtime.layout_names import parse_layout_name
 from edgevpr.runtime.placemap import (
     DEFAULT_EF,
     DEFAULT_EF_CONSTRUCTION,
+    DEFAULT_K,
     DEFAULT_M,
     PlaceMap,
     PlaceRecord,
@@ -140,6 +141,7 @@ def index() -> None:
 @click.argument("images_dir", type=PathArg)
 @click.option("--out", "-o", "out", type=PathArg, required=True, help="Place map file to write.")
 @click.option(
+    "--hnsw-m",
     "--M",
     "m",
     type=click.IntRange(2, 512),
@@ -341,10 +343,11 @@ def format_recognition(result: Recognition) -> list[str]:
     help="The exported model that built MAP (.onnx or TensorRT engine).",
 )
 @click.option(
+    "-k",
     "--k",
     "k",
     type=click.IntRange(min=1),
-    default=5,
+    default=DEFAULT_K,
     show_default=True,
     help="Places to list per image.",
 )

@@ -15,7 +15,7 @@ from edgevpr.runtime.checks import instance, whole
 from edgevpr.runtime.embedder import Embedder, Frame
 from edgevpr.runtime.geo import GeoPrior, check_prior
 from edgevpr.runtime.pixels import DEFAULT_ENCODING
-from edgevpr.runtime.placemap import Neighbours, PlaceMap, PlaceRecord
+from edgevpr.runtime.placemap import DEFAULT_K, Neighbours, PlaceMap, PlaceRecord
 
 
 @dataclass(frozen=True)
@@ -98,7 +98,7 @@ class Recognizer:
     def recognize(
         self,
         image: Frame,
-        k: int = 5,
+        k: int = DEFAULT_K,
         prior: GeoPrior | None = None,
         encoding: str = DEFAULT_ENCODING,
     ) -> Recognition:
@@ -110,7 +110,7 @@ class Recognizer:
     def recognize_many(
         self,
         images: Iterable[Frame],
-        k: int = 5,
+        k: int = DEFAULT_K,
         prior: GeoPrior | None = None,
         encoding: str = DEFAULT_ENCODING,
         progress: bool = False,
@@ -139,7 +139,7 @@ class Recognizer:
     def recognize_descriptors(
         self,
         descriptors: np.ndarray,
-        k: int = 5,
+        k: int = DEFAULT_K,
         prior: GeoPrior | None = None,
         names: Sequence[str | None] | None = None,
     ) -> list[Recognition]:

@@ -13,6 +13,7 @@ import click
 from click.core import ParameterSource
 
 from edgevpr.data.cli import SIZE
+from edgevpr.defaults import defaults_of, listed
 from edgevpr.errors import EdgeVPRError
 from edgevpr.train.augment import AUGMENTS
 from edgevpr.train.config import TrainConfig
@@ -42,6 +43,7 @@ def parse_params(items: tuple[str, ...]) -> dict[str, float]:
     return params
 
 
+TRAIN = defaults_of(TrainConfig)
 # CLI option name -> TrainConfig field, where they differ.
 FIELD_FOR_OPTION = {"aggregator_param": "aggregator_params", "city": "cities"}
 
@@ -59,7 +61,7 @@ FIELD_FOR_OPTION = {"aggregator_param": "aggregator_params", "city": "cities"}
 )
 @click.option(
     "--model",
-    default="mixvpr_resnet50_4096",
+    default=TRAIN["model"],
     show_default=True,
     help="Preset (see edgevpr.model.PRESETS), e.g. mixvpr_lite0_512.",
 )
@@ -74,7 +76,7 @@ FIELD_FOR_OPTION = {"aggregator_param": "aggregator_params", "city": "cities"}
 @click.option("--size", type=SIZE, help="Input HxW, multiples of 16 (default: the preset's).")
 @click.option(
     "--pretrained/--no-pretrained",
-    default=True,
+    default=TRAIN["pretrained"],
     show_default=True,
     help="Start the backbone from ImageNet weights.",
 )
@@ -82,40 +84,54 @@ FIELD_FOR_OPTION = {"aggregator_param": "aggregator_params", "city": "cities"}
 @click.option(
     "--loss",
     type=click.Choice(LOSSES),
-    default="ms",
+    default=TRAIN["loss"],
     show_default=True,
     help="ms: Multi-Similarity; triplet; wt: weighted triplet; ce; dwt: DW-T-Loss.",
 )
-@click.option("--margin", default=0.1, show_default=True, help="Triplet margin (triplet, wt).")
-@click.option("--eps", default=0.1, show_default=True, help="Distance weight epsilon (wt, dwt).")
 @click.option(
-    "--sigma", default=800.0, show_default=True, help="Distance weight scale in metres (wt, dwt)."
+    "--margin", default=TRAIN["margin"], show_default=True, help="Triplet margin (triplet, wt)."
+)
+@click.option(
+    "--eps", default=TRAIN["eps"], show_default=True, help="Distance weight epsilon (wt, dwt)."
+)
+@click.option(
+    "--sigma",
+    default=TRAIN["sigma"],
+    show_default=True,
+    help="Distance weight scale in metres (wt, dwt).",
 )
 @click.option(
     "--miner",
     type=click.Choice(MINERS),
-    default="hard",
+    default=TRAIN["miner"],
     show_default=True,
     help="Triplets for the triplet family: hardest negative per pair, or all.",
 )
-@click.option("--batch-places", default=120, show_default=True, help="Places a batch (P).")
-@click.option("--images-per-place", default=4, show_default=True, help="Images a place (K).")
-@click.option("--augment", type=click.Choice(AUGMENTS), default="randaugment", show_default=True)
+@click.option(
+    "--batch-places", default=TRAIN["batch_places"], show_default=True, help="Places a batch (P)."
+)
+@click.option(
+    "--images-per-place",
+    default=TRAIN["images_per_place"],
+    show_default=True,
+    help="Images a place (K).",
+)
+@click.option("--augment", type=click.Choice(AUGMENTS), default=TRAIN["augment"], show_default=True)
 @click.option(
     "--place-radius",
-    default=25.0,
+    default=TRAIN["place_radius"],
     show_default=True,
     help="Metres: images this close to a place's first image join the place.",
 )
 @click.option(
     "--radius",
-    default=25.0,
+    default=TRAIN["radius"],
     show_default=True,
     help="Metres: validation positives; closer images are never negatives.",
 )
 @click.option(
     "--val-fraction",
-    default=0.1,
+    default=TRAIN["val_fraction"],
     show_default=True,
     help="Share of the route held out for validation when there is no val split.",
 )
@@ -126,29 +142,35 @@ FIELD_FOR_OPTION = {"aggregator_param": "aggregator_params", "city": "cities"}
 )
 @click.option("--val-split", help="Split of the validation set (default val, else test).")
 @click.option("--city", multiple=True, help="GSV-Cities: train on these cities only.")
-@click.option("--epochs", default=80, show_default=True, help="0 saves the untrained model.")
+@click.option(
+    "--epochs", default=TRAIN["epochs"], show_default=True, help="0 saves the untrained model."
+)
 @click.option("--minutes", type=float, help="Wall-clock budget; stops cleanly, then saves.")
-@click.option("--lr", default=0.05, show_default=True)
-@click.option("--momentum", default=0.9, show_default=True)
-@click.option("--weight-decay", default=1e-3, show_default=True)
-@click.option("--warmup-steps", default=650, show_default=True)
+@click.option("--lr", default=TRAIN["lr"], show_default=True)
+@click.option("--momentum", default=TRAIN["momentum"], show_default=True)
+@click.option("--weight-decay", default=TRAIN["weight_decay"], show_default=True)
+@click.option("--warmup-steps", default=TRAIN["warmup_steps"], show_default=True)
 @click.option(
     "--milestones",
-    default="5,10,15,25,45",
+    default=listed(TRAIN["milestones"]),
     show_default=True,
     help="Epochs at which the learning rate is multiplied by --gamma.",
 )
-@click.option("--gamma", default=0.3, show_default=True)
+@click.option("--gamma", default=TRAIN["gamma"], show_default=True)
 @click.option("--amp/--no-amp", default=None, help="Mixed precision (default: on with CUDA).")
 @click.option("--device", help="cpu, cuda or cuda:N (default: CUDA if available).")
-@click.option("--workers", default=0, show_default=True, help="Data-loading processes.")
+@click.option(
+    "--workers", default=TRAIN["workers"], show_default=True, help="Data-loading processes."
+)
 @click.option(
     "--threads",
     type=int,
     help="CPU threads for the network (default: all cores; 1 is often faster on a busy machine).",
 )
-@click.option("--val-batch", default=64, show_default=True, help="Validation batch size.")
-@click.option("--seed", default=0, show_default=True, help="Same seed, same run.")
+@click.option(
+    "--val-batch", default=TRAIN["val_batch"], show_default=True, help="Validation batch size."
+)
+@click.option("--seed", default=TRAIN["seed"], show_default=True, help="Same seed, same run.")
 @click.option(
     "--resume",
     type=click.Path(path_type=Path),

@@ -8,7 +8,7 @@ otherwise be pushed apart although the evaluation counts them as the same place.
 
 - ``ms``: Multi-Similarity loss with its miner (pytorch-metric-learning), MixVPR's recipe:
   alpha 1, beta 50, base 0 on dot-product similarity; miner epsilon 0.1 on cosine.
-- the triplet family of Xiong, Xu & Meng (SPEC.md section 2), on Euclidean descriptor
+- the triplet family of Xiong, Xu & Meng (the DW-T-Loss paper), on Euclidean descriptor
   distances d, with triplets (q, p, n) mined in the batch where |yq - yp| < |yq - yn|:
   ``triplet``  max(0, d(q,p) - d(q,n) + m), m = 0.1
   ``wt``       w * triplet

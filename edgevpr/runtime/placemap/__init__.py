@@ -4,6 +4,7 @@ format (``mapfile``), and the map that composes them (``core``)."""
 
 from edgevpr.runtime.placemap.core import (
     ADD_CHUNK,
+    DEFAULT_K,
     EXACT_PRIOR_BUDGET,
     INITIAL_CAPACITY,
     Neighbours,
@@ -17,6 +18,7 @@ __all__ = [
     "ADD_CHUNK",
     "DEFAULT_EF",
     "DEFAULT_EF_CONSTRUCTION",
+    "DEFAULT_K",
     "DEFAULT_M",
     "EXACT_PRIOR_BUDGET",
     "INITIAL_CAPACITY",

@@ -52,6 +52,7 @@ from edgevpr.runtime.placemap.records import (
 from edgevpr.runtime.rwlock import ReadWriteLock
 
 INITIAL_CAPACITY = 1024
+DEFAULT_K = 5  # places a query lists
 ADD_CHUNK = 256
 # Below this many floats (candidates x dimension) a geo-prior query is answered by exact
 # search over the candidates in range: exact, and cheaper than a filtered graph walk.
@@ -319,7 +320,7 @@ class PlaceMap:
             return self._knn(queries, min(k, live))
 
     def query(
-        self, descriptors: np.ndarray, k: int = 5, prior: GeoPrior | None = None
+        self, descriptors: np.ndarray, k: int = DEFAULT_K, prior: GeoPrior | None = None
     ) -> list[Neighbours]:
         """Top-k places for each descriptor, best first, with scores and records.
 
