@@ -18,7 +18,7 @@ import pytest
 from edgevpr.errors import EdgeVPRError
 from edgevpr.runtime import placemap
 from edgevpr.runtime.geo import GeoPrior, latlon_to_utm
-from edgevpr.runtime.placemap import PlaceMap, PlaceRecord, mapfile
+from edgevpr.runtime.placemap import PlaceMap, PlaceRecord, mapfile, search
 
 DIM = 32
 
@@ -358,7 +358,7 @@ def test_prior_matches_exact_search_over_the_places_in_range(
 def test_prior_through_hnswlib_filter_when_many_places_are_in_range(
     built: PlaceMap, database: np.ndarray, queries: np.ndarray, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(placemap, "EXACT_PRIOR_BUDGET", 0)  # force the filtered graph walk
+    monkeypatch.setattr(search, "EXACT_PRIOR_BUDGET", 0)  # force the filtered graph walk
     prior = GeoPrior(1000 + 1500 * 10.0, 5000.0, radius_m=5000.0)  # 1001 of 3000 places
     in_range = np.arange(1000, 2001)
     exact = in_range[np.argmax(queries @ database[in_range].T, axis=1)]

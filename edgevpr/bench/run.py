@@ -85,23 +85,30 @@ def embed_rows(
         try:
             result: EmbedResult = in_worker(run_embed_job, job, opts.isolate)
         except Exception as exc:  # noqa: BLE001 - a failed backend is a failed row
-            rows.append(
-                Row(
-                    stage=STAGE_EMBED,
-                    model=group.label,
-                    backend=target.backend,
-                    precision=target.precision,
-                    batch=0,
-                    status=FAILED,
-                    reason=failure_reason(exc),
-                )
-            )
+            rows.append(unmeasured(group, target.backend, target.precision, FAILED, exc))
             continue
         first_runtime = first_runtime and not pipeline
         rows += result.rows
         if result.descriptors is not None:
             descriptors[target.key] = result.descriptors
     return rows, descriptors
+
+
+def unmeasured(
+    group: ModelGroup, backend: str, precision: str, status: str, why: str | BaseException
+) -> Row:
+    """An embed row for a backend that was skipped (``why``: the reason) or failed (``why``:
+    the exception)."""
+    reason = why if isinstance(why, str) else failure_reason(why)
+    return Row(
+        stage=STAGE_EMBED,
+        model=group.label,
+        backend=backend,
+        precision=precision,
+        batch=0,
+        status=status,
+        reason=reason,
+    )
 
 
 def relate(
@@ -169,17 +176,7 @@ def bench_model(
         if isinstance(made, Target):
             targets.append(made)
         elif "embed" in opts.stages or "pipeline" in opts.stages:
-            rows.append(
-                Row(
-                    stage=STAGE_EMBED,
-                    model=group.label,
-                    backend=backend.label,
-                    precision=backend.precision,
-                    batch=0,
-                    status=SKIPPED,
-                    reason=made,
-                )
-            )
+            rows.append(unmeasured(group, backend.label, backend.precision, SKIPPED, made))
     maps: dict[int, str] = {}
     if opts.map_sizes and ("search" in opts.stages or "pipeline" in opts.stages):
         search, maps = search_rows(group, workload, opts, say)

@@ -62,26 +62,11 @@ def tile(
     out = np.empty((height, width, 3), dtype=np.uint8)
     out[:] = frame
     out[border:-border, border:-border] = inner
-    cv2.putText(
-        out,
-        label,
-        (border + 2, height - border - 3),
-        cv2.FONT_HERSHEY_SIMPLEX,
-        0.35,
-        (0, 0, 0),
-        2,
-        cv2.LINE_AA,
-    )
-    cv2.putText(
-        out,
-        label,
-        (border + 2, height - border - 3),
-        cv2.FONT_HERSHEY_SIMPLEX,
-        0.35,
-        (255, 255, 255),
-        1,
-        cv2.LINE_AA,
-    )
+    # white text on a black outline: readable on any image
+    for colour, thickness in (((0, 0, 0), 2), ((255, 255, 255), 1)):
+        origin = (border + 2, height - border - 3)
+        font = cv2.FONT_HERSHEY_SIMPLEX
+        cv2.putText(out, label, origin, font, 0.35, colour, thickness, cv2.LINE_AA)
     return out
 
 

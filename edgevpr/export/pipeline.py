@@ -154,8 +154,33 @@ def synthetic_parity_data(max_images: int, say: Callable[[str], None]) -> Parity
     return data
 
 
+@dataclass
+class ExportSession:
+    """One export run: its report, the parity images and the reference descriptors every
+    artifact is gated against."""
+
+    report: ExportReport
+    data: ParityData
+    reference: np.ndarray
+
+
 class Exporter:
-    """Runs the steps the options ask for; every artifact gets a row in the report."""
+    """Runs the steps the options ask for; every artifact gets a row in the report.
+
+    Args:
+        checkpoint: a checkpoint (edgevpr's or the MixVPR authors'), or an FP32 ONNX file
+            that ``edgevpr export`` wrote (then torch is not needed: the Jetson route).
+        options: what to export and how to gate it (:class:`ExportOptions`).
+        say: where progress lines go (e.g. ``click.echo``).
+
+    Returns (``run``): the :class:`ExportReport`, also written to ``OUT/parity.json`` after
+    every step.
+
+    Example::
+
+        report = Exporter("run/best.pt", ExportOptions(int8=True, parity_data=Path("data"))).run()
+        failed = report.failed()          # rows whose gate failed; empty when all passed
+    """
 
     def __init__(
         self,
@@ -177,20 +202,15 @@ class Exporter:
 
         ckpt = load_checkpoint(self.checkpoint)
         self.spec = ckpt.model.config.preprocess
-        report = ExportReport(self.checkpoint, ckpt.sha256, out)
-        data = self.parity_data()
-        out.mkdir(parents=True, exist_ok=True)
-        report.parity_data = data.describe()
-        started = time.perf_counter()
-        self.say(f"reference: PyTorch FP32 on {len(data.images)} images")
-        reference = reference_descriptors(ckpt.model, data)
-        ref_row = ArtifactReport("PyTorch", self.checkpoint, "fp32", status="reference")
-        ref_row.metrics = compare(reference, reference, data)
-        ref_row.seconds = time.perf_counter() - started
-        report.artifacts.append(ref_row)
+        session = self.start(
+            ExportReport(self.checkpoint, ckpt.sha256, out),
+            "PyTorch",
+            "PyTorch FP32",
+            lambda data: reference_descriptors(ckpt.model, data),
+        )
         onnx_path = out / f"{self.checkpoint.stem}.onnx"
-        self.export_onnx(ckpt, onnx_path, report, reference, data)
-        return self.reduced_precision(onnx_path, report, reference, data)
+        self.export_onnx(ckpt, onnx_path, session)
+        return self.reduced_precision(onnx_path, session)
 
     def run_from_onnx(self, out: Path) -> ExportReport:
         """INT8 / TensorRT from an FP32 ONNX export, gated against that ONNX on the CPU."""
@@ -201,30 +221,43 @@ class Exporter:
                 "start from the FP32 ONNX (or the checkpoint)"
             )
         self.spec = metadata.preprocess
-        report = ExportReport(self.checkpoint, metadata.checkpoint_sha256, out)
+        session = self.start(
+            ExportReport(self.checkpoint, metadata.checkpoint_sha256, out),
+            "ONNX",
+            "the FP32 ONNX on the CPU,",
+            lambda data: artifact_descriptors(self.checkpoint, data, CPU),
+        )
+        return self.reduced_precision(self.checkpoint, session)
+
+    def start(
+        self,
+        report: ExportReport,
+        kind: str,
+        what: str,
+        describe: Callable[[ParityData], np.ndarray],
+    ) -> ExportSession:
+        """Read the parity images (before the output folder is made), then the reference
+        descriptors, which are the report's first row."""
         data = self.parity_data()
-        out.mkdir(parents=True, exist_ok=True)
+        report.out.mkdir(parents=True, exist_ok=True)
         report.parity_data = data.describe()
         started = time.perf_counter()
-        self.say(f"reference: the FP32 ONNX on the CPU, {len(data.images)} images")
-        reference = artifact_descriptors(self.checkpoint, data, CPU)
-        ref_row = ArtifactReport("ONNX", self.checkpoint, "fp32", status="reference")
-        ref_row.metrics = compare(reference, reference, data)
-        ref_row.seconds = time.perf_counter() - started
-        report.artifacts.append(ref_row)
-        return self.reduced_precision(self.checkpoint, report, reference, data)
+        self.say(f"reference: {what} {len(data.images)} images")
+        reference = describe(data)
+        row = ArtifactReport(kind, self.checkpoint, "fp32", status="reference")
+        row.metrics = compare(reference, reference, data)
+        row.seconds = time.perf_counter() - started
+        report.artifacts.append(row)
+        return ExportSession(report, data, reference)
 
-    def reduced_precision(
-        self, onnx_path: Path, report: ExportReport, reference: np.ndarray, data: ParityData
-    ) -> ExportReport:
-        opts, stem = self.options, onnx_path.stem
+    def reduced_precision(self, onnx_path: Path, session: ExportSession) -> ExportReport:
+        opts, stem, out = self.options, onnx_path.stem, session.report.out
         if opts.int8:
-            self.export_int8(onnx_path, report.out / f"{stem}_int8.onnx", report, reference, data)
+            self.export_int8(onnx_path, out / f"{stem}_int8.onnx", session)
         if opts.trt:
-            engine = report.out / f"{stem}_{opts.trt_precision}.engine"
-            self.export_engine(onnx_path, engine, report, reference, data)
-        report.save()
-        return report
+            self.export_engine(onnx_path, out / f"{stem}_{opts.trt_precision}.engine", session)
+        session.report.save()
+        return session.report
 
     def parity_data(self) -> ParityData:
         opts = self.options
@@ -239,54 +272,40 @@ class Exporter:
         self.say(f"parity data: {len(data.images)} images from {data.source} ({kind})")
         return data
 
-    def gate(
+    def gated(
         self,
         row: ArtifactReport,
-        reference: np.ndarray,
-        data: ParityData,
+        session: ExportSession,
         providers: list[str] | None,
+        started: float,
     ) -> None:
+        """Run ``row``'s artifact through the runtime, gate it, and save the report."""
         assert row.file is not None
-        descriptors = artifact_descriptors(row.file, data, providers)
-        row.metrics = compare(reference, descriptors, data)
+        descriptors = artifact_descriptors(row.file, session.data, providers)
+        row.metrics = compare(session.reference, descriptors, session.data)
         row.gate = self.options.gates[row.precision]
         row.failures = row.gate.failures(row.metrics)
         row.status = "FAIL" if row.failures else "pass"
         verdict = "passed" if not row.failures else "FAILED: " + "; ".join(row.failures)
         self.say(f"{row.format}: parity gate {verdict} ({row.metrics.cosine_min:.6f} cos min)")
+        row.seconds = time.perf_counter() - started
+        session.report.save()
 
-    def export_onnx(
-        self,
-        ckpt: Any,
-        path: Path,
-        report: ExportReport,
-        reference: np.ndarray,
-        data: ParityData,
-    ) -> None:
+    def export_onnx(self, ckpt: Any, path: Path, session: ExportSession) -> None:
         started = time.perf_counter()
         from edgevpr.export.onnx_export import export_onnx
 
         self.say(f"ONNX: exporting with opset {self.options.opset}")
         export_onnx(ckpt, path, self.options.opset)
         row = ArtifactReport("ONNX", path, "fp32", details={"opset": self.options.opset})
-        report.artifacts.append(row)
-        self.gate(row, reference, data, CPU)
-        row.seconds = time.perf_counter() - started
-        report.save()
+        session.report.artifacts.append(row)
+        self.gated(row, session, CPU, started)
 
-    def export_int8(
-        self,
-        onnx_path: Path,
-        path: Path,
-        report: ExportReport,
-        reference: np.ndarray,
-        data: ParityData,
-    ) -> None:
+    def export_int8(self, onnx_path: Path, path: Path, session: ExportSession) -> None:
         started = time.perf_counter()
-        spec = self.spec
-        pool = data.map_images()
+        pool = session.data.map_images()
         chosen = evenly(len(pool), self.options.calibration_images)
-        calibration = preprocess([pool[int(i)] for i in chosen], spec)
+        calibration = preprocess([pool[int(i)] for i in chosen], self.spec)
         self.say(f"ONNX INT8: static QDQ quantisation, {len(calibration)} calibration images")
         result = quantize_int8(onnx_path, path, calibration, self.options.int8_options, self.say)
         row = ArtifactReport(
@@ -302,20 +321,11 @@ class Exporter:
                 "int8_trials": result.trials,
             },
         )
-        report.artifacts.append(row)
-        self.gate(row, reference, data, CPU)
-        row.seconds = time.perf_counter() - started
-        report.save()
+        session.report.artifacts.append(row)
+        self.gated(row, session, CPU, started)
 
-    def export_engine(
-        self,
-        onnx_path: Path,
-        path: Path,
-        report: ExportReport,
-        reference: np.ndarray,
-        data: ParityData,
-    ) -> None:
-        opts = self.options
+    def export_engine(self, onnx_path: Path, path: Path, session: ExportSession) -> None:
+        opts, report = self.options, session.report
         started = time.perf_counter()
         row = ArtifactReport("TensorRT", path, opts.trt_precision)
         report.artifacts.append(row)
@@ -340,8 +350,6 @@ class Exporter:
             "gpu_name": header.gpu_name,
             "compute_capability": header.compute_capability,
             "strongly_typed": header.extra["strongly_typed"],
+            "batch": str(opts.batch),
         }
-        row.details["batch"] = str(opts.batch)
-        self.gate(row, reference, data, None)
-        row.seconds = time.perf_counter() - started
-        report.save()
+        self.gated(row, session, None, started)

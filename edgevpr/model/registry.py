@@ -147,18 +147,15 @@ def list_backbones() -> list[str]:
 
 
 def get_aggregator(name: str) -> AggregatorEntry:
-    _load_parts()
-    if name not in _AGGREGATORS:
-        raise EdgeVPRError(
-            f"unknown aggregator '{name}' (choose from {', '.join(sorted(_AGGREGATORS))})"
-        )
-    return _AGGREGATORS[name]
+    return _lookup(_AGGREGATORS, "aggregator", name)
 
 
 def get_backbone(name: str) -> BackboneEntry:
+    return _lookup(_BACKBONES, "backbone", name)
+
+
+def _lookup(table: dict[str, Any], kind: str, name: str) -> Any:
     _load_parts()
-    if name not in _BACKBONES:
-        raise EdgeVPRError(
-            f"unknown backbone '{name}' (choose from {', '.join(sorted(_BACKBONES))})"
-        )
-    return _BACKBONES[name]
+    if name not in table:
+        raise EdgeVPRError(f"unknown {kind} '{name}' (choose from {', '.join(sorted(table))})")
+    return table[name]

@@ -55,3 +55,41 @@ def instance(value: Any, kind: type, name: str, hint: str = "") -> Any:
     if not isinstance(value, kind):
         raise EdgeVPRError(f"{name} must be a {kind.__name__}{hint}, not {type(value).__name__}")
     return value
+
+
+def unit_rows(descriptors: Any, dim: int, what: str) -> np.ndarray:
+    """Descriptors (one row or N x dim, any float type) -> N x dim float32 unit rows; NaN,
+    infinity and all-zero rows refused."""
+    array = np.asarray(descriptors)
+    if array.ndim == 1:
+        array = array[None, :]
+    if array.ndim != 2 or array.shape[1] != dim:
+        raise EdgeVPRError(
+            f"{what} descriptors have shape {tuple(np.shape(descriptors))}; this map holds "
+            f"{dim}-d descriptors"
+        )
+    if not np.issubdtype(array.dtype, np.floating):
+        raise EdgeVPRError(f"{what} descriptors must be floating point, not {array.dtype}")
+    array = array.astype(np.float32)
+    if not np.isfinite(array).all():
+        raise EdgeVPRError(f"{what} descriptors contain NaN or infinity")
+    norms = np.linalg.norm(array, axis=1)
+    if (norms < 1e-12).any():
+        raise EdgeVPRError(f"{what} descriptor {int(np.argmin(norms))} is all zeros")
+    return np.ascontiguousarray(array / norms[:, None])
+
+
+def place_ids(ids: Any) -> np.ndarray:
+    """Place ids given as one id, a list or an array -> a 1-D int64 array (one-line error
+    for anything that is not whole numbers)."""
+    if isinstance(ids, (str, bytes, dict)):
+        raise EdgeVPRError(f"place ids must be whole numbers, not {shown(ids)}")
+    try:
+        array = np.asarray(ids)
+    except ValueError:
+        raise EdgeVPRError("place ids must be a flat list of whole numbers") from None
+    if array.dtype == object:
+        array = np.asarray([whole(v, "place id") for v in array.ravel()], dtype=np.int64)
+    elif array.size and (array.dtype == bool or not np.issubdtype(array.dtype, np.integer)):
+        raise EdgeVPRError(f"place ids must be whole numbers, not {shown(ids)}")
+    return array.astype(np.int64).ravel()

@@ -71,9 +71,7 @@ def describe_place_map(path: Path) -> dict[str, Any]:
     if unknown:
         embedded_by.append(f"not recorded: {unknown} places")
     return {
-        "kind": "place map",
-        "file": str(path),
-        "size_bytes": path.stat().st_size,
+        **_file_fields("place map", path),
         "format_version": header.format_version,
         "integrity": "ok (sha256 verified)",
         "places": len(records),
@@ -99,11 +97,7 @@ def describe_onnx(path: Path) -> dict[str, Any]:
     from edgevpr.runtime.onnx_backend import model_io, open_cpu_session
 
     session = open_cpu_session(path)
-    info: dict[str, Any] = {
-        "kind": "onnx model",
-        "file": str(path),
-        "size_bytes": path.stat().st_size,
-    }
+    info = _file_fields("onnx model", path)
     info.update(_onnx_header_fields(path))
     for label, values in (("input", session.get_inputs()), ("output", session.get_outputs())):
         for i, value in enumerate(values):
@@ -123,22 +117,26 @@ def describe_onnx(path: Path) -> dict[str, Any]:
 
 def describe_engine(path: Path) -> dict[str, Any]:
     header = read_engine_header(path)
-    info: dict[str, Any] = {
-        "kind": "tensorrt engine",
-        "file": str(path),
-        "size_bytes": path.stat().st_size,
-        "header": str(header_path(path)),
-        "trt_version": header.trt_version,
-        "gpu_name": header.gpu_name,
-        "compute_capability": header.compute_capability,
-        "hardware_compatibility": header.hardware_compatibility,
-        "precision": header.precision,
-        "batch_min_opt_max": [header.batch_min, header.batch_opt, header.batch_max],
-        "onnx_sha256": header.onnx_sha256,
-    }
+    info = _file_fields("tensorrt engine", path)
+    info.update(
+        {
+            "header": str(header_path(path)),
+            "trt_version": header.trt_version,
+            "gpu_name": header.gpu_name,
+            "compute_capability": header.compute_capability,
+            "hardware_compatibility": header.hardware_compatibility,
+            "precision": header.precision,
+            "batch_min_opt_max": [header.batch_min, header.batch_opt, header.batch_max],
+            "onnx_sha256": header.onnx_sha256,
+        }
+    )
     info.update(_metadata_fields(header.model_metadata(source=f"engine header of {path}")))
     info["runs_here"] = _engine_runs_here(header)
     return info
+
+
+def _file_fields(kind: str, path: Path) -> dict[str, Any]:
+    return {"kind": kind, "file": str(path), "size_bytes": path.stat().st_size}
 
 
 def _engine_runs_here(header: EngineHeader) -> str:

@@ -5,11 +5,9 @@ format (``mapfile``), and the map that composes them (``core``)."""
 from edgevpr.runtime.placemap.core import (
     ADD_CHUNK,
     DEFAULT_K,
-    EXACT_PRIOR_BUDGET,
     INITIAL_CAPACITY,
     Neighbours,
     PlaceMap,
-    place_ids,
 )
 from edgevpr.runtime.placemap.hnsw import DEFAULT_EF, DEFAULT_EF_CONSTRUCTION, DEFAULT_M
 from edgevpr.runtime.placemap.records import PlaceRecord
@@ -20,10 +18,8 @@ __all__ = [
     "DEFAULT_EF_CONSTRUCTION",
     "DEFAULT_K",
     "DEFAULT_M",
-    "EXACT_PRIOR_BUDGET",
     "INITIAL_CAPACITY",
     "Neighbours",
     "PlaceMap",
     "PlaceRecord",
-    "place_ids",
 ]

@@ -24,7 +24,7 @@ import numpy as np
 
 from edgevpr.errors import EdgeVPRError
 from edgevpr.provenance import utc_now
-from edgevpr.runtime.checks import file_path, shown, whole
+from edgevpr.runtime.checks import file_path, place_ids, unit_rows, whole
 from edgevpr.runtime.geo import GeoPrior, check_prior, distances_m
 from edgevpr.runtime.placemap.hnsw import (
     DEFAULT_EF,
@@ -49,14 +49,12 @@ from edgevpr.runtime.placemap.records import (
     RecordTable,
     records_for,
 )
+from edgevpr.runtime.placemap.search import among, exact
 from edgevpr.runtime.rwlock import ReadWriteLock
 
 INITIAL_CAPACITY = 1024
 DEFAULT_K = 5  # places a query lists
 ADD_CHUNK = 256
-# Below this many floats (candidates x dimension) a geo-prior query is answered by exact
-# search over the candidates in range: exact, and cheaper than a filtered graph walk.
-EXACT_PRIOR_BUDGET = 1 << 22
 
 
 @dataclass(frozen=True)
@@ -348,36 +346,14 @@ class PlaceMap:
         if len(candidate_ids) == 0:
             empty = self._neighbours(np.zeros(0, np.int64), np.zeros(0), {})
             return [empty] * len(queries)
-        k = min(k, len(candidate_ids))
-        if len(candidate_ids) * self._dim <= EXACT_PRIOR_BUDGET:
-            found, scores = self._exact(queries, candidate_ids, k)
-        else:
-            allowed = np.zeros(self._next_id, dtype=bool)
-            allowed[candidate_ids] = True
-            found, scores = self._knn(queries, k, lambda i: bool(allowed[i]), candidate_ids)
+        found, scores = among(self._index, queries, candidate_ids, min(k, len(candidate_ids)))
         return [self._neighbours(i, s, distance_of) for i, s in zip(found, scores, strict=True)]
 
-    def _knn(
-        self,
-        queries: np.ndarray,
-        k: int,
-        allowed: Any = None,
-        candidates: np.ndarray | None = None,
-    ) -> tuple[np.ndarray, np.ndarray]:
+    def _knn(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
         try:
-            return self._index.search(queries, k, allowed)
+            return self._index.search(queries, k)
         except FewerThanK:
-            if candidates is None:
-                candidates = self._records.live_ids()
-            return self._exact(queries, candidates, k)
-
-    def _exact(
-        self, queries: np.ndarray, candidates: np.ndarray, k: int
-    ) -> tuple[np.ndarray, np.ndarray]:
-        scores = queries @ self._index.vectors(candidates).T
-        # best first; ties broken by id so that the answer is deterministic
-        order = np.lexsort((np.broadcast_to(candidates, scores.shape), -scores), axis=1)[:, :k]
-        return candidates[order], np.take_along_axis(scores, order, axis=1).astype(np.float32)
+            return exact(self._index, queries, self._records.live_ids(), k)
 
     def _neighbours(
         self, ids: np.ndarray, scores: np.ndarray, distance_of: dict[int, float] | None = None
@@ -414,23 +390,7 @@ class PlaceMap:
 
     # ---------------------------------------------------------------- validation
     def _unit_rows(self, descriptors: np.ndarray, what: str) -> np.ndarray:
-        array = np.asarray(descriptors)
-        if array.ndim == 1:
-            array = array[None, :]
-        if array.ndim != 2 or array.shape[1] != self._dim:
-            raise EdgeVPRError(
-                f"{what} descriptors have shape {tuple(np.shape(descriptors))}; this map holds "
-                f"{self._dim}-d descriptors"
-            )
-        if not np.issubdtype(array.dtype, np.floating):
-            raise EdgeVPRError(f"{what} descriptors must be floating point, not {array.dtype}")
-        array = array.astype(np.float32)
-        if not np.isfinite(array).all():
-            raise EdgeVPRError(f"{what} descriptors contain NaN or infinity")
-        norms = np.linalg.norm(array, axis=1)
-        if (norms < 1e-12).any():
-            raise EdgeVPRError(f"{what} descriptor {int(np.argmin(norms))} is all zeros")
-        return np.ascontiguousarray(array / norms[:, None])
+        return unit_rows(descriptors, self._dim, what)
 
     def _require_known(self, ids: np.ndarray) -> None:
         unknown = self._records.missing(ids)
@@ -438,18 +398,3 @@ class PlaceMap:
             shown_ids = ", ".join(map(str, unknown[:5])) + (" ..." if len(unknown) > 5 else "")
             raise EdgeVPRError(f"no place with id {shown_ids} in this map")
 
-
-def place_ids(ids: Any) -> np.ndarray:
-    """Place ids given as one id, a list or an array -> a 1-D int64 array (one-line error
-    for anything that is not whole numbers)."""
-    if isinstance(ids, (str, bytes, dict)):
-        raise EdgeVPRError(f"place ids must be whole numbers, not {shown(ids)}")
-    try:
-        array = np.asarray(ids)
-    except ValueError:
-        raise EdgeVPRError("place ids must be a flat list of whole numbers") from None
-    if array.dtype == object:
-        array = np.asarray([whole(v, "place id") for v in array.ravel()], dtype=np.int64)
-    elif array.size and (array.dtype == bool or not np.issubdtype(array.dtype, np.integer)):
-        raise EdgeVPRError(f"place ids must be whole numbers, not {shown(ids)}")
-    return array.astype(np.int64).ravel()
