@@ -153,16 +153,21 @@ def notes_cell(row: Row) -> str:
 # Table columns per stage: (heading, cell function).
 Column = tuple[str, Any]
 
-EMBED_COLUMNS: list[Column] = [
-    ("Backend", lambda r: r.backend),
-    ("Precision", lambda r: r.precision),
-    ("Batch", lambda r: str(r.batch) if r.batch else "-"),
-    ("Status", status_cell),
+# the size and latency columns every timed table shows
+TIMED_COLUMNS: list[Column] = [
     ("Size (MB)", lambda r: fmt_num(r.size_mb)),
     ("Mean (ms)", lambda r: fmt_ms(r.mean_ms)),
     ("p50 (ms)", lambda r: fmt_ms(r.p50_ms)),
     ("p90 (ms)", lambda r: fmt_ms(r.p90_ms)),
     ("p99 (ms)", lambda r: fmt_ms(r.p99_ms)),
+]
+
+EMBED_COLUMNS: list[Column] = [
+    ("Backend", lambda r: r.backend),
+    ("Precision", lambda r: r.precision),
+    ("Batch", lambda r: str(r.batch) if r.batch else "-"),
+    ("Status", status_cell),
+    *TIMED_COLUMNS,
     ("ms/image", lambda r: fmt_ms(r.per_image_ms)),
     ("Images/s", lambda r: fmt_num(r.throughput)),
     ("GFLOP/s", lambda r: fmt_num(r.gflops, 0 if (r.gflops or 0) >= 100 else 1)),
@@ -264,11 +269,7 @@ SEARCH_COLUMNS: list[Column] = [
     ("Params", lambda r: r.params or "-"),
     ("Status", status_cell),
     ("Build (s)", lambda r: fmt_num(r.build_s)),
-    ("Size (MB)", lambda r: fmt_num(r.size_mb)),
-    ("Mean (ms)", lambda r: fmt_ms(r.mean_ms)),
-    ("p50 (ms)", lambda r: fmt_ms(r.p50_ms)),
-    ("p90 (ms)", lambda r: fmt_ms(r.p90_ms)),
-    ("p99 (ms)", lambda r: fmt_ms(r.p99_ms)),
+    *TIMED_COLUMNS,
     ("Queries/s", lambda r: fmt_num(r.throughput, 0)),
     ("Top-1 agree", lambda r: fmt_share(r.top1)),
     ("Recall@k", lambda r: "-" if r.recall_at_k is None else f"{r.recall_at_k:.3f} (k={r.k})"),

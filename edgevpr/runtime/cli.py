@@ -14,6 +14,7 @@ from pathlib import Path
 import click
 
 from edgevpr.errors import EdgeVPRError
+from edgevpr.runtime.backends import PROVIDER_ALIASES
 from edgevpr.runtime.embedder import Embedder
 from edgevpr.runtime.geo import GeoPrior
 from edgevpr.runtime.images import list_images
@@ -72,8 +73,8 @@ def model_options(func: click.decorators.FC) -> click.decorators.FC:
         "--provider",
         "providers",
         multiple=True,
-        help="ONNX Runtime execution provider, best first (cpu, cuda, tensorrt or a full "
-        "name; repeatable). Default: the best available.",
+        help="ONNX Runtime execution provider, best first (repeatable): "
+        f"{', '.join(PROVIDER_ALIASES)} or a full name. Default: the best available.",
     )(func)
     func = click.option("--threads", type=click.IntRange(min=1), help="CPU threads per inference.")(
         func
