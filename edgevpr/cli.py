@@ -26,6 +26,10 @@ COMMANDS = {
     "export": ("edgevpr.export.cli:export", "Export to ONNX / INT8 / TensorRT with parity gates."),
     "index": ("edgevpr.runtime.cli:index", "Build and inspect place maps."),
     "query": ("edgevpr.runtime.cli:query", "Recognise places in query images."),
+    "localize": (
+        "edgevpr.runtime.localize.cli:localize",
+        "Track a position over frames, a video or a ROS bag.",
+    ),
     "bench": ("edgevpr.bench.cli:bench", "Latency tables per backend, precision and batch."),
 }
 

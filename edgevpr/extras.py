@@ -11,6 +11,7 @@ EXTRA_FOR_MODULE = {
     "onnx": "export",
     "onnxscript": "export",
     "tensorrt": "trt",
+    "rosbags": "ros",
 }
 
 

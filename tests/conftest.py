@@ -26,10 +26,13 @@ RUNTIME_MODEL_SIZE = 64
 
 @pytest.fixture(scope="session")
 def exported(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    import torch
+
     from edgevpr.export.onnx_export import export_onnx
     from edgevpr.model import build_model, get_preset
     from edgevpr.model.checkpoint import load_checkpoint, save_checkpoint
 
+    torch.manual_seed(0)  # the head is untrained: the same head whichever test runs first
     folder = tmp_path_factory.mktemp("runtime-model")
     config = get_preset("mixvpr_lite0_512").with_size(RUNTIME_MODEL_SIZE, RUNTIME_MODEL_SIZE)
     save_checkpoint(folder / "lite0.pt", build_model(config, pretrained=True))

@@ -3,15 +3,21 @@
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import click
 
 from edgevpr.data.cli import SIZE
 from edgevpr.data.layout import DEFAULT_RADIUS_M, read_split
-from edgevpr.eval.evaluate import EVAL_BATCH, load_embedder
+from edgevpr.errors import EdgeVPRError
+from edgevpr.eval.evaluate import EVAL_BATCH, Evaluation, load_embedder
 from edgevpr.eval.evaluate import evaluate as run_evaluation
 from edgevpr.eval.recall import DEFAULT_NS
+from edgevpr.eval.sequence import SequenceResult, sequence_evaluation, single_frame_pr
+from edgevpr.runtime.localize.calibration import Calibration, PRCurve, sidecar
+from edgevpr.runtime.localize.localizer import ROUTE
 
 PLOT_MAX_N = 25
 GRID_K = 5
@@ -44,9 +50,7 @@ def parse_ns(text: str) -> tuple[int, ...]:
     show_default=True,
     help="Comma-separated N for Recall@N.",
 )
-@click.option(
-    "--batch", default=EVAL_BATCH, show_default=True, help="Images embedded per batch."
-)
+@click.option("--batch", default=EVAL_BATCH, show_default=True, help="Images embedded per batch.")
 @click.option("--threads", type=int, help="CPU threads for inference (default: all cores).")
 @click.option(
     "--size",
@@ -60,6 +64,36 @@ def parse_ns(text: str) -> tuple[int, ...]:
     "--visualize",
     type=click.Path(path_type=Path),
     help="Write a grid of queries and their top-5 matches (PNG).",
+)
+@click.option(
+    "--pr",
+    is_flag=True,
+    help="Precision-recall of accepted matches: AUC (average precision) and R@100P, for "
+    "single frames and, with --sequence, sequences; with --plot, the curves too.",
+)
+@click.option(
+    "--sequence",
+    "sequence_length",
+    type=click.IntRange(1, 1000),
+    default=None,
+    help="Also match sequences of L frames (the runtime's route tracker, queries and "
+    "database in travel order) and report their Recall@N.",
+)
+@click.option(
+    "--threshold-at-precision",
+    "precision",
+    type=click.FloatRange(0.0, 1.0, min_open=True),
+    default=None,
+    help="Write the sequence margin that reaches this precision, and the measured curve, as "
+    "the calibration a Localizer uses by default (needs --sequence and --calibration).",
+)
+@click.option(
+    "--calibration",
+    "calibration_out",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="Where to write it: a place map (written beside it as MAP.localizer.json) or a "
+    ".json file.",
 )
 @click.option(
     "--visualize-queries",
@@ -80,6 +114,10 @@ def evaluate(
     as_json: bool,
     plot: Path | None,
     visualize: Path | None,
+    pr: bool,
+    sequence_length: int | None,
+    precision: float | None,
+    calibration_out: Path | None,
     visualize_queries: int,
 ) -> None:
     """Recall@N of MODEL (checkpoint, .onnx or .engine) on DATASET_DIR/images/<split>.
@@ -90,20 +128,28 @@ def evaluate(
     ns = parse_ns(recall_at)
     if batch < 1:
         raise click.BadParameter("--batch must be >= 1")
+    if precision is not None and (sequence_length is None or calibration_out is None):
+        raise EdgeVPRError("--threshold-at-precision needs --sequence L and --calibration OUT")
     data = read_split(dataset_dir, split)
     embedder = load_embedder(model, batch_size=batch, size=size, threads=threads)
-    depth = max(PLOT_MAX_N if plot else 0, GRID_K if visualize else 0)
+    depth = max(PLOT_MAX_N if plot else 0, GRID_K if visualize else 0, 2 if pr else 0)
     result = run_evaluation(embedder, data, radius=radius, ns=ns, depth=depth)
+    analysis = analyse(result, ns, pr, sequence_length)
+    if precision is not None and calibration_out is not None:
+        write_calibration(analysis, precision, embedder, calibration_out, data.name)
     if plot:
         from edgevpr.eval.plots import plot_recall_curve
 
-        plot_recall_curve({model.name: result}, plot, max_n=PLOT_MAX_N)
+        curves = analysis.curves() if pr else None
+        plot_recall_curve({model.name: result}, plot, max_n=PLOT_MAX_N, pr_curves=curves)
     if visualize:
         from edgevpr.eval.plots import visualize_matches
 
         visualize_matches(result, visualize, num_queries=visualize_queries, k=GRID_K)
     if as_json:
-        click.echo(json.dumps({"model": str(model), **result.to_dict()}, indent=2))
+        click.echo(
+            json.dumps({"model": str(model), **result.to_dict(), **analysis.to_dict()}, indent=2)
+        )
         return
     click.echo(
         f"{data.name}: {len(data.queries)} queries, {len(data.database)} database images, "
@@ -117,3 +163,71 @@ def evaluate(
             err=True,
         )
     click.echo(result.recalls.describe())
+    for line in analysis.lines():
+        click.echo(line)
+
+
+@dataclass
+class Analysis:
+    """What --pr and --sequence add to an evaluation."""
+
+    single: PRCurve | None = None
+    sequence: SequenceResult | None = None
+
+    def curves(self) -> dict[str, PRCurve]:
+        found = {"single frame": self.single} if self.single else {}
+        if self.sequence is not None:
+            found[f"sequence of {self.sequence.length}"] = self.sequence.curve
+        return found
+
+    def to_dict(self) -> dict[str, Any]:
+        data: dict[str, Any] = {}
+        if self.single is not None:
+            data["pr_single"] = self.single.summary()
+        if self.sequence is not None:
+            data["sequence"] = self.sequence.to_dict()
+        return data
+
+    def lines(self) -> list[str]:
+        lines = []
+        if self.sequence is not None:
+            lines.append(f"sequence of {self.sequence.length}: {self.sequence.recalls.describe()}")
+        for label, curve in self.curves().items():
+            lines.append(
+                f"{label}: AP {curve.average_precision:.3f}  "
+                f"R@100P {100 * curve.recall_at_full_precision:.1f}"
+            )
+        return lines
+
+
+def analyse(result: Evaluation, ns: tuple[int, ...], pr: bool, length: int | None) -> Analysis:
+    analysis = Analysis()
+    if pr:
+        analysis.single = single_frame_pr(result)[0]
+    if length is not None:
+        analysis.sequence = sequence_evaluation(result, length, ns)
+    return analysis
+
+
+def write_calibration(
+    analysis: Analysis, precision: float, embedder: Any, out: Path, dataset: str
+) -> None:
+    """The margin reaching ``precision`` and the measured curve, for a Localizer."""
+    sequence = analysis.sequence
+    assert sequence is not None
+    calibration = Calibration.fit(
+        sequence.margins,
+        sequence.correct,
+        precision,
+        fingerprint=embedder.fingerprint,
+        mode=ROUTE,
+        length=sequence.length,
+        source={"dataset": dataset},
+    )
+    target = sidecar(out) if out.suffix.lower() != ".json" else out
+    calibration.save(target)
+    click.echo(
+        f"calibration: margin {calibration.threshold:.4f} for precision {precision:g}; "
+        f"wrote {target}",
+        err=True,
+    )

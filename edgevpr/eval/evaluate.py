@@ -41,6 +41,8 @@ class Evaluation:
     descriptor_dim: int
     embed_seconds: float
     search_seconds: float
+    database_descriptors: np.ndarray | None = None  # for sequence and PR analysis
+    query_descriptors: np.ndarray | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -88,6 +90,8 @@ def evaluate(
         descriptor_dim=int(database.shape[1]),
         embed_seconds=embedded - start,
         search_seconds=time.perf_counter() - embedded,
+        database_descriptors=database,
+        query_descriptors=queries,
     )
 
 

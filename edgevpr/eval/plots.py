@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import io
 import os
+from typing import Any
 
 import cv2
 import numpy as np
@@ -21,9 +22,13 @@ BACKGROUND = (255, 255, 255)
 
 
 def plot_recall_curve(
-    evaluations: dict[str, Evaluation], path: str | os.PathLike[str], max_n: int = 20
+    evaluations: dict[str, Evaluation],
+    path: str | os.PathLike[str],
+    max_n: int = 20,
+    pr_curves: dict[str, Any] | None = None,
 ) -> None:
-    """Recall@1..max_n for one or more labelled evaluations, as a PNG."""
+    """Recall@1..max_n for one or more labelled evaluations, as a PNG; with ``pr_curves``
+    (label -> PRCurve) a second panel shows precision against recall."""
     try:
         import matplotlib
 
@@ -32,7 +37,9 @@ def plot_recall_curve(
     except ModuleNotFoundError:
         raise EdgeVPRError("--plot needs matplotlib: pip install 'edgevpr[train]'") from None
     n = np.arange(1, max_n + 1)
-    fig, ax = plt.subplots(figsize=(5.5, 4), dpi=120)
+    panels = 2 if pr_curves else 1
+    fig, axes = plt.subplots(1, panels, figsize=(5.5 * panels, 4), dpi=120, squeeze=False)
+    ax = axes[0, 0]
     try:
         for label, evaluation in evaluations.items():
             ax.plot(n, evaluation.recalls.curve(max_n), marker="o", markersize=3, label=label)
@@ -44,11 +51,31 @@ def plot_recall_curve(
         ax.set_ylim(0, 100)
         ax.grid(alpha=0.3)
         ax.legend(loc="lower right")
+        if pr_curves:
+            pr_panel(axes[0, 1], pr_curves)
         buffer = io.BytesIO()
         fig.savefig(buffer, format="png", bbox_inches="tight")
     finally:
         plt.close(fig)
     write_bytes_atomic(path, buffer.getvalue())
+
+
+def pr_panel(ax: Any, curves: dict[str, Any]) -> None:
+    """Precision against recall of accepted matches, one line per PRCurve."""
+    for label, curve in curves.items():
+        ax.plot(
+            100 * curve.recall,
+            100 * curve.precision,
+            label=f"{label}: AP {curve.average_precision:.2f}, "
+            f"R@100P {100 * curve.recall_at_full_precision:.1f}",
+        )
+    ax.set_xlabel("recall (%)")
+    ax.set_ylabel("precision (%)")
+    ax.set_title("accepted matches as the threshold falls")
+    ax.set_xlim(0, 100)
+    ax.set_ylim(0, 102)
+    ax.grid(alpha=0.3)
+    ax.legend(loc="lower left", fontsize=8)
 
 
 def tile(

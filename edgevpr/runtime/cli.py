@@ -18,37 +18,18 @@ from edgevpr.runtime.backends import PROVIDER_ALIASES
 from edgevpr.runtime.embedder import Embedder
 from edgevpr.runtime.geo import GeoPrior
 from edgevpr.runtime.images import list_images
-from edgevpr.runtime.layout_names import parse_layout_name
 from edgevpr.runtime.placemap import (
     DEFAULT_EF,
     DEFAULT_EF_CONSTRUCTION,
     DEFAULT_K,
     DEFAULT_M,
     PlaceMap,
-    PlaceRecord,
 )
 from edgevpr.runtime.placemap.mapfile import is_place_map
+from edgevpr.runtime.placemap.records import record_for
 from edgevpr.runtime.recognizer import Recognition, Recognizer, check_same_model
 
 PathArg = click.Path(path_type=Path)
-
-
-def record_for(path: Path) -> PlaceRecord:
-    """A place record from an image path; coordinates, heading and time from evaluation-
-    layout names (``@east@north@...``) when the name has them."""
-    parsed = parse_layout_name(path.name)
-    if parsed is None:
-        return PlaceRecord(path=str(path))
-    return PlaceRecord(
-        path=str(path),
-        east=parsed.east,
-        north=parsed.north,
-        lat=parsed.lat,
-        lon=parsed.lon,
-        utm_zone=parsed.utm_zone,
-        heading=parsed.heading,
-        timestamp=parsed.timestamp,
-    )
 
 
 def expand_images(items: Sequence[Path]) -> list[Path]:

@@ -147,7 +147,7 @@ class Recognizer:
         results = self.placemap.query(descriptors, k=k, prior=check_prior(prior))
         names = list(names) if names is not None else [None] * len(results)
         return [
-            Recognition(query=name, matches=_matches(found), prior=prior)
+            Recognition(query=name, matches=matches_of(found), prior=prior)
             for name, found in zip(names, results, strict=True)
         ]
 
@@ -168,7 +168,8 @@ def check_same_model(embedder: Embedder, placemap: PlaceMap) -> None:
         )
 
 
-def _matches(found: Neighbours) -> list[Match]:
+def matches_of(found: Neighbours) -> list[Match]:
+    """The places a search found, as ranked matches."""
     distances = found.distances_m
     return [
         Match(

@@ -9,8 +9,10 @@ is rewritten, and the geo columns a prior needs computed once per change.
 from __future__ import annotations
 
 import numbers
+import os
 from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -18,6 +20,7 @@ import numpy as np
 from edgevpr.errors import EdgeVPRError
 from edgevpr.runtime.checks import file_path, real, shown, whole
 from edgevpr.runtime.geo import PlaceCoordinates, check_latlon, is_utm_zone
+from edgevpr.runtime.layout_names import parse_layout_name
 
 FLOAT_FIELDS = ("east", "north", "lat", "lon", "heading")
 OBJECT_FIELDS = ("path", "utm_zone", "timestamp")
@@ -67,6 +70,15 @@ class PlaceRecord:
         if self.heading is not None and not 0.0 <= self.heading < 360.0:
             raise EdgeVPRError(f"place {label}: heading {self.heading} is not in [0, 360) degrees")
 
+    @classmethod
+    def checked(cls, values: dict[str, Any]) -> PlaceRecord:
+        """A record from values that were checked when they entered the map (read back from
+        its columns): built without checking them again, which costs 30 us a record."""
+        record = object.__new__(cls)
+        for name in cls.__dataclass_fields__:
+            object.__setattr__(record, name, values.get(name))
+        return record
+
     def to_dict(self) -> dict[str, Any]:
         return {k: v for k, v in asdict(self).items() if v is not None}
 
@@ -76,6 +88,25 @@ class PlaceRecord:
         if unknown:
             raise EdgeVPRError(f"unknown place fields: {', '.join(sorted(unknown))}")
         return cls(**data)
+
+
+def record_for(path: str | os.PathLike[str]) -> PlaceRecord:
+    """A place record from an image path; coordinates, heading and time from evaluation-
+    layout names (``@east@north@...``) when the name has them."""
+    path = Path(path)
+    parsed = parse_layout_name(path.name)
+    if parsed is None:
+        return PlaceRecord(path=str(path))
+    return PlaceRecord(
+        path=str(path),
+        east=parsed.east,
+        north=parsed.north,
+        lat=parsed.lat,
+        lon=parsed.lon,
+        utm_zone=parsed.utm_zone,
+        heading=parsed.heading,
+        timestamp=parsed.timestamp,
+    )
 
 
 def as_record(item: Any) -> PlaceRecord:
@@ -135,8 +166,14 @@ class RecordTable:
         return self._ids[: self._rows][self._alive[: self._rows]].copy()
 
     def missing(self, ids: np.ndarray) -> list[int]:
-        """Those of ``ids`` that are not places of the map."""
-        return [i for i in ids.tolist() if i not in self]
+        """Those of ``ids`` that are not places of the map (vectorised: a localizer asks
+        about hundreds of ids a frame)."""
+        ids = np.asarray(ids, np.int64)
+        if not self._rows:
+            return ids.tolist()
+        rows = np.minimum(self._rows_of(ids), self._rows - 1)
+        known = (self._ids[rows] == ids) & self._alive[rows]
+        return ids[~known].tolist()
 
     def _row(self, place_id: int) -> int | None:
         row = int(np.searchsorted(self._ids[: self._rows], place_id))
@@ -161,7 +198,8 @@ class RecordTable:
         for name in FLOAT_FIELDS:
             value = self._floats[name][row]
             values[name] = None if np.isnan(value) else float(value)
-        return PlaceRecord(id=int(self._ids[row]), **values)
+        values["id"] = int(self._ids[row])
+        return PlaceRecord.checked(values)
 
     def source_of(self, place_id: int) -> int | None:
         """Index of the model that embedded a place in the map's sources (None: unknown)."""

@@ -1,0 +1,296 @@
+"""Localisation from a stream of frames: single frames against sequences, and what it costs.
+
+Usage: python benchmarks/localize.py --trained CKPT [--untrained CKPT] [--data ../shared/data]
+       [--out benchmarks/results/localize.md] [--big-map 100000]
+
+Everything runs through the runtime, as it ships: each checkpoint is exported to ONNX, the
+runtime ``Embedder`` embeds the test splits, a ``PlaceMap`` (hnswlib) holds the database
+in travel order and a ``Localizer`` (route mode, no calibration) takes the queries one by
+one through ``update_descriptor``. A fix is right when it lies within 25 m of the query's
+true position.
+
+1. nordland64 and corridor test: single frames (exact search; confidence = best cosine less
+   the second) against sequences of L = 5, 10, 20 (confidence = the fix's margin): R@1,
+   R@100P and AUC (average precision of accepted fixes). Variable speed: the query stream
+   resampled in segments of 60 frames at 1x, 0.5x (every frame twice) and 2x (every
+   other frame dropped).
+2. Cost of the filter per frame (the Localizer's time less its kNN search) against the
+   embed time of a frame of MixVPR-Lite0 and of MixVPR-R50 4096 at 320x320 (ONNX Runtime,
+   CPU, batch 1), on the nordland64 map and on a synthetic route of ``--big-map`` places of
+   4096-d descriptors (hnswlib M=8, ef_construction=40: only the build is cheaper).
+3. Stream throughput: ``Localizer.run`` over image files against the model alone on the
+   same frames already decoded and resized (``Embedder.embed_batch``, batch 1).
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from edgevpr.bench.machine import describe_cpu
+from edgevpr.data.layout import read_split
+from edgevpr.export.onnx_export import export_onnx
+from edgevpr.model import build_model, get_preset
+from edgevpr.model.checkpoint import load_checkpoint, save_checkpoint
+from edgevpr.runtime import Embedder, PlaceMap
+from edgevpr.runtime.localize import Localizer, precision_recall
+from edgevpr.runtime.localize.layout import traversal_order
+from edgevpr.runtime.localize.route import DEFAULT_SEEDS
+from edgevpr.runtime.placemap.records import PlaceRecord, record_for
+from edgevpr.runtime.preprocess import PreprocessSpec, normalize, read_for_model, resize_rgb
+
+SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
+RADIUS_M = 25.0
+LENGTHS = (5, 10, 20)
+SEGMENT = 60  # frames per speed segment of the variable-speed stream
+SPEEDS = (1.0, 0.5, 2.0)
+
+
+# ------------------------------------------------------------------ models and data
+def exported(checkpoint: Path, folder: Path) -> Embedder:
+    onnx = folder / f"{checkpoint.stem}-{abs(hash(str(checkpoint))) % 10**6}.onnx"
+    export_onnx(load_checkpoint(checkpoint), onnx)
+    return Embedder(onnx, providers=["cpu"], batch_size=1)
+
+
+def untrained_like(checkpoint: Path, folder: Path) -> Path:
+    """The same model with a fresh MixVPR head (seed 0) on the ImageNet backbone."""
+    config = load_checkpoint(checkpoint).model.config
+    torch.manual_seed(0)
+    path = folder / "untrained.pt"
+    save_checkpoint(path, build_model(config, pretrained=True))
+    return path
+
+
+class RouteSet:
+    """A test split in travel order: database as a place map, queries as descriptors."""
+
+    def __init__(self, embedder: Embedder, root: Path) -> None:
+        split = read_split(root, "test")
+        database = ordered(list(split.database.paths))
+        self.paths = ordered(list(split.queries.paths))
+        self.name = root.name
+        self.truth = np.array([[r.east, r.north] for r in map(record_for, self.paths)])
+        records = [record_for(p) for p in database]
+        self.places = np.array([[r.east, r.north] for r in records])
+        vectors = embedder.embed_paths(database)
+        self.queries = embedder.embed_paths(self.paths)
+        self.map = PlaceMap.create(embedder.descriptor_dim, embedder.fingerprint)
+        self.map.add(vectors, records)
+        self.vectors = vectors / np.linalg.norm(vectors, axis=1, keepdims=True)
+
+
+def ordered(paths: list[Path]) -> list[Path]:
+    order, _ = traversal_order([record_for(p) for p in paths])
+    return [paths[i] for i in order]
+
+
+def variable_speed(frames: int) -> np.ndarray:
+    """Query indices of a stream whose speed switches every SEGMENT frames."""
+    picked, position = [], 0.0
+    while position < frames - 0.5:
+        picked.append(int(position))
+        position += SPEEDS[(len(picked) // SEGMENT) % len(SPEEDS)]
+    return np.asarray(picked)
+
+
+# ------------------------------------------------------------------ accuracy
+def scores(correct: np.ndarray, confidence: np.ndarray) -> dict[str, float]:
+    curve = precision_recall(confidence, correct)
+    return {
+        "R@1": 100 * float(correct.mean()),
+        "R@100P": 100 * curve.recall_at_full_precision,
+        "AUC": curve.average_precision,
+    }
+
+
+def single_frames(data: RouteSet, stream: np.ndarray) -> dict[str, float]:
+    cosines = data.queries[stream] @ data.vectors.T
+    top = np.argsort(-cosines, axis=1)[:, :2]
+    rows = np.arange(len(stream))
+    right = np.linalg.norm(data.places[top[:, 0]] - data.truth[stream], axis=1) <= RADIUS_M
+    return scores(right, cosines[rows, top[:, 0]] - cosines[rows, top[:, 1]])
+
+
+def sequence(embedder: Embedder, data: RouteSet, length: int, stream: np.ndarray) -> dict:
+    localizer = Localizer(embedder, data.map, length=length, calibration=None)
+    right, margins, seconds = [], [], []
+    for frame, index in enumerate(stream):
+        start = time.perf_counter()
+        fix = localizer.update_descriptor(data.queries[index])
+        seconds.append(time.perf_counter() - start)
+        error = np.hypot(fix.position.east - data.truth[index, 0],
+                         fix.position.north - data.truth[index, 1])  # fmt: skip
+        right.append(error <= RADIUS_M)
+        margins.append(fix.margin if frame >= length - 1 else -np.inf)
+    result = scores(np.array(right), np.array(margins))
+    result["ms"] = 1000 * statistics.median(seconds)
+    return result
+
+
+def accuracy_rows(models: dict[str, Embedder], sets: dict[str, Path]) -> list[list[str]]:
+    rows = []
+    for model, embedder in models.items():
+        for name, root in sets.items():
+            data = RouteSet(embedder, root)
+            for pattern in ("steady", "variable"):
+                stream = np.arange(len(data.paths))
+                if pattern == "variable":
+                    stream = variable_speed(len(data.paths))
+                results = {"single frame": single_frames(data, stream)}
+                for length in LENGTHS:
+                    results[f"L={length}"] = sequence(embedder, data, length, stream)
+                for how, r in results.items():
+                    rows.append([model, name, pattern, str(len(stream)), how, f"{r['R@1']:.1f}",
+                                 f"{r['R@100P']:.1f}", f"{r['AUC']:.3f}"])  # fmt: skip
+                print(rows[-4:], flush=True)
+    return rows
+
+
+# ------------------------------------------------------------------ cost
+def median_ms(run: Callable[[], object], repeats: int) -> float:
+    run()
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        run()
+        times.append(time.perf_counter() - start)
+    return 1000 * statistics.median(times)
+
+
+def embed_ms(embedder: Embedder, repeats: int = 20) -> float:
+    spec: PreprocessSpec = embedder.spec
+    rgb = np.random.default_rng(0).integers(0, 255, (480, 640, 3), np.uint8)
+    batch = normalize(resize_rgb(rgb, spec)[None], spec)
+    return median_ms(lambda: embedder.embed_batch(batch), repeats)
+
+
+def filter_ms(embedder: Embedder, place_map: PlaceMap, queries: np.ndarray) -> tuple[float, float]:
+    """(median ms a frame of the whole update, of its kNN search alone)."""
+    localizer = Localizer(embedder, place_map, length=10, calibration=None)
+    k = max(localizer.k, DEFAULT_SEEDS)  # what the Localizer asks of the map
+    updates, searches = [], []
+    for query in queries:
+        start = time.perf_counter()
+        localizer.update_descriptor(query)
+        middle = time.perf_counter()
+        place_map.query(query, k=k)
+        updates.append(middle - start)
+        searches.append(time.perf_counter() - middle)
+    return 1000 * statistics.median(updates), 1000 * statistics.median(searches)
+
+
+def synthetic_route(embedder: Embedder, places: int, frames: int) -> tuple[PlaceMap, np.ndarray]:
+    """A route of ``places`` descriptors that drift along it, and noisy frames of a stretch."""
+    rng = np.random.default_rng(0)
+    dim = embedder.descriptor_dim
+    vectors = np.empty((places, dim), np.float32)
+    current = rng.standard_normal(dim).astype(np.float32)
+    for i in range(places):
+        current = 0.9 * current + 0.45 * rng.standard_normal(dim).astype(np.float32)
+        vectors[i] = current / np.linalg.norm(current)
+    records = [PlaceRecord(east=10.0 * i, north=0.0, id=i) for i in range(places)]
+    place_map = PlaceMap.create(dim, embedder.fingerprint, M=8, ef_construction=40)
+    place_map.add(vectors, records)
+    start = places // 3
+    queries = vectors[start : start + frames] + 0.02 * rng.standard_normal((frames, dim))
+    return place_map, queries.astype(np.float32)
+
+
+def cost_rows(lite0: Embedder, r50: Embedder, nordland: RouteSet, big: int) -> list[list[str]]:
+    lite0_ms, r50_ms = embed_ms(lite0), embed_ms(r50)
+    rows = []
+    update, search = filter_ms(lite0, nordland.map, nordland.queries[:400])
+    rows.append(["nordland64 (Lite0 512-d)", str(len(nordland.map)), update, search])
+    if big:
+        place_map, queries = synthetic_route(r50, big, 300)
+        update, search = filter_ms(r50, place_map, queries)
+        rows.append([f"synthetic route (R50 {r50.descriptor_dim}-d)", str(big), update, search])
+    table = []
+    for name, places, update, search in rows:
+        cost = update - search
+        table.append([name, places, f"{update:.2f}", f"{search:.2f}", f"{cost:.2f}",
+                      f"{100 * cost / lite0_ms:.0f}%", f"{100 * cost / r50_ms:.1f}%"])  # fmt: skip
+    table.append(["embed, batch 1", "", f"Lite0 {lite0_ms:.2f}", "", "", "", f"R50 {r50_ms:.1f}"])
+    return table
+
+
+def stream_rows(embedder: Embedder, paths: list[Path], place_map: PlaceMap) -> list[list[str]]:
+    spec = embedder.spec
+    batches = [normalize(resize_rgb(read_for_model(p, spec), spec)[None], spec) for p in paths]
+    start = time.perf_counter()
+    for batch in batches:
+        embedder.embed_batch(batch)
+    model_only = time.perf_counter() - start
+    localizer = Localizer(embedder, place_map, length=10, calibration=None)
+    start = time.perf_counter()
+    count = sum(1 for _ in localizer.run(paths))
+    streamed = time.perf_counter() - start
+    return [[str(count), f"{len(paths) / model_only:.0f}", f"{count / streamed:.0f}",
+             f"{model_only / streamed:.2f}"]]  # fmt: skip
+
+
+# ------------------------------------------------------------------ report
+def table(header: list[str], rows: list[list[str]]) -> str:
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    return "\n".join(lines + ["| " + " | ".join(map(str, r)) + " |" for r in rows])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--trained", type=Path, required=True)
+    parser.add_argument("--untrained", type=Path)
+    parser.add_argument("--data", type=Path, default=SHARED)
+    parser.add_argument("--out", type=Path, default=Path("benchmarks/results/localize.md"))
+    parser.add_argument("--big-map", type=int, default=100_000)
+    args = parser.parse_args()
+    torch.set_num_threads(2)
+    work = Path(tempfile.mkdtemp(prefix="edgevpr-localize-"))
+    untrained = args.untrained or untrained_like(args.trained, work)
+    models = {"MS-trained": exported(args.trained, work), "untrained": exported(untrained, work)}
+    sets = {name: args.data / name for name in ("nordland64", "corridor")}
+    accuracy = accuracy_rows(models, sets)
+    lite0 = models["MS-trained"]
+    nordland = RouteSet(lite0, sets["nordland64"])
+    throughput = stream_rows(lite0, nordland.paths[:600], nordland.map)
+    torch.manual_seed(0)
+    r50_config = get_preset("mixvpr_resnet50_4096").with_size(320, 320)
+    save_checkpoint(work / "r50.pt", build_model(r50_config, pretrained=False))
+    cost = cost_rows(lite0, exported(work / "r50.pt", work), nordland, args.big_map)
+    report = [
+        "# Localisation from a stream: sequence matching and its cost",
+        "",
+        f"Machine: {describe_cpu()}. Command: `python benchmarks/localize.py --trained "
+        f"{args.trained} --big-map {args.big_map}`.",
+        "",
+        "## Recall and confidence (a fix is right within 25 m)",
+        "",
+        table(
+            ["model", "set", "speed", "frames", "matching", "R@1", "R@100P", "AUC"], accuracy
+        ),  # fmt: skip
+        "",
+        "## Filter cost a frame (medians, ms; filter = update less its kNN search)",
+        "",
+        table(
+            ["map", "places", "update", "kNN search", "filter", "of Lite0 embed", "of R50 embed"],
+            cost,
+        ),  # fmt: skip
+        "",
+        "## Stream throughput (frames/s; Localizer.run over files vs the model alone)",
+        "",
+        table(["frames", "model alone", "stream", "ratio"], throughput),
+        "",
+    ]
+    args.out.write_text("\n".join(report))
+    print("\n".join(report))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,117 @@
+"""What a localizer says about each frame: a :class:`Fix`."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+from edgevpr.errors import EdgeVPRError
+from edgevpr.runtime.recognizer import Match
+
+EAST_NORTH = "east/north"  # metres in the map's planar frame (UTM where the map says so)
+LAT_LON = "lat/lon"  # WGS84 degrees
+
+INITIALISING = "initialising"  # fewer frames than the sequence needs
+TRACKING = "tracking"  # the last fixes were accepted
+LOST = "lost"  # no fix accepted for a whole sequence length
+
+
+@dataclass(frozen=True)
+class Position:
+    """A position whose kind is named, never guessed from a tuple."""
+
+    kind: str  # EAST_NORTH or LAT_LON
+    first: float  # east (metres) or latitude (degrees)
+    second: float  # north (metres) or longitude (degrees)
+    utm_zone: str | None = None  # for east/north positions, where the map records it
+
+    def __post_init__(self) -> None:
+        if self.kind not in (EAST_NORTH, LAT_LON):
+            raise EdgeVPRError(f"position kind must be {EAST_NORTH} or {LAT_LON}, not {self.kind}")
+
+    @property
+    def east(self) -> float:
+        return self._planar()[0]
+
+    @property
+    def north(self) -> float:
+        return self._planar()[1]
+
+    @property
+    def lat(self) -> float:
+        return self._geographic()[0]
+
+    @property
+    def lon(self) -> float:
+        return self._geographic()[1]
+
+    def _planar(self) -> tuple[float, float]:
+        if self.kind != EAST_NORTH:
+            raise EdgeVPRError("this position is latitude/longitude, not east/north")
+        return self.first, self.second
+
+    def _geographic(self) -> tuple[float, float]:
+        if self.kind != LAT_LON:
+            raise EdgeVPRError("this position is east/north, not latitude/longitude")
+        return self.first, self.second
+
+    def to_dict(self) -> dict[str, Any]:
+        names = ("east", "north") if self.kind == EAST_NORTH else ("lat", "lon")
+        data: dict[str, Any] = {"kind": self.kind, names[0]: self.first, names[1]: self.second}
+        if self.utm_zone:
+            data["utm_zone"] = self.utm_zone
+        return data
+
+
+@dataclass(frozen=True)
+class Fix:
+    """Where the robot is after one frame, and whether to act on it.
+
+    ``accepted`` is the decision (confidence at or above the threshold, the sequence long
+    enough, the frame not degenerate); ``confidence`` is in [0, 1] (the precision measured at
+    this margin when the map carries a calibration, see ``edgevpr eval --pr``); ``reason``
+    says why a fix was not accepted.
+    """
+
+    frame: int
+    state: str
+    accepted: bool
+    confidence: float
+    margin: float  # the raw confidence: z-units of evidence over the best rival
+    position: Position | None = None
+    uncertainty_m: float | None = None
+    heading: float | None = None
+    place_id: int | None = None
+    route_position: float | None = None  # route maps: place index in traversal order
+    speed: float | None = None  # route maps: places per frame
+    matches: list[Match] = field(default_factory=list)  # the frame's own nearest places
+    timestamp: float | None = None
+    name: str | None = None
+    reason: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        """One JSON-able object (a line of ``edgevpr localize --out track.jsonl``)."""
+        data: dict[str, Any] = {
+            "frame": self.frame,
+            "name": self.name,
+            "timestamp": self.timestamp,
+            "state": self.state,
+            "accepted": self.accepted,
+            "confidence": round(self.confidence, 4),
+            "margin": round(self.margin, 4) if math.isfinite(self.margin) else None,
+            "position": None if self.position is None else self.position.to_dict(),
+            "uncertainty_m": _rounded(self.uncertainty_m, 2),
+            "heading": _rounded(self.heading, 2),
+            "place_id": self.place_id,
+            "route_position": _rounded(self.route_position, 3),
+            "speed": _rounded(self.speed, 3),
+            "matches": [m.to_dict() for m in self.matches],
+        }
+        if self.reason:
+            data["reason"] = self.reason
+        return data
+
+
+def _rounded(value: float | None, digits: int) -> float | None:
+    return None if value is None else round(value, digits)

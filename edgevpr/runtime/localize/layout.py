@@ -1,0 +1,162 @@
+"""How a map's places lie for tracking: their traversal order, positions in metres, and
+whether they form a route.
+
+A map is a route when its places were recorded in travel order: by their timestamps where
+every place has one, else by the natural order of their file names (``frame2`` before
+``frame10``), else by id. Where places carry coordinates, the order is taken as a route
+only if consecutive places are mostly neighbours; a map without coordinates can only be a
+route.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from datetime import datetime
+
+import numpy as np
+
+from edgevpr.runtime.geo import LocalProjection, PlaceCoordinates
+from edgevpr.runtime.layout_names import parse_layout_name
+from edgevpr.runtime.placemap import PlaceMap, PlaceRecord
+
+# Consecutive places count as neighbours within this multiple of the typical spacing, and a
+# route needs this share of its steps to be between neighbours.
+NEIGHBOUR_FACTOR = 3.0
+ROUTE_SHARE = 0.9
+NEAR_IN_X = 50
+
+
+@dataclass(frozen=True)
+class PlaceLayout:
+    """A map's places in traversal order (index = route position)."""
+
+    ids: np.ndarray  # place ids, in traversal order
+    xy: np.ndarray  # N x 2 metres in one flat frame; NaN rows without a position
+    records: list[PlaceRecord]
+    coordinates: PlaceCoordinates  # as the records give them, in traversal order
+    projection: LocalProjection
+    kind: str | None  # "east/north", "lat/lon" or None: how positions are reported
+    spacing_m: float | None  # typical distance between neighbouring places
+    is_route: bool
+    ordered_by: str  # "timestamp", "name" or "id"
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    def index_of(self, place_ids: np.ndarray) -> np.ndarray:
+        """Route positions of place ids (all must be places of the map)."""
+        return self._lookup[np.asarray(place_ids, np.int64)]
+
+    @property
+    def _lookup(self) -> np.ndarray:
+        lookup = getattr(self, "_index_cache", None)
+        if lookup is None:
+            lookup = np.full(int(self.ids.max()) + 1 if len(self.ids) else 0, -1, np.int64)
+            lookup[self.ids] = np.arange(len(self.ids))
+            object.__setattr__(self, "_index_cache", lookup)
+        return lookup
+
+    @classmethod
+    def of(cls, placemap: PlaceMap) -> PlaceLayout:
+        records = placemap.records()
+        order, ordered_by = traversal_order(records)
+        records = [records[i] for i in order]
+        ids = np.asarray([r.id for r in records], np.int64)
+        coordinates = PlaceCoordinates(
+            east=_column(records, "east"),
+            north=_column(records, "north"),
+            lat=_column(records, "lat"),
+            lon=_column(records, "lon"),
+            utm_zones=frozenset(r.utm_zone for r in records if r.utm_zone),
+        )
+        projection = LocalProjection.of(coordinates)
+        xy = projection.metres(coordinates)
+        kind = placemap.coordinate_kind()
+        kind = None if kind is None else kind.split("+")[0]
+        spacing = typical_spacing(xy)
+        return cls(
+            ids=ids,
+            xy=xy,
+            records=records,
+            coordinates=coordinates,
+            projection=projection,
+            kind=kind,
+            spacing_m=spacing,
+            is_route=is_route(xy, spacing),
+            ordered_by=ordered_by,
+        )
+
+
+def _column(records: list[PlaceRecord], name: str) -> np.ndarray:
+    values = (getattr(r, name) for r in records)
+    return np.fromiter((np.nan if v is None else v for v in values), np.float64, len(records))
+
+
+def natural_key(text: str) -> list[object]:
+    """'img10.jpg' after 'img9.jpg': digit runs compare as numbers."""
+    return [(0, int(t), "") if t.isdigit() else (1, 0, t) for t in re.split(r"(\d+)", text)]
+
+
+def name_key(path: str) -> list[object]:
+    """The natural order key of an image's name: of its original stem where the name is in
+    the evaluation layout (``@east@north@...@stem@...``: the coordinates that lead such a
+    name are not the travel order), else of the whole name."""
+    name = path.replace("\\", "/").rsplit("/", 1)[-1]
+    parsed = parse_layout_name(name)
+    return natural_key(parsed.stem if parsed is not None and parsed.stem else name)
+
+
+def timestamp_value(value: float | str | None) -> float | None:
+    """A record's timestamp as seconds: numbers as they are, ISO 8601 text parsed."""
+    if isinstance(value, (int, float)):
+        return float(value)
+    if isinstance(value, str):
+        try:
+            return float(value)
+        except ValueError:
+            pass
+        try:
+            return datetime.fromisoformat(value).timestamp()
+        except ValueError:
+            return None
+    return None
+
+
+def traversal_order(records: list[PlaceRecord]) -> tuple[list[int], str]:
+    """Indices of ``records`` in travel order, and what ordered them."""
+    times = [timestamp_value(r.timestamp) for r in records]
+    if records and all(t is not None for t in times):
+        return sorted(range(len(records)), key=lambda i: (times[i], records[i].id)), "timestamp"
+    if records and all(r.path for r in records):
+        keys = [name_key(r.path) for r in records]  # type: ignore[arg-type]
+        return sorted(range(len(records)), key=lambda i: (keys[i], records[i].id)), "name"
+    return sorted(range(len(records)), key=lambda i: records[i].id), "id"  # type: ignore[arg-type]
+
+
+def typical_spacing(xy: np.ndarray) -> float | None:
+    """Median distance from a place to its nearest other place, over a sample of up to 2000
+    places, each compared with its NEAR_IN_X neighbours in east order (the nearest place is
+    among them on routes and grids alike; cost independent of the map's size)."""
+    known = xy[np.isfinite(xy).all(axis=1)]
+    if len(known) < 2:
+        return None
+    known = known[np.argsort(known[:, 0], kind="stable")]
+    picks = np.random.default_rng(0).permutation(len(known))[:2000]
+    offsets = np.arange(-NEAR_IN_X, NEAR_IN_X + 1)
+    offsets = offsets[offsets != 0]
+    others = np.clip(picks[:, None] + offsets[None, :], 0, len(known) - 1)
+    distance = np.linalg.norm(known[others] - known[picks][:, None, :], axis=2)
+    distance[(distance == 0) | (others == picks[:, None])] = np.inf
+    nearest = distance.min(axis=1)
+    nearest = nearest[np.isfinite(nearest)]
+    return float(np.median(nearest)) if len(nearest) else None
+
+
+def is_route(xy: np.ndarray, spacing: float | None) -> bool:
+    """Whether consecutive places are mostly neighbours (always, without coordinates)."""
+    known = np.isfinite(xy).all(axis=1)
+    if known.sum() < 2 or spacing is None:
+        return True
+    steps = np.linalg.norm(np.diff(xy[known], axis=0), axis=1)
+    return float(np.mean(steps <= NEIGHBOUR_FACTOR * max(spacing, 1e-9))) >= ROUTE_SHARE

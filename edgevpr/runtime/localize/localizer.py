@@ -1,0 +1,484 @@
+"""``Localizer``: a position from a stream of frames, with a confidence to act on.
+
+Each frame is embedded by the map's model and matched against the map; the k nearest
+places seed a tracker that weighs the evidence of the last L frames:
+
+- on a route map (places in travel order) a beam of (route position, speed) paths
+  (:mod:`edgevpr.runtime.localize.route`);
+- on an area map (places in 2-D) an online Viterbi over places whose moves follow metric
+  distance against elapsed time, a step limit, or odometry
+  (:mod:`edgevpr.runtime.localize.area`).
+
+Both score a place by the frame's exact cosine to it, as a z-value over the whole map, so
+their cost per frame does not grow with the map (beyond its k-nearest search).
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import statistics
+import threading
+from collections import deque
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from edgevpr.errors import EdgeVPRError
+from edgevpr.runtime.checks import instance, real, whole
+from edgevpr.runtime.embedder import Embedder
+from edgevpr.runtime.geo import GeoPrior, check_prior, distances_m
+from edgevpr.runtime.images import decode_image
+from edgevpr.runtime.localize.area import AreaConfig, AreaTracker, Motion
+from edgevpr.runtime.localize.calibration import (
+    Calibration,
+    default_threshold,
+    sidecar,
+    uncalibrated_confidence,
+)
+from edgevpr.runtime.localize.fix import (
+    EAST_NORTH,
+    INITIALISING,
+    LAT_LON,
+    LOST,
+    TRACKING,
+    Fix,
+    Position,
+)
+from edgevpr.runtime.localize.layout import PlaceLayout
+from edgevpr.runtime.localize.route import RouteConfig, RouteTracker, RowStats, z_scorer
+from edgevpr.runtime.pixels import DEFAULT_ENCODING, to_rgb8
+from edgevpr.runtime.placemap import PlaceMap
+from edgevpr.runtime.preprocess import read_for_model
+from edgevpr.runtime.recognizer import Match, check_same_model, matches_of
+
+ROUTE, AREA, AUTO = "route", "area", "auto"
+MODES = (AUTO, ROUTE, AREA)
+STATS_SAMPLE = 512
+# A frame whose grey levels vary less than this (0-255) is blank: a covered lens, a black
+# or white frame. It is never accepted, and the trackers skip it.
+BLANK_STD = 2.0
+# Places a hypothesis outside a geo prior is marked down by (z-units a frame).
+OUTSIDE_PRIOR = 10.0
+# Hypotheses within this score (z-units) of the best spread the uncertainty radius.
+SPREAD_SCORE = 0.05
+# Reach per frame on area maps without timestamps or a speed: this many place spacings.
+DEFAULT_REACH_SPACINGS = 3.0
+# Hypotheses looked at for the uncertainty radius, best first.
+SPREAD_HYPOTHESES = 50
+
+
+@dataclass(frozen=True)
+class StreamFrame:
+    """A frame with what its source knows about it (for :meth:`Localizer.run`)."""
+
+    image: Any  # pixels (in ``encoding``), a file path, or encoded bytes
+    timestamp: float | None = None
+    name: str | None = None
+    encoding: str = DEFAULT_ENCODING
+    odometry: tuple[float, float] | None = None  # metres east, north since the last frame
+
+
+class Localizer:
+    """Where the robot is, from frames of one camera, against one map.
+
+    Args:
+        embedder: the exported model that built ``placemap``.
+        placemap: the map to localise in.
+        mode: "route" (places in travel order: sequence matching), "area" (a temporal filter
+            over 2-D places) or "auto" (route when consecutive places are neighbours).
+        length: frames of evidence (L).
+        calibration: a :class:`Calibration`, a path to one, or "auto": the map's own
+            ``<map>.localizer.json`` where it exists for this model and mode.
+        threshold: accept fixes with at least this margin (default: the calibration's, else
+            the mode's for this length, ``calibration.default_threshold``).
+        max_speed: metres per second an area-map robot can move (with timestamps).
+        k: nearest places reported with each fix.
+
+    Example::
+
+        localizer = Localizer(Embedder("best.onnx"), PlaceMap.load("route.vprmap"))
+        for fix in localizer.run(frames):            # any iterable: arrays, paths, bytes
+            if fix.accepted:
+                print(fix.position.east, fix.position.north, fix.uncertainty_m)
+    """
+
+    def __init__(
+        self,
+        embedder: Embedder,
+        placemap: PlaceMap,
+        *,
+        mode: str = AUTO,
+        length: int = 10,
+        calibration: Calibration | str | os.PathLike[str] | None = AUTO,
+        threshold: float | None = None,
+        max_speed: float | None = None,
+        k: int = 5,
+        route: RouteConfig | None = None,
+        area: AreaConfig | None = None,
+    ) -> None:
+        instance(embedder, Embedder, "embedder", " (an exported model: Embedder('best.onnx'))")
+        instance(placemap, PlaceMap, "placemap", " (PlaceMap.load('route.vprmap'))")
+        check_same_model(embedder, placemap)
+        if mode not in MODES:
+            raise EdgeVPRError(f"mode must be one of {', '.join(MODES)}, not {mode!r}")
+        if len(placemap) < 2:
+            raise EdgeVPRError("a localizer needs a map of at least two places")
+        self.embedder, self.placemap = embedder, placemap
+        self.length = whole(length, "sequence length", 1, 1000)
+        self.k = whole(k, "k", 1, 1000)
+        self.max_speed = None if max_speed is None else real(max_speed, "max speed")
+        self.layout = PlaceLayout.of(placemap)
+        self.mode = (ROUTE if self.layout.is_route else AREA) if mode == AUTO else mode
+        if self.mode == AREA and self.layout.kind is None:
+            raise EdgeVPRError("area tracking needs a map whose places have coordinates")
+        self._route_config = replace(route or RouteConfig(), length=self.length)
+        self._area_config = replace(area or AreaConfig(), length=self.length)
+        self.calibration = self._calibration(calibration)
+        self.threshold = real(
+            threshold
+            if threshold is not None
+            else self.calibration.threshold
+            if self.calibration
+            else default_threshold(self.mode, self.length),
+            "threshold",
+        )
+        self._stats = RowStats(self._sample())
+        self._lock = threading.Lock()
+        self.reset()
+
+    # ------------------------------------------------------------------ set-up
+    def _calibration(self, given: Any) -> Calibration | None:
+        if given is None:
+            return None
+        if isinstance(given, Calibration):
+            found = given
+        elif given == AUTO:
+            source = self.placemap.source
+            if source is None or not sidecar(source).is_file():
+                return None
+            found = Calibration.load(sidecar(source))
+        else:
+            found = Calibration.load(given)
+        if found.fingerprint != self.embedder.fingerprint:
+            raise EdgeVPRError("the calibration was measured with another model; recalibrate")
+        if (found.mode, found.length) != (self.mode, self.length):
+            raise EdgeVPRError(
+                f"the calibration is for {found.mode} matching over {found.length} frames, not "
+                f"{self.mode} over {self.length}; recalibrate or pass calibration=None"
+            )
+        return found
+
+    def _sample(self) -> np.ndarray:
+        ids = self.layout.ids
+        picks = np.random.default_rng(0).permutation(len(ids))[:STATS_SAMPLE]
+        return self.placemap.descriptors(ids[np.sort(picks)])
+
+    def reset(self) -> None:
+        """Forget the stream: the next frame starts a new sequence."""
+        if self.mode == ROUTE:
+            self._tracker: RouteTracker | AreaTracker = RouteTracker(
+                len(self.layout), self._route_config
+            )
+        else:
+            spacing = self.layout.spacing_m or 1.0
+            self._tracker = AreaTracker(self.layout.xy, spacing, self._area_config)
+        self._frame = 0
+        self._last_time: float | None = None
+        self._periods: deque[float] = deque(maxlen=25)
+        self._pending_step = 0.0
+        self._accepted: deque[bool] = deque(maxlen=self.length)
+
+    # ------------------------------------------------------------------ one frame
+    def update(
+        self,
+        frame: Any,
+        *,
+        encoding: str = DEFAULT_ENCODING,
+        timestamp: float | None = None,
+        prior: GeoPrior | None = None,
+        odometry: tuple[float, float] | None = None,
+        name: str | None = None,
+    ) -> Fix:
+        """One frame (pixels in ``encoding``, a path or encoded bytes) -> its fix."""
+        rgb, blank = self._prepared(frame, encoding)
+        descriptor = self.embedder.embed_image(rgb)
+        return self.update_descriptor(
+            descriptor,
+            timestamp=timestamp,
+            prior=prior,
+            odometry=odometry,
+            name=name,
+            blank=blank,
+        )
+
+    def update_descriptor(
+        self,
+        descriptor: np.ndarray,
+        *,
+        timestamp: float | None = None,
+        prior: GeoPrior | None = None,
+        odometry: tuple[float, float] | None = None,
+        name: str | None = None,
+        blank: bool = False,
+    ) -> Fix:
+        """A frame already embedded by this map's model -> its fix."""
+        prior = check_prior(prior)
+        if timestamp is not None:
+            timestamp = real(timestamp, "timestamp")
+        if odometry is not None:
+            odometry = (real(odometry[0], "odometry east"), real(odometry[1], "odometry north"))
+        query = np.asarray(descriptor, np.float32).reshape(-1)
+        if query.shape != (self.embedder.descriptor_dim,) or not np.isfinite(query).all():
+            raise EdgeVPRError(
+                f"a descriptor must be {self.embedder.descriptor_dim} finite numbers"
+            )
+        query = query / max(float(np.linalg.norm(query)), 1e-12)
+        with self._lock:
+            return self._advance(query, timestamp, prior, odometry, name, blank)
+
+    def _advance(
+        self,
+        query: np.ndarray,
+        timestamp: float | None,
+        prior: GeoPrior | None,
+        odometry: tuple[float, float] | None,
+        name: str | None,
+        blank: bool,
+    ) -> Fix:
+        frame = self._frame
+        self._frame += 1
+        step = self._pending_step + self._step(timestamp, odometry)
+        found = self.placemap.query(query, k=max(self.k, self._seeds()), prior=prior)[0]
+        matches = matches_of(found)[: self.k]
+        base = Fix(frame=frame, state=self._state(), accepted=False, confidence=0.0,
+                   margin=-math.inf, matches=matches, timestamp=timestamp, name=name)  # fmt: skip
+        if blank:
+            self._pending_step = step
+            self._accepted.append(False)
+            return replace(base, state=self._state(), reason="blank frame")
+        self._pending_step = 0.0
+        seeds = self.layout.index_of(found.ids)
+        outside = self._outside(prior)
+        scorer = z_scorer(
+            self._vectors,
+            query,
+            self._stats,
+            len(self.layout),
+            None if outside is None else OUTSIDE_PRIOR * outside,
+        )
+        if self.mode == ROUTE:
+            fix = self._route_fix(base, seeds, scorer, step)
+        else:
+            fix = self._area_fix(base, seeds, scorer, step, timestamp, odometry)
+        self._accepted.append(fix.accepted)
+        return replace(fix, state=self._state())
+
+    def _seeds(self) -> int:
+        config = self._route_config if self.mode == ROUTE else self._area_config
+        return config.seeds
+
+    def _step(self, timestamp: float | None, odometry: tuple[float, float] | None) -> float:
+        """Frames elapsed since the last frame, for the route tracker: from odometry (one
+        place spacing a frame), timestamps (against the typical period), else 1."""
+        step = 1.0
+        if timestamp is not None and self._last_time is not None:
+            period = timestamp - self._last_time
+            if period > 0:
+                self._periods.append(period)
+                step = period / statistics.median(self._periods)
+        if timestamp is not None:
+            self._last_time = timestamp
+        if odometry is not None and self.layout.spacing_m:
+            step = math.hypot(*odometry) / self.layout.spacing_m
+        return step
+
+    def _vectors(self, positions: np.ndarray) -> np.ndarray:
+        return self.placemap.descriptors(self.layout.ids[positions])
+
+    def _outside(self, prior: GeoPrior | None) -> np.ndarray | None:
+        """1 for layout positions outside the prior (or without coordinates), else 0."""
+        if prior is None:
+            return None
+        distance = np.nan_to_num(distances_m(prior, self.layout.coordinates), nan=np.inf)
+        return (distance > prior.radius_m).astype(np.float64)
+
+    # ------------------------------------------------------------------ route and area
+    def _route_fix(self, base: Fix, seeds: np.ndarray, scorer: Any, step: float) -> Fix:
+        tracker = self._tracker
+        assert isinstance(tracker, RouteTracker)
+        estimate = tracker.update(seeds, scorer, step)
+        place = estimate.place
+        near = estimate.scores >= estimate.score - SPREAD_SCORE
+        here = self.layout.xy[place]
+        nearby = np.round(estimate.positions[near][:SPREAD_HYPOTHESES]).astype(np.int64)
+        around = self.layout.xy[np.clip(nearby, 0, len(self.layout) - 1)]
+        return self._decided(
+            base,
+            place=place,
+            position=here,
+            spread=self._spread(around, here),
+            margin=estimate.margin,
+            frames=estimate.frames,
+            route_position=estimate.position,
+            speed=estimate.speed,
+        )
+
+    def _area_fix(
+        self,
+        base: Fix,
+        seeds: np.ndarray,
+        scorer: Any,
+        step: float,
+        timestamp: float | None,
+        odometry: tuple[float, float] | None,
+    ) -> Fix:
+        tracker = self._tracker
+        assert isinstance(tracker, AreaTracker)
+        estimate = tracker.update(seeds, scorer, self._motion(step, timestamp, odometry))
+        near = estimate.scores >= estimate.score - SPREAD_SCORE
+        here = self.layout.xy[estimate.place]
+        around = self.layout.xy[estimate.places[near][:SPREAD_HYPOTHESES]]
+        return self._decided(
+            base,
+            place=estimate.place,
+            position=here,
+            spread=self._spread(around, here),
+            margin=estimate.margin,
+            frames=estimate.frames,
+        )
+
+    def _motion(self, step: float, timestamp: float | None, odometry: Any) -> Motion:
+        spacing = self.layout.spacing_m or 1.0
+        if odometry is not None:
+            return Motion(reach_m=math.hypot(*odometry), step=step, odometry=odometry)
+        if self.max_speed is not None and timestamp is not None and self._periods:
+            return Motion(reach_m=self.max_speed * self._periods[-1], step=step)
+        return Motion(reach_m=DEFAULT_REACH_SPACINGS * spacing * max(step, 1.0), step=step)
+
+    def _spread(self, points: np.ndarray, here: np.ndarray) -> float | None:
+        """Metres within which the hypotheses nearly as good as the best lie (at least half
+        a place spacing)."""
+        if self.layout.spacing_m is None or not len(points):
+            return None
+        distance = np.linalg.norm(points.reshape(-1, 2) - here, axis=1)
+        distance = distance[np.isfinite(distance)]
+        return max(float(distance.max()) if len(distance) else 0.0, self.layout.spacing_m / 2)
+
+    def _decided(
+        self,
+        base: Fix,
+        *,
+        place: int,
+        position: np.ndarray,
+        spread: float | None,
+        margin: float,
+        frames: int,
+        route_position: float | None = None,
+        speed: float | None = None,
+    ) -> Fix:
+        if self.calibration is not None:
+            confidence = self.calibration.confidence(margin)
+        else:
+            confidence = uncalibrated_confidence(margin, self.threshold)
+        reason = None
+        if frames < self.length:
+            reason = f"initialising ({frames} of {self.length} frames)"
+        elif margin < self.threshold:
+            reason = f"margin {margin:.3f} below the threshold {self.threshold:.3f}"
+        record = self.layout.records[place]
+        return replace(
+            base,
+            accepted=reason is None,
+            confidence=confidence,
+            margin=margin,
+            position=self._position(position, record),
+            uncertainty_m=spread,
+            heading=record.heading,
+            place_id=int(self.layout.ids[place]),
+            route_position=route_position,
+            speed=speed,
+            reason=reason,
+        )
+
+    def _position(self, xy: np.ndarray, record: Any) -> Position | None:
+        """The fix's position in the map's own terms (east/north, else lat/lon)."""
+        if self.layout.kind is None or not np.isfinite(xy).all():
+            return None
+        if self.layout.kind == EAST_NORTH:
+            return Position(EAST_NORTH, float(xy[0]), float(xy[1]), record.utm_zone)
+        return Position(LAT_LON, *self.layout.projection.lat_lon(xy))
+
+    def _state(self) -> str:
+        if self._tracker.frames < self.length:
+            return INITIALISING
+        return TRACKING if any(self._accepted) else LOST
+
+    # ------------------------------------------------------------------ streams
+    def run(
+        self,
+        frames: Iterable[Any],
+        *,
+        encoding: str = DEFAULT_ENCODING,
+        prior: GeoPrior | None = None,
+        progress: bool = False,
+        on_unreadable: Any = None,
+    ) -> Iterator[Fix]:
+        """Fixes for any iterable of frames (pixels, paths, bytes or :class:`StreamFrame`),
+        lazily: the next batch is decoded and embedded while the current one is tracked,
+        and memory stays bounded for an endless stream. ``on_unreadable(frame, error)``
+        skips unreadable frames (by default they stop the stream)."""
+        prior = check_prior(prior)
+        # what the decoding thread learnt of each frame it passed on, in order
+        pending: deque[tuple[StreamFrame, bool]] = deque()
+
+        def prepared() -> Iterator[np.ndarray]:
+            for given in frames:
+                item = given if isinstance(given, StreamFrame) else StreamFrame(given, None)
+                try:
+                    rgb, blank = self._prepared(item.image, item.encoding or encoding)
+                except EdgeVPRError as exc:
+                    if on_unreadable is None:
+                        raise
+                    on_unreadable(item, exc)
+                    continue
+                pending.append((item, blank))
+                yield rgb
+
+        for _, descriptors in self.embedder.stream(prepared(), progress=progress):
+            for descriptor in descriptors:
+                item, blank = pending.popleft()
+                yield self.update_descriptor(
+                    descriptor,
+                    timestamp=item.timestamp,
+                    prior=prior,
+                    odometry=item.odometry,
+                    name=item.name or _name(item),
+                    blank=blank,
+                )
+
+    def _prepared(self, frame: Any, encoding: str) -> tuple[np.ndarray, bool]:
+        """A frame as RGB pixels (decoded as the model reads files), and whether it is blank."""
+        spec = self.embedder.spec
+        if isinstance(frame, np.ndarray):
+            rgb = to_rgb8(frame, encoding, "frame")
+        elif isinstance(frame, (str, os.PathLike)):
+            rgb = read_for_model(frame, spec)
+        elif isinstance(frame, (bytes, bytearray, memoryview)):
+            rgb = decode_image(bytes(frame), "frame", spec.decode_size)
+        else:
+            raise EdgeVPRError(
+                f"a frame must be pixels, a file path or encoded bytes, not {type(frame).__name__}"
+            )
+        step = max(1, min(rgb.shape[:2]) // 64)
+        return rgb, float(rgb[::step, ::step].std()) < BLANK_STD
+
+
+def _name(item: StreamFrame) -> str | None:
+    return str(Path(item.image)) if isinstance(item.image, (str, os.PathLike)) else None
+
+
+__all__ = ["AREA", "AUTO", "ROUTE", "Localizer", "Match", "StreamFrame"]

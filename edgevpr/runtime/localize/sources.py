@@ -1,0 +1,138 @@
+"""Where frames come from: a folder of images, a video file, or a ROS 1 / ROS 2 bag.
+
+Each source yields :class:`StreamFrame` items lazily (a bag or a video is never read whole)
+with a name, and a timestamp where the source has one: a bag's header stamps, a video's
+position, or the timestamp field of evaluation-layout file names.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import cv2
+
+from edgevpr.errors import EdgeVPRError
+from edgevpr.extras import install_hint
+from edgevpr.runtime.images import IMAGE_SUFFIXES, list_images
+from edgevpr.runtime.localize.layout import name_key, timestamp_value
+from edgevpr.runtime.localize.localizer import StreamFrame
+from edgevpr.runtime.localize.rosmsg import IMAGE_TYPES, frame_of, stamp_seconds
+from edgevpr.runtime.placemap.records import record_for
+
+BAG_SUFFIXES = (".bag", ".mcap", ".db3")
+VIDEO_SUFFIXES = (".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v", ".mpg", ".mpeg")
+
+
+@dataclass
+class FrameSource:
+    """Frames to localise, lazily, with how many there are where known."""
+
+    description: str
+    frames: Iterator[StreamFrame]
+    total: int | None = None
+
+
+def open_source(path: str | os.PathLike[str], topic: str | None = None) -> FrameSource:
+    """A folder of images, a video file, or a bag (a ROS 1 ``.bag``, or a ROS 2 bag folder
+    or its ``.mcap``/``.db3`` file; ``topic`` names the image topic where there are several)."""
+    path = Path(path)
+    if not path.exists():
+        raise EdgeVPRError(f"frame source {path} does not exist")
+    if (path / "metadata.yaml").is_file() or path.suffix.lower() in BAG_SUFFIXES:
+        return bag_source(path, topic)
+    if topic is not None:
+        raise EdgeVPRError("--topic applies to bags only")
+    if path.is_dir():
+        return folder_source(path)
+    if path.suffix.lower() in IMAGE_SUFFIXES:
+        raise EdgeVPRError(f"{path} is one image: give a folder of frames, a video or a bag")
+    return video_source(path)
+
+
+def folder_source(folder: Path) -> FrameSource:
+    """The images directly inside ``folder``, in natural name order."""
+    paths = sorted(list_images(folder), key=lambda p: name_key(p.name))
+    if not paths:
+        raise EdgeVPRError(f"no images in {folder}")
+
+    def frames() -> Iterator[StreamFrame]:
+        for path in paths:
+            stamp = timestamp_value(record_for(path).timestamp)
+            yield StreamFrame(path, timestamp=stamp, name=str(path))
+
+    return FrameSource(f"{len(paths)} images in {folder}", frames(), len(paths))
+
+
+def video_source(path: Path) -> FrameSource:
+    """A video file, frame by frame (BGR from OpenCV), timestamps from its position."""
+    capture = cv2.VideoCapture(str(path))
+    if not capture.isOpened():
+        raise EdgeVPRError(f"cannot open {path} as a video (OpenCV could not read it)")
+    total = int(capture.get(cv2.CAP_PROP_FRAME_COUNT)) or None
+
+    def frames() -> Iterator[StreamFrame]:
+        index = 0
+        try:
+            while True:
+                ok, image = capture.read()
+                if not ok:
+                    return
+                seconds = capture.get(cv2.CAP_PROP_POS_MSEC) / 1000.0
+                yield StreamFrame(image, seconds, f"{path.name}#{index}", encoding="bgr8")
+                index += 1
+        finally:
+            capture.release()
+
+    return FrameSource(f"video {path}", frames(), total)
+
+
+def bag_source(path: Path, topic: str | None) -> FrameSource:
+    """The image messages of one topic of a ROS 1 or ROS 2 bag (read with ``rosbags``)."""
+    try:
+        from rosbags.highlevel import AnyReader, AnyReaderError
+    except ImportError:
+        raise EdgeVPRError(
+            f"reading bags needs the 'rosbags' package: {install_hint('rosbags')}"
+        ) from None
+    folder = path.parent if path.suffix.lower() in (".mcap", ".db3") else path
+    try:
+        reader = AnyReader([folder])
+        reader.open()
+    except (AnyReaderError, OSError, ValueError) as exc:
+        raise EdgeVPRError(f"cannot read bag {path}: {exc}") from None
+    images = [c for c in reader.connections if c.msgtype in IMAGE_TYPES]
+    found = sorted({c.topic for c in images})
+    if topic is None and len(found) == 1:
+        topic = found[0]
+    chosen = [c for c in images if c.topic == topic]
+    if not chosen:
+        reader.close()
+        listed = ", ".join(found) or "none"
+        raise EdgeVPRError(
+            f"bag {path}: give --topic with one of its image topics ({listed})"
+            if topic is None
+            else f"bag {path} has no image topic {topic} (image topics: {listed})"
+        )
+    total = sum(c.msgcount for c in chosen)
+
+    def frames() -> Iterator[StreamFrame]:
+        try:
+            for index, (connection, stamp_ns, raw) in enumerate(reader.messages(chosen)):
+                message = reader.deserialize(raw, connection.msgtype)
+                image, encoding = frame_of(message, connection.msgtype)
+                seconds = stamp_seconds(message)
+                yield StreamFrame(
+                    image,
+                    seconds if seconds is not None else stamp_ns * 1e-9,
+                    f"{topic}#{index}",
+                    encoding=encoding,
+                )
+        except AnyReaderError as exc:
+            raise EdgeVPRError(f"bag {path} is damaged: {exc}") from None
+        finally:
+            reader.close()
+
+    return FrameSource(f"{total} messages on {topic} in {path}", frames(), total)
