@@ -1,7 +1,7 @@
 """Localisation from a stream of frames: single frames against sequences, and what it costs.
 
 Usage: python benchmarks/localize.py --trained CKPT [--untrained CKPT] [--data ../shared/data]
-       [--out benchmarks/results/localize.md] [--big-map 100000]
+       [--out benchmarks/results/localize.md] [--big-map 100000] [--sections accuracy,cost,stream]
 
 Everything runs through the runtime, as it ships: each checkpoint is exported to ONNX, the
 runtime ``Embedder`` embeds the test splits, a ``PlaceMap`` (hnswlib) holds the database
@@ -18,23 +18,34 @@ true position.
    embed time of a frame of MixVPR-Lite0 and of MixVPR-R50 4096 at 320x320 (ONNX Runtime,
    CPU, batch 1), on the nordland64 map and on a synthetic route of ``--big-map`` places of
    4096-d descriptors (hnswlib M=8, ef_construction=40: only the build is cheaper).
-3. Stream throughput: ``Localizer.run`` over image files against the model alone on the
-   same frames already decoded and resized (``Embedder.embed_batch``, batch 1).
+3. Stream throughput, batch 1: the model alone on frames decoded and resized beforehand
+   (``Embedder.embed_batch``), ``Embedder.stream`` over the files (decoding and resizing of
+   the next frame overlap the embedding of this one) and ``Localizer.run`` over the files;
+   MixVPR-Lite0 on nordland64's 64x32 PNGs and MixVPR-R50 on corridor's frames re-encoded
+   as 640x480 JPEGs (what a VGA camera gives), R50 with ONNX Runtime on all cores (the
+   stream then decodes between frames: a decode beside it slows the model more than it
+   saves) and on one thread (the decode overlaps on the other core).
+
+Each section's results are kept in ``<out>.json`` with the machine and command, so one
+section can be measured again without the others (``--sections``).
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import statistics
+import sys
 import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
 
+import cv2
 import numpy as np
 import torch
 
-from edgevpr.bench.machine import describe_cpu
+from edgevpr.bench.machine import describe_cpu, machine_info
 from edgevpr.data.layout import read_split
 from edgevpr.export.onnx_export import export_onnx
 from edgevpr.model import build_model, get_preset
@@ -150,7 +161,6 @@ def accuracy_rows(models: dict[str, Embedder], sets: dict[str, Path]) -> list[li
                 for how, r in results.items():
                     rows.append([model, name, pattern, str(len(stream)), how, f"{r['R@1']:.1f}",
                                  f"{r['R@100P']:.1f}", f"{r['AUC']:.3f}"])  # fmt: skip
-                print(rows[-4:], flush=True)
     return rows
 
 
@@ -222,25 +232,90 @@ def cost_rows(lite0: Embedder, r50: Embedder, nordland: RouteSet, big: int) -> l
     return table
 
 
-def stream_rows(embedder: Embedder, paths: list[Path], place_map: PlaceMap) -> list[list[str]]:
+def stream_row(name: str, embedder: Embedder, paths: list[Path], place_map: PlaceMap) -> list:
+    """Frames a second of the model alone (frames decoded and resized beforehand), of
+    ``Embedder.stream`` over the files (decoding overlapped) and of ``Localizer.run``."""
     spec = embedder.spec
     batches = [normalize(resize_rgb(read_for_model(p, spec), spec)[None], spec) for p in paths]
+    embedder.warmup()
     start = time.perf_counter()
     for batch in batches:
         embedder.embed_batch(batch)
-    model_only = time.perf_counter() - start
+    model = len(paths) / (time.perf_counter() - start)
+    start = time.perf_counter()
+    streamed = sum(len(d) for _, d in embedder.stream(paths))
+    stream = streamed / (time.perf_counter() - start)
     localizer = Localizer(embedder, place_map, length=10, calibration=None)
     start = time.perf_counter()
-    count = sum(1 for _ in localizer.run(paths))
-    streamed = time.perf_counter() - start
-    return [[str(count), f"{len(paths) / model_only:.0f}", f"{count / streamed:.0f}",
-             f"{model_only / streamed:.2f}"]]  # fmt: skip
+    localized = sum(1 for _ in localizer.run(paths))
+    localize = localized / (time.perf_counter() - start)
+    return [name, str(len(paths)), f"{model:.1f}", f"{stream:.1f}", f"{localize:.1f}",
+            f"{stream / model:.2f}", f"{localize / model:.2f}"]  # fmt: skip
+
+
+def camera_frames(paths: list[Path], folder: Path) -> list[Path]:
+    """The frames as a VGA camera gives them: 640x480 JPEG (quality 90), names kept."""
+    folder.mkdir(parents=True, exist_ok=True)
+    out = []
+    for path in paths:
+        big = cv2.resize(cv2.imread(str(path)), (640, 480), interpolation=cv2.INTER_CUBIC)
+        out.append(folder / (path.stem + ".jpg"))
+        cv2.imwrite(str(out[-1]), big, [cv2.IMWRITE_JPEG_QUALITY, 90])
+    return out
+
+
+def stream_rows(lite0: Embedder, r50: Path, sets: dict[str, Path], work: Path) -> list:
+    nordland = RouteSet(lite0, sets["nordland64"])
+    rows = [stream_row("Lite0 64x128, nordland64 64x32 PNG", lite0, nordland.paths[:600],
+                       nordland.map)]  # fmt: skip
+    for threads in (None, 1):
+        embedder = Embedder(r50, providers=["cpu"], batch_size=1, threads=threads)
+        corridor = RouteSet(embedder, sets["corridor"])
+        frames = camera_frames(corridor.paths, work / "vga")
+        name = "R50 4096 320x320, corridor as 640x480 JPEG"
+        name += ", 1 model thread" if threads else ", model on all cores"
+        rows.append(stream_row(name, embedder, frames, corridor.map))
+    return rows
 
 
 # ------------------------------------------------------------------ report
 def table(header: list[str], rows: list[list[str]]) -> str:
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     return "\n".join(lines + ["| " + " | ".join(map(str, r)) + " |" for r in rows])
+
+
+SECTIONS = ("accuracy", "cost", "stream")
+
+
+def measure(section: str, args: argparse.Namespace, work: Path) -> list[list[str]]:
+    models = {
+        "MS-trained": args.trained,
+        "untrained": args.untrained or untrained_like(args.trained, work),
+    }
+    sets = {name: args.data / name for name in ("nordland64", "corridor")}
+    if section == "accuracy":
+        return accuracy_rows({m: exported(c, work) for m, c in models.items()}, sets)
+    lite0 = exported(args.trained, work)
+    torch.manual_seed(0)
+    r50_config = get_preset("mixvpr_resnet50_4096").with_size(320, 320)
+    save_checkpoint(work / "r50.pt", build_model(r50_config, pretrained=False))
+    r50 = exported(work / "r50.pt", work)
+    if section == "stream":
+        return stream_rows(lite0, r50.path, sets, work)
+    return cost_rows(lite0, r50, RouteSet(lite0, sets["nordland64"]), args.big_map)
+
+
+HEADERS = {
+    "accuracy": ("Recall and confidence (a fix is right within 25 m)",
+                 ["model", "set", "speed", "frames", "matching", "R@1", "R@100P", "AUC"]),
+    "cost": ("Filter cost a frame (medians, ms; filter = update less its kNN search)",
+             ["map", "places", "update", "kNN search", "filter", "of Lite0 embed",
+              "of R50 embed"]),
+    "stream": ("Stream throughput (frames/s, batch 1; the model alone on frames decoded "
+               "beforehand, Embedder.stream and Localizer.run over the files)",
+               ["model, frames", "frames", "model alone", "Embedder.stream", "Localizer.run",
+                "stream / model", "localize / model"]),
+}  # fmt: skip
 
 
 def main() -> None:
@@ -250,46 +325,36 @@ def main() -> None:
     parser.add_argument("--data", type=Path, default=SHARED)
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results/localize.md"))
     parser.add_argument("--big-map", type=int, default=100_000)
+    parser.add_argument("--sections", default=",".join(SECTIONS),
+                        help="sections to measure; the others keep their last results")  # fmt: skip
     args = parser.parse_args()
     torch.set_num_threads(2)
     work = Path(tempfile.mkdtemp(prefix="edgevpr-localize-"))
-    untrained = args.untrained or untrained_like(args.trained, work)
-    models = {"MS-trained": exported(args.trained, work), "untrained": exported(untrained, work)}
-    sets = {name: args.data / name for name in ("nordland64", "corridor")}
-    accuracy = accuracy_rows(models, sets)
-    lite0 = models["MS-trained"]
-    nordland = RouteSet(lite0, sets["nordland64"])
-    throughput = stream_rows(lite0, nordland.paths[:600], nordland.map)
-    torch.manual_seed(0)
-    r50_config = get_preset("mixvpr_resnet50_4096").with_size(320, 320)
-    save_checkpoint(work / "r50.pt", build_model(r50_config, pretrained=False))
-    cost = cost_rows(lite0, exported(work / "r50.pt", work), nordland, args.big_map)
-    report = [
-        "# Localisation from a stream: sequence matching and its cost",
-        "",
-        f"Machine: {describe_cpu()}. Command: `python benchmarks/localize.py --trained "
-        f"{args.trained} --big-map {args.big_map}`.",
-        "",
-        "## Recall and confidence (a fix is right within 25 m)",
-        "",
-        table(
-            ["model", "set", "speed", "frames", "matching", "R@1", "R@100P", "AUC"], accuracy
-        ),  # fmt: skip
-        "",
-        "## Filter cost a frame (medians, ms; filter = update less its kNN search)",
-        "",
-        table(
-            ["map", "places", "update", "kNN search", "filter", "of Lite0 embed", "of R50 embed"],
-            cost,
-        ),  # fmt: skip
-        "",
-        "## Stream throughput (frames/s; Localizer.run over files vs the model alone)",
-        "",
-        table(["frames", "model alone", "stream", "ratio"], throughput),
-        "",
-    ]
-    args.out.write_text("\n".join(report))
-    print("\n".join(report))
+    store = args.out.with_suffix(".json")
+    results = json.loads(store.read_text()) if store.exists() else {}
+    for section in args.sections.split(","):
+        rows = measure(section, args, work)
+        results[section] = {
+            "rows": rows,
+            "machine": describe_cpu(machine_info()),
+            "command": " ".join(sys.argv),
+            "date": time.strftime("%Y-%m-%d"),
+        }
+        store.write_text(json.dumps(results, indent=1))
+        print(table(HEADERS[section][1], rows), flush=True)
+    args.out.write_text(report(results))
+
+
+def report(results: dict) -> str:
+    lines = ["# Localisation from a stream: sequence matching and its cost", "", __doc__, ""]
+    for section in SECTIONS:
+        if section not in results:
+            continue
+        title, header = HEADERS[section]
+        found = results[section]
+        lines += [f"## {title}", "", f"{found['date']}, {found['machine']}: `{found['command']}`",
+                  "", table(header, found["rows"]), ""]  # fmt: skip
+    return "\n".join(lines)
 
 
 if __name__ == "__main__":

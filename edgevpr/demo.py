@@ -3,8 +3,8 @@
 It runs, in this process, exactly the commands a user would type (each is printed first):
 synthesise a small set of places, train MixVPR on the real ImageNet EfficientNet-Lite0
 backbone, evaluate it, export ONNX and INT8 with their parity gates, build a place map, ask
-it where a query image was taken, measure the exported model through the runtime, and print
-a latency table.
+it where a query image was taken, localise the test route frame by frame, measure the
+exported model through the runtime, and print a latency table.
 """
 
 from __future__ import annotations
@@ -95,6 +95,21 @@ def pipeline_steps(work: Path, minutes: float) -> list[list[str]]:
             "--k",
             "3",
             *(str(q) for q in queries[:2]),
+        ],
+        # The test queries, one a place in route order, as a stream: a track and its error.
+        [
+            "localize",
+            str(work / "map.evm"),
+            str(data / "images/test/queries"),
+            "--model",
+            str(model),
+            "--length",
+            "5",
+            "--out",
+            str(work / "track.jsonl"),
+            "--plot",
+            str(work / "track.png"),
+            "-q",
         ],
         ["eval", str(model), str(data)],
         ["eval", str(export / "best_int8.onnx"), str(data)],

@@ -33,6 +33,7 @@ from edgevpr.runtime.localize.calibration import sidecar
 from edgevpr.runtime.localize.layout import name_key
 from edgevpr.runtime.localize.rosmsg import navsat_fields, pixels_of, pose_fields
 from edgevpr.runtime.localize.route import RouteConfig, RouteTracker
+from edgevpr.runtime.localize.vectorcache import VectorCache
 from edgevpr.runtime.placemap import PlaceMap
 from edgevpr.runtime.placemap.records import record_for
 
@@ -94,6 +95,28 @@ def test_route_ranking_and_margin() -> None:
     ranking = estimate.ranking()
     assert ranking[0] == round(estimate.position) and len(set(ranking)) == len(ranking)
     assert estimate.margin > 0 and estimate.frames == 5
+
+
+def test_vector_cache_gives_the_fetched_cosines_and_fetches_each_place_once_while_kept() -> None:
+    rng = np.random.default_rng(5)
+    vectors = rng.standard_normal((3000, 8)).astype(np.float32)
+    fetched: list[int] = []
+
+    def fetch(positions: np.ndarray) -> np.ndarray:
+        fetched.extend(positions.tolist())
+        return vectors[positions]
+
+    cache = VectorCache(fetch, len(vectors), 8, budget_bytes=0)  # the fewest rows: MIN_ROWS
+    query = rng.standard_normal(8).astype(np.float32)
+    for start in range(0, 2600, 200):  # a window sliding along the route, as a beam does
+        positions = np.arange(start, start + 400)
+        assert np.allclose(cache.dots(positions, query), vectors[positions] @ query, atol=1e-5)
+    assert len(fetched) == len(set(fetched)) == 2800  # each place once: the window fits
+    assert cache.hits == 13 * 400 - 2800
+    wide = rng.permutation(3000)[:2500]  # more than the ring holds: still right
+    assert np.allclose(cache.dots(wide, query), vectors[wide] @ query, atol=1e-5)
+    again = wide[:200]
+    assert np.allclose(cache.dots(again, query), vectors[again] @ query, atol=1e-5)
 
 
 def test_area_filter_follows_a_walk_on_a_grid() -> None:

@@ -13,6 +13,8 @@ import shutil
 import subprocess
 from typing import Any
 
+from edgevpr.runtime.embedder import usable_cores
+
 # ISA extensions that decide what the CPU does fast: FP32 (AVX2/AVX-512), INT8 (VNNI, AMX), BF16.
 ISA_FLAGS = (
     "avx2",
@@ -57,10 +59,7 @@ def cpu_info() -> dict[str, Any]:
                     flags = set(value.split())
     except OSError:
         pass
-    try:
-        usable = len(os.sched_getaffinity(0))
-    except (AttributeError, OSError):
-        usable = os.cpu_count() or 0
+    usable = usable_cores()
     return {
         "model": model or platform.processor() or platform.machine() or "unknown",
         "cores": usable,

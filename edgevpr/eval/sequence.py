@@ -75,7 +75,8 @@ def sequence_evaluation(
     rankings = np.empty((len(queries), min(depth, len(route))), np.int64)
     margins = np.full(len(queries), -np.inf)
     for query in _order(evaluation.split.queries.paths):
-        score = z_scorer(lambda p: on_route[p], queries[query], stats, len(route))
+        frame = queries[query]
+        score = z_scorer(lambda p, q=frame: on_route[p] @ q, frame, stats, len(route))
         estimate = tracker.update(position_of[seeds[query]], score)
         ranked = route[estimate.ranking()]
         rankings[query] = _padded(ranked, evaluation.predictions[query], rankings.shape[1])

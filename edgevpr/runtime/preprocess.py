@@ -153,27 +153,46 @@ def antialiased_resize(image: np.ndarray, size: tuple[int, int], kernel: str) ->
         reduced = (source_w // box_w, source_h // box_h)
         image = cv2.resize(image, reduced, interpolation=cv2.INTER_AREA)
         source_h, source_w = image.shape[:2]
-    rows = resampling_matrix(source_h, height, kernel)
-    columns = resampling_matrix(source_w, width, kernel)
-    pixels = image.astype(np.float32).reshape(source_h, source_w * 3)
-    tall = (rows @ pixels).reshape(height, source_w, 3)
-    out = np.einsum("hwc,vw->hvc", tall, columns, optimize=True)
-    return np.clip(np.rint(out), 0, 255).astype(np.uint8)
+    pixels = image.astype(np.float32)
+    tall = resample(pixels, *resampling_taps(source_h, height, kernel))
+    wide = resample(tall.transpose(1, 0, 2), *resampling_taps(source_w, width, kernel))
+    return np.clip(np.rint(wide.transpose(1, 0, 2)), 0, 255).astype(np.uint8)
+
+
+def resample(pixels: np.ndarray, index: np.ndarray, weights: np.ndarray) -> np.ndarray:
+    """Rows of ``pixels`` (axis 0) resampled: output row j = sum over taps t of
+    ``weights[j, t] * pixels[index[j, t]]``.
+
+    A few taps a row in elementwise NumPy rather than a dense matrix product: BLAS would do
+    ~60x the work here, and its threads keep spinning after the call, taking the cores
+    from the model that runs next (measured on 2 cores, 640x480 -> 320x320: 33.7 ms, then
+    MixVPR-R50 in 124 ms instead of 57; with taps 9.1 ms and 57 ms).
+    """
+    out = weights[:, 0, None, None] * pixels[index[:, 0]]
+    for tap in range(1, index.shape[1]):
+        out += weights[:, tap, None, None] * pixels[index[:, tap]]
+    return out
 
 
 @functools.lru_cache(maxsize=32)
-def resampling_matrix(source: int, target: int, kernel: str) -> np.ndarray:
-    """``target x source`` weights: row j averages the source pixels under the kernel centred
-    on output pixel j (pixel centres aligned, as in PIL), normalised to sum to one. The
-    kernel is stretched by the scale factor when shrinking; cached, since a camera's frames
-    all have one size."""
+def resampling_taps(source: int, target: int, kernel: str) -> tuple[np.ndarray, np.ndarray]:
+    """(index, weights), each ``target x taps``: output pixel j averages the source pixels
+    ``index[j]`` under the kernel centred on it (pixel centres aligned, as in PIL),
+    normalised to sum to one. The kernel is stretched by the scale factor when shrinking;
+    cached, since a camera's frames all have one size."""
     scale = source / target
     stretch = max(scale, 1.0)
     centres = (np.arange(target) + 0.5) * scale
     offsets = (np.arange(source) + 0.5)[None, :] - centres[:, None]
     weights = kernel_weights(offsets / stretch, kernel)
     weights /= weights.sum(axis=1, keepdims=True)
-    return weights.astype(np.float32)
+    used = weights != 0
+    first = used.argmax(axis=1)
+    taps = int((source - used[:, ::-1].argmax(axis=1) - first).max())
+    index = np.minimum(first[:, None] + np.arange(taps), source - 1)
+    inside = first[:, None] + np.arange(taps) < source
+    taken = np.where(inside, np.take_along_axis(weights, index, axis=1), 0.0)
+    return index, taken.astype(np.float32)
 
 
 def kernel_weights(x: np.ndarray, kernel: str) -> np.ndarray:

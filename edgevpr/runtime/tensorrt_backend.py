@@ -268,6 +268,7 @@ class TensorRTBackend:
         self.max_batch: int | None = min(self.header.batch_max, batch_size or self.header.batch_max)
         self.max_batch = max(self.max_batch, self.min_batch)
         self.description = f"TensorRT {trt.__version__} ({gpu_name}, {self.header.precision})"
+        self.device = "cuda"
         self._context = self._engine.create_execution_context()
         if self._context is None:
             raise EdgeVPRError(f"TensorRT could not create an execution context for {path}")

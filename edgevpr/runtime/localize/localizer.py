@@ -50,8 +50,9 @@ from edgevpr.runtime.localize.fix import (
 )
 from edgevpr.runtime.localize.layout import PlaceLayout
 from edgevpr.runtime.localize.route import RouteConfig, RouteTracker, RowStats, z_scorer
+from edgevpr.runtime.localize.vectorcache import VectorCache
 from edgevpr.runtime.pixels import DEFAULT_ENCODING, to_rgb8
-from edgevpr.runtime.placemap import PlaceMap
+from edgevpr.runtime.placemap import Neighbours, PlaceMap
 from edgevpr.runtime.preprocess import read_for_model
 from edgevpr.runtime.recognizer import Match, check_same_model, matches_of
 
@@ -147,6 +148,7 @@ class Localizer:
             "threshold",
         )
         self._stats = RowStats(self._sample())
+        self._cache = VectorCache(self._vectors, len(self.layout), self.embedder.descriptor_dim)
         self._lock = threading.Lock()
         self.reset()
 
@@ -252,8 +254,8 @@ class Localizer:
         frame = self._frame
         self._frame += 1
         step = self._pending_step + self._step(timestamp, odometry)
-        found = self.placemap.query(query, k=max(self.k, self._seeds()), prior=prior)[0]
-        matches = matches_of(found)[: self.k]
+        nearest, found = self._nearest(query, prior)
+        matches = matches_of(found)
         base = Fix(frame=frame, state=self._state(), accepted=False, confidence=0.0,
                    margin=-math.inf, matches=matches, timestamp=timestamp, name=name)  # fmt: skip
         if blank:
@@ -261,10 +263,10 @@ class Localizer:
             self._accepted.append(False)
             return replace(base, state=self._state(), reason="blank frame")
         self._pending_step = 0.0
-        seeds = self.layout.index_of(found.ids)
+        seeds = self.layout.index_of(nearest)
         outside = self._outside(prior)
         scorer = z_scorer(
-            self._vectors,
+            lambda positions: self._cache.dots(positions, query),
             query,
             self._stats,
             len(self.layout),
@@ -276,6 +278,19 @@ class Localizer:
             fix = self._area_fix(base, seeds, scorer, step, timestamp, odometry)
         self._accepted.append(fix.accepted)
         return replace(fix, state=self._state())
+
+    def _nearest(self, query: np.ndarray, prior: GeoPrior | None) -> tuple[np.ndarray, Neighbours]:
+        """The ids of the frame's nearest places (the tracker's seeds), and the first k as
+        the fix's matches (records from the layout, only for those k)."""
+        k = max(self.k, self._seeds())
+        if prior is not None:
+            found = self.placemap.query(query, k=k, prior=prior)[0]
+            shown = Neighbours(found.ids[: self.k], found.scores[: self.k],
+                               found.records[: self.k], found.distances_m[: self.k])  # fmt: skip
+            return found.ids, shown
+        ids, scores = (row[0] for row in self.placemap.search(query[None], k=k))
+        records = [self.layout.records[p] for p in self.layout.index_of(ids[: self.k])]
+        return ids, Neighbours(ids[: self.k], scores[: self.k], records)
 
     def _seeds(self) -> int:
         config = self._route_config if self.mode == ROUTE else self._area_config

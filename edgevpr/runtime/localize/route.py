@@ -116,22 +116,23 @@ class RowStats:
 
 
 def z_scorer(
-    vectors: Callable[[np.ndarray], np.ndarray],
+    cosines: Callable[[np.ndarray], np.ndarray],
     query: np.ndarray,
     stats: RowStats,
     places: int,
     penalty: np.ndarray | None = None,
 ) -> Scorer:
-    """A frame's z-values at route positions: its cosine to the nearest place (``vectors``
-    gives the descriptors of places by position), against its mean and spread over the map.
-    ``penalty``: z-units taken off per place (a geo prior's outside)."""
+    """A frame's z-values at route positions: its cosine to the nearest place (``cosines``
+    gives the frame's cosines to the places at an array of unique positions), against its
+    mean and spread over the map. ``penalty``: z-units taken off per place (a geo prior's
+    outside)."""
     mean, spread = stats.of(query)
     last = places - 1
 
     def score(positions: np.ndarray) -> np.ndarray:
         nearest = np.clip(np.round(positions), 0, last).astype(np.int64)
         wanted, where = np.unique(nearest, return_inverse=True)
-        z = (vectors(wanted) @ query - mean) / spread
+        z = (cosines(wanted) - mean) / spread
         if penalty is not None:
             z = z - penalty[wanted]
         return z[where]
