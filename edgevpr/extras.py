@@ -12,6 +12,9 @@ EXTRA_FOR_MODULE = {
     "onnxscript": "export",
     "tensorrt": "trt",
     "rosbags": "ros",
+    "usearch": "maps",
+    "faiss": "maps",
+    "ray": "cluster",
 }
 
 

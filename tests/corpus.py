@@ -7,6 +7,7 @@ Each maker writes one file into a folder and returns its path. ``IMAGES_OK`` mus
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import struct
 import zlib
@@ -298,16 +299,32 @@ ONNX_OK: dict[str, MakerFrom] = {
 
 
 # ---------------------------------------------------------------- place maps
-def _rewritten_map(folder: Path, good: Path, name: str, edit: Callable[[dict], None]) -> Path:
-    """``good`` with its metadata edited and the checksum made valid again: a map that
-    passes the integrity check and lies inside."""
-    from edgevpr.runtime.placemap.mapfile import open_map, write_map
+def _rewritten_map(
+    folder: Path, good: Path, name: str, edit: Callable[[dict], None] | None = None,
+    edit_sections: Callable[[dict], None] | None = None,
+) -> Path:  # fmt: skip
+    """``good`` with its metadata (or sections) edited and every checksum made valid again:
+    a map that passes the integrity check and lies inside."""
+    from edgevpr.runtime.placemap.container import MappedMap, write_sections
 
-    target = folder / name
-    with open_map(good) as (metadata, index_path):
+    mapped = MappedMap(good)
+    metadata = json.loads(json.dumps(mapped.metadata))
+    sections = {n: np.array(a) for n, a in mapped.sections.items()}
+    if edit is not None:
         edit(metadata)
-        write_map(target, metadata, index_path)
-    return target
+    if edit_sections is not None:
+        edit_sections(sections)
+    del mapped
+    write_sections(folder / name, metadata, sections)
+    return folder / name
+
+
+def _append_id(sections: dict) -> None:
+    sections["records.ids"] = np.append(sections["records.ids"], 999)
+
+
+def _east_is_infinite(sections: dict) -> None:
+    sections["records.floats"][0, 0] = np.inf
 
 
 def _flip(data: bytes, at: int) -> bytes:
@@ -364,16 +381,17 @@ MAPS_BAD: dict[str, MakerFrom] = {
         d, g, "dimhuge.vprmap", _set("descriptor_dim", 2**40)
     ),
     "map-records-disagree": lambda d, g: _rewritten_map(
-        d, g, "records.vprmap", lambda m: m["records"].append({"id": 999, "path": "x.jpg"})
+        d, g, "records.vprmap", edit_sections=_append_id
     ),
     "map-records-not-a-list": lambda d, g: _rewritten_map(
-        d, g, "recordtype.vprmap", _set("records", {"id": 1})
+        d, g, "recordtype.vprmap", _set("zones", {"id": 1})
     ),
     "map-record-bad-field": lambda d, g: _rewritten_map(
-        d, g, "recordfield.vprmap", lambda m: m["records"][0].update(east="north of here")
+        d, g, "recordfield.vprmap", edit_sections=_east_is_infinite
     ),
     "map-hnsw-params-out-of-range": lambda d, g: _rewritten_map(
-        d, g, "hnsw.vprmap", _set("hnsw", {"M": 0, "ef_construction": -1, "ef": 0})
+        d, g, "hnsw.vprmap",
+        lambda m: m["index"].update(params={"M": 0, "ef_construction": -1, "ef": 0}),
     ),
     "map-metadata-not-an-object": lambda d, g: _rewritten_map(
         d, g, "list.vprmap", lambda m: m.update(model=[1, 2], fingerprint={"a": 1})

@@ -68,6 +68,7 @@ def full_run(setup) -> tuple[dict, str]:
         "bench", str(setup["ckpt"]), str(setup["int8"]), *FAST, "--batch", "1,2",
         "--map-size", "600",
         "--ef", "16,64", "--map-images", "16", "--images", str(setup["images"]),
+        "--index", "hnswlib", "--index", "usearch:i8:pca64", "--prior", "100,2000",
         "--cache-dir", str(setup["cache"]), "--out", str(out),
     )
     assert result.returncode == 0, result.stderr
@@ -111,16 +112,21 @@ def test_embed_rows_for_every_backend_and_batch(full_run) -> None:
 def test_search_and_pipeline_rows(full_run) -> None:
     report, _ = full_run
     search = [r for r in report["rows"] if r["stage"] == "search"]
-    methods = sorted((r["backend"], r["params"]) for r in search)
+    methods = sorted((r["backend"], r["params"]) for r in search if r["prior_m"] is None)
     assert methods[0] == ("exact (numpy)", "")
-    efs = {p.rsplit("ef=", 1)[1] for m, p in methods if m == "hnswlib"}
-    assert {"16", "64"} <= efs  # and the runtime's default ef, used end to end
+    for spec in ("hnswlib:f32", "usearch:i8:pca64"):
+        breadths = {p.rsplit("=", 1)[1] for m, p in methods if m == spec}
+        assert {"16", "64"} <= breadths  # and the runtime's default, used end to end
+        priors = {r["prior_m"] for r in search if r["backend"] == spec and r["prior_m"]}
+        assert priors == {100.0, 2000.0}
     for row in search:
         assert row["status"] == "ok" and row["map_size"] == 600 and row["dim"] == 512
         assert 0 <= row["top1"] <= 1 and 0 <= row["recall_at_k"] <= 1 and row["k"] == 10
-    hnsw = [r for r in search if r["backend"] == "hnswlib"]
-    assert all(r["build_s"] > 0 and r["size_mb"] > 0 for r in hnsw)
-    assert max(r["top1"] for r in hnsw) >= 0.9  # structured maps: HNSW finds the places
+    maps = [r for r in search if r["backend"] != "exact (numpy)"]
+    assert all(r["build_s"] > 0 and r["size_mb"] > 0 and r["load_s"] > 0 for r in maps)
+    # structured maps: each index finds the places, with a prior too (exact within it)
+    assert all(max(r["top1"] for r in maps if r["backend"] == m) >= 0.9 for m, _ in methods[1:])
+    assert all(r["top1"] >= 0.9 for r in maps if r["prior_m"])
     preprocess = [r for r in report["rows"] if r["stage"] == "decode+preprocess"]
     assert len(preprocess) == 1 and preprocess[0]["p50_ms"] > 0
     e2e = {(r["backend"], r["precision"]): r for r in report["rows"] if r["stage"] == "end-to-end"}

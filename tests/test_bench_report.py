@@ -40,14 +40,14 @@ def sample_report() -> Report:
         Row(STAGE_SEARCH, "r50", "exact (numpy)", map_size=100_000, dim=4096, k=10, top1=1.0,
             recall_at_k=1.0, mean_ms=54.0, p50_ms=53.0, p90_ms=56.0, p99_ms=60.0,
             throughput=18.5),
-        Row(STAGE_SEARCH, "r50", "hnswlib", map_size=100_000, dim=4096, k=10,
-            params="M=16 efC=200 ef=128", build_s=480.0, top1=0.995, recall_at_k=0.97,
+        Row(STAGE_SEARCH, "r50", "hnswlib:f32", map_size=100_000, dim=4096, k=10,
+            params="breadth=128", build_s=480.0, top1=0.995, recall_at_k=0.97,
             mean_ms=0.9, p50_ms=0.5, p90_ms=1.1, p99_ms=1.9, throughput=1111.0,
             warnings=["long tail: p90 is 1.40x p50"]),
         Row(STAGE_PREPROCESS, "r50", "opencv+numpy", mean_ms=1.2, p50_ms=1.0, p90_ms=1.3,
             p99_ms=1.5, reason="JPG 640x480 -> 320x320"),
         Row(STAGE_END_TO_END, "r50", "ort-cpu", "fp32", 1, map_size=100_000, k=10,
-            params="M=16 efC=200 ef=128", mean_ms=83.0, p50_ms=82.0, p90_ms=88.0, p99_ms=99.0,
+            params="hnswlib:f32 breadth=128", mean_ms=83.0, p50_ms=82.0, p90_ms=88.0, p99_ms=99.0,
             throughput=12.0, vs_embed=1.0375),
     ]
     info = ModelInfo("r50", "resnet50 + mixvpr", 16.84, {"backbone": 13.38, "aggregator": 3.46},
@@ -78,7 +78,7 @@ def test_markdown_has_machine_model_and_one_table_per_stage() -> None:
     assert "| 1.81x |" in ort and "| 80.0 |" in ort and "| 85.3 |" in ort
     skipped = next(line for line in lines if line.startswith("| ort-cuda |"))
     assert "skipped" in skipped and "no NVIDIA GPU" in skipped and "| - |" in skipped
-    hnsw = next(line for line in lines if "| hnswlib |" in line)
+    hnsw = next(line for line in lines if "| hnswlib:f32 |" in line)
     assert "| 100k | 4096 |" in hnsw and "0.995" in hnsw and "ok ⚠" in hnsw
     pipeline = next(line for line in lines if line.startswith("| ort-cpu | fp32 | ok |"))
     # decode+preprocess p50, embed p50, search p50 and their sum, then end to end
@@ -96,7 +96,7 @@ def test_pipeline_pairs_rows_of_the_same_backend() -> None:
     assert len(lines) == 1
     line = lines[0]
     assert line.embed is not None and line.embed.backend == "ort-cpu"
-    assert line.search is not None and line.search.params == "M=16 efC=200 ef=128"
+    assert line.search is not None and line.search.params == "breadth=128"
     assert line.stage_sum_ms == 1.0 + 79.5 + 0.5
 
 

@@ -1,8 +1,8 @@
 """Property tests of the place-map loader: any change to a valid map file's bytes is either
 loaded as the identical map or refused with a one-line EdgeVPRError - never another
-exception, never a crash. Also for forgeries, whose checksum is made valid again after the
-change: those reach the metadata parser and hnswlib, which trusts its file (a forged index
-crashed it before the index was checked)."""
+exception, never a crash. Also for forgeries, whose checksums are made valid again after the
+change: those reach the metadata parser and hnswlib, which trusts what it is given (a forged
+index crashed it before the index was checked). Version-1 files are fuzzed the same way."""
 
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ from hypothesis import strategies as st
 
 from edgevpr.errors import EdgeVPRError
 from edgevpr.runtime.placemap import PlaceMap
-from edgevpr.runtime.placemap.mapfile import HEADER, open_map, write_map
+from edgevpr.runtime.placemap.container import HEADER, MappedMap, write_sections
 
 DIM = 16
 PLACES = 40
@@ -84,13 +84,21 @@ def test_any_flip_or_cut_is_refused_or_changes_nothing(
 
 
 def forge(original: Path, target: Path, edit_metadata=None, edit_index=None) -> None:  # noqa: ANN001
-    """Rewrite ``original`` with its metadata and/or index bytes edited and a valid checksum."""
-    with open_map(original) as (metadata, index_path):
-        if edit_metadata is not None:
-            edit_metadata(metadata)
-        if edit_index is not None:
-            index_path.write_bytes(edit_index(bytearray(index_path.read_bytes())))
-        write_map(target, metadata, index_path)
+    """Rewrite ``original`` with its metadata and/or the bytes of its index sections edited
+    (``edit_index(name, bytearray) -> bytes``) and every checksum valid."""
+    mapped = MappedMap(original)
+    metadata = json.loads(json.dumps(mapped.metadata))
+    sections = {n: np.array(a) for n, a in mapped.sections.items()}
+    del mapped
+    if edit_metadata is not None:
+        edit_metadata(metadata)
+    if edit_index is not None:
+        for name in [n for n in sections if n.startswith("index.")]:
+            raw = edit_index(name, bytearray(sections[name].tobytes()))
+            dtype = sections[name].dtype
+            sections[name] = np.frombuffer(raw[: len(raw) // dtype.itemsize * dtype.itemsize],
+                                           dtype).copy()  # fmt: skip
+    write_sections(target, metadata, sections)
 
 
 @FUZZ
@@ -98,7 +106,12 @@ def forge(original: Path, target: Path, edit_metadata=None, edit_index=None) -> 
 def test_forged_index_bytes_never_crash_the_loader(
     original: Path, tmp_path: Path, data: st.DataObject
 ) -> None:
-    def edit(index: bytearray) -> bytes:
+    target = data.draw(st.sampled_from(sorted(n for n in MappedMap(original).sections
+                                              if n.startswith("index."))))  # fmt: skip
+
+    def edit(name: str, index: bytearray) -> bytes:
+        if name != target or not index:
+            return bytes(index)
         for _ in range(data.draw(st.integers(1, 6))):
             at = data.draw(st.integers(0, len(index) - 1))
             index[at] = data.draw(st.integers(0, 255))
@@ -120,7 +133,8 @@ JSON_VALUES = st.recursive(
     lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner),
     max_leaves=8,
 )
-METADATA_KEYS = ["descriptor_dim", "hnsw", "next_id", "fingerprint", "model", "records", "format"]
+METADATA_KEYS = ["descriptor_dim", "index", "next_id", "fingerprint", "model", "zones", "format",
+                 "places", "projection", "store", "rerank", "sources"]
 
 
 @FUZZ
@@ -128,16 +142,15 @@ METADATA_KEYS = ["descriptor_dim", "hnsw", "next_id", "fingerprint", "model", "r
 def test_forged_metadata_is_refused_or_gives_a_working_map(
     original: Path, tmp_path: Path, data: st.DataObject
 ) -> None:
-    key = data.draw(st.sampled_from(METADATA_KEYS + ["hnsw.M", "hnsw.ef", "record", "record.id"]))
+    key = data.draw(st.sampled_from(METADATA_KEYS + ["params.M", "params.ef", "index.kind",
+                                                     "index.storage"]))  # fmt: skip
     value = data.draw(JSON_VALUES)
 
     def edit(metadata: dict) -> None:
-        if key.startswith("hnsw."):
-            metadata["hnsw"][key.split(".")[1]] = value
-        elif key == "record":
-            metadata["records"][data.draw(st.integers(0, PLACES - 2))] = value
-        elif key == "record.id":
-            metadata["records"][0]["id"] = value
+        if key.startswith("params."):
+            metadata["index"]["params"][key.split(".")[1]] = value
+        elif key.startswith("index."):
+            metadata["index"][key.split(".")[1]] = value
         else:
             metadata[key] = value
 

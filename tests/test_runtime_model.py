@@ -481,7 +481,8 @@ def test_index_build_and_info(cli_map: Path, capsys: pytest.CaptureFixture[str])
     code, out, _ = run_cli(capsys, "index", "info", cli_map, "--json")
     info = json.loads(out)
     assert code == 0
-    assert (info["places"], info["descriptor_dim"], info["M"], info["ef"]) == (24, 512, 12, 48)
+    params = info["index_params"]
+    assert (info["places"], info["descriptor_dim"], params["M"], params["ef"]) == (24, 512, 12, 48)
     assert info["coordinates"] == "east/north" and info["integrity"].startswith("ok")
     code, out, _ = run_cli(capsys, "info", cli_map)
     assert code == 0 and "place map" in out

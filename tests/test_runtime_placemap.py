@@ -18,7 +18,7 @@ import pytest
 from edgevpr.errors import EdgeVPRError
 from edgevpr.runtime import placemap
 from edgevpr.runtime.geo import GeoPrior, latlon_to_utm
-from edgevpr.runtime.placemap import PlaceMap, PlaceRecord, mapfile, search
+from edgevpr.runtime.placemap import PlaceMap, PlaceRecord, container, search
 
 DIM = 32
 
@@ -193,7 +193,7 @@ def test_saving_is_atomic_and_leaves_no_temporary_files(
     def failing_fsync(fd: int) -> None:
         raise OSError(28, "No space left on device")
 
-    monkeypatch.setattr(mapfile.os, "fsync", failing_fsync)
+    monkeypatch.setattr(container.os, "fsync", failing_fsync)
     with pytest.raises(EdgeVPRError, match="No space left"):
         built.save(path)
     assert path.read_bytes() == before
@@ -221,7 +221,7 @@ def test_truncated_map_is_a_one_line_error(saved_map: Path, cut: str) -> None:
     data = saved_map.read_bytes()
     keep = {
         "inside the magic": 10,
-        "after the header": mapfile.HEADER.size + 5,
+        "after the header": container.HEADER.size + 5,
         "half": len(data) // 2,
         "last byte": len(data) - 1,
     }[cut]
@@ -256,9 +256,9 @@ def test_foreign_and_empty_files_are_refused(tmp_path: Path) -> None:
 
 def test_newer_format_version_is_refused(saved_map: Path) -> None:
     data = bytearray(saved_map.read_bytes())
-    struct.pack_into("<H", data, len(mapfile.MAGIC), mapfile.FORMAT_VERSION + 1)
+    struct.pack_into("<H", data, len(container.MAGIC), container.VERSION + 1)
     saved_map.write_bytes(bytes(data))
-    with pytest.raises(EdgeVPRError, match="format version 2.*newer"):
+    with pytest.raises(EdgeVPRError, match="format version 3.*newer"):
         PlaceMap.load(saved_map)
 
 
@@ -269,14 +269,17 @@ def test_extra_bytes_after_the_end_are_refused(saved_map: Path) -> None:
         PlaceMap.load(saved_map)
 
 
-def test_file_contains_json_and_no_pickle(saved_map: Path) -> None:
-    header, metadata = mapfile.read_map_metadata(saved_map)
+def test_file_is_a_json_header_and_aligned_numeric_sections(saved_map: Path) -> None:
+    mapped = container.MappedMap(saved_map)
+    metadata = mapped.metadata
     assert metadata["format"] == "edgevpr.placemap" and metadata["descriptor_dim"] == DIM
-    assert len(metadata["records"]) == 200 and metadata["records"][0]["east"] == 1000.0
+    assert metadata["places"] == 200 and metadata["index"]["kind"] == "hnswlib"
+    assert mapped.sections["records.floats"][0, 0] == 1000.0  # east of the first place
     data = saved_map.read_bytes()
-    body = data[mapfile.HEADER.size :]
-    assert hashlib.sha256(body).digest() == header.sha256
-    assert b"\x80\x04\x95" not in data[: mapfile.HEADER.size + header.metadata_length]
+    for entry in mapped.entries:  # page-aligned, checksummed, plain numbers (no pickle)
+        assert entry.offset % container.ALIGN == 0 and entry.dtype in container.DTYPES
+        body = data[entry.offset : entry.offset + entry.length]
+        assert hashlib.sha256(body).hexdigest() == entry.sha256
 
 
 # ------------------------------------------------------------------ concurrency

@@ -23,12 +23,12 @@ MAX_BATCH = 1024
 def int_list(
     text: str, what: str, low: int, high: int, allow_zero: bool = False
 ) -> tuple[int, ...]:
-    """'1,8,32' or '10k,100k' -> (1, 8, 32); a one-line error otherwise."""
+    """'1,8,32' or '10k,100k,1m' -> (1, 8, 32); a one-line error otherwise."""
     values = []
     for part in text.replace(" ", "").split(","):
         if not part:
             continue
-        scale = 1000 if part.lower().endswith("k") else 1
+        scale = {"k": 1000, "m": 1_000_000}.get(part[-1].lower(), 1)
         digits = part[:-1] if scale != 1 else part
         if not digits.isdigit():
             raise EdgeVPRError(f"{what}: '{part}' is not a whole number")
@@ -78,6 +78,12 @@ def name_list(values: tuple[str, ...]) -> list[str]:
 @click.option("-k", "--k", "--top-k", "k", default=BENCH["k"], show_default=True,
               type=click.IntRange(1, 1000),
               help="Results per query (recall@k against exact search).")
+@click.option("--index", "index_specs", multiple=True,
+              help="Index specs for the search table (repeat): KIND[:STORAGE][:pcaD|:pcawD]"
+              "[:store-f16|:store-none], e.g. hnswlib, usearch:i8:pca256, "
+              "faiss-ivf:sq8:pca256. Default: hnswlib.")
+@click.option("--prior", "prior_text", default="",
+              help="Geo-prior radii in metres to time for every map, e.g. 100,1000,5000.")
 @click.option("--stages", "stage_names", multiple=True,
               help=f"Tables to make: {', '.join(STAGE_CHOICES)} (default: all).")
 @click.option("--images", type=click.Path(file_okay=False), default=None,
@@ -108,6 +114,8 @@ def bench(
     hnsw_m: int,
     ef_construction: int,
     k: int,
+    index_specs: tuple[str, ...],
+    prior_text: str,
     stage_names: tuple[str, ...],
     images: str | None,
     map_images: int,
@@ -149,6 +157,10 @@ def bench(
         M=hnsw_m,
         ef_construction=ef_construction,
         k=k,
+        indexes=tuple(index_specs) or BENCH["indexes"],
+        prior_radii=tuple(float(r) for r in int_list(prior_text, "--prior", 1, 10**7))
+        if prior_text
+        else (),
         stages=stages,
         images=images,
         map_images=map_images,
@@ -156,6 +168,8 @@ def bench(
         cache_dir=Path(cache_dir) if cache_dir else default_cache_dir(),
         isolate=not no_isolate,
     )
+
+    _ = opts.index_specs  # parsed now: a bad spec is an error before anything runs
 
     def say(message: str) -> None:
         click.echo(f"[bench] {message}", err=True)

@@ -14,6 +14,7 @@ larger change (a revisit under other conditions).
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 import numpy as np
@@ -25,6 +26,8 @@ QUERY_CHANGE = 1.0
 ISOTROPIC_SHARE = 0.1  # of the change, in directions no real image spans (sensor noise)
 DIFFERENCES_PER_ENTRY = 4
 CHUNK = 2048
+PLACE_SPACING_M = 2.0  # route length per grown place
+ROW_GAP_M = 200.0  # between the serpentine's rows (a city's blocks)
 # Two results are the same place when their similarities agree to float32 rounding:
 # a tie broken differently is not a search error.
 TIE_TOLERANCE = 1e-5
@@ -54,6 +57,16 @@ def rms_difference(real: np.ndarray, rng: np.random.Generator, pairs: int = 1024
 def grow(real: np.ndarray, count: int, seed: int, change: float = MAP_CHANGE) -> np.ndarray:
     """``count`` unit descriptors (float32) spread along and around the real ones (see the
     module docstring); ``real`` is N x D unit rows in route order, N >= 2."""
+    parts = [vectors for vectors, _ in grow_chunks(real, count, seed, change)]
+    return np.concatenate(parts) if parts else np.zeros((0, real.shape[1]), np.float32)
+
+
+def grow_chunks(
+    real: np.ndarray, count: int, seed: int, change: float = MAP_CHANGE, chunk: int = CHUNK
+) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    """What :func:`grow` makes, ``chunk`` rows at a time (a million 4096-d rows are 16 GB),
+    each with its route position: the real keyframe it follows plus the fraction of the way
+    to the next (the same rows whatever the chunk size, for one seed)."""
     real = l2_normalize(np.asarray(real, dtype=np.float32))
     n, dim = real.shape
     if n < 2:
@@ -62,7 +75,7 @@ def grow(real: np.ndarray, count: int, seed: int, change: float = MAP_CHANGE) ->
     target = change * median_nn_distance(real)
     # A sum of k weighted differences has about sqrt(k) times the RMS difference as norm.
     scale = target / (rms_difference(real, rng) * np.sqrt(DIFFERENCES_PER_ENTRY))
-    out = np.empty((count, dim), dtype=np.float32)
+    rows, positions = [], []
     for start in range(0, count, CHUNK):
         m = min(CHUNK, count - start)
         left = rng.integers(0, n - 1, m)
@@ -74,8 +87,24 @@ def grow(real: np.ndarray, count: int, seed: int, change: float = MAP_CHANGE) ->
         entries += scale * np.einsum("mk,mkd->md", weights, real[a] - real[b])
         isotropic = rng.standard_normal((m, dim), dtype=np.float32)
         entries += (ISOTROPIC_SHARE * target / np.sqrt(dim)) * isotropic
-        out[start : start + m] = l2_normalize(entries)
-    return out
+        rows.append(l2_normalize(entries))
+        positions.append(left + t[:, 0].astype(np.float64))
+        if sum(len(r) for r in rows) >= chunk or start + m >= count:
+            yield np.concatenate(rows), np.concatenate(positions)
+            rows, positions = [], []
+
+
+def route_xy(positions: np.ndarray, keyframes: int, places: int) -> np.ndarray:
+    """Planar positions (metres) for route positions in [0, keyframes - 1]: the route laid
+    out as a serpentine of rows ``ROW_GAP_M`` apart over a square, long enough for one place
+    every ``PLACE_SPACING_M`` (a million places cover about 20 x 20 km)."""
+    length = places * PLACE_SPACING_M
+    side = np.sqrt(length * ROW_GAP_M)
+    along = positions / max(keyframes - 1, 1) * length
+    row = np.floor(along / side)
+    x = np.mod(along, side)
+    x = np.where(row % 2 == 1, side - x, x)
+    return np.stack([x, row * ROW_GAP_M], axis=1)
 
 
 def query_set(

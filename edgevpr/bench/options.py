@@ -27,6 +27,8 @@ class BenchOptions:
     M: int = DEFAULT_M
     ef_construction: int = DEFAULT_EF_CONSTRUCTION
     e2e_ef: int | None = None  # None: the runtime's default ef
+    indexes: tuple[str, ...] = ("hnswlib",)  # index specs (see bench.mapsearch.IndexSpec)
+    prior_radii: tuple[float, ...] = ()  # geo-prior radii (m) measured for every map
     k: int = 10
     stages: tuple[str, ...] = STAGES
     images: str | None = None
@@ -38,6 +40,12 @@ class BenchOptions:
     @property
     def timing(self) -> TimingConfig:
         return TimingConfig(warmup=self.warmup, seconds=self.seconds, min_iters=self.min_iters)
+
+    @property
+    def index_specs(self) -> list:
+        from edgevpr.bench.mapsearch import IndexSpec
+
+        return [IndexSpec.parse(text) for text in self.indexes]
 
     def embed_batches(self) -> tuple[int, ...]:
         """Batch 1 is always measured when the pipeline table is wanted: it needs it."""

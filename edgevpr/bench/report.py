@@ -57,6 +57,10 @@ class Row:
     recall_at_k: float | None = None  # share of exact top-k found
     k: int | None = None
     vs_embed: float | None = None  # end-to-end mean over the batch-1 embed mean
+    load_s: float | None = None  # place map: seconds to load the file
+    prior_m: float | None = None  # place map: radius of the geo prior, if any
+    rss_anon_mb: float | None = None  # resident memory after the row: the process's own
+    rss_file_mb: float | None = None  # ...and pages of mapped files (the map's sections)
     warnings: list[str] = field(default_factory=list)
 
     @property
@@ -213,9 +217,9 @@ def pipeline_lines(rows: list[Row]) -> list[PipelineLine]:
                 r
                 for r in ok
                 if r.stage == STAGE_SEARCH
-                and r.backend == "hnswlib"
+                and r.prior_m is None
                 and r.map_size == e2e.map_size
-                and r.params == e2e.params
+                and f"{r.backend} {r.params}" == e2e.params
             ),
             None,
         )
@@ -267,13 +271,18 @@ SEARCH_COLUMNS: list[Column] = [
     ("Dim", lambda r: str(r.dim) if r.dim else "-"),
     ("Method", lambda r: r.backend),
     ("Params", lambda r: r.params or "-"),
+    ("Prior", lambda r: "-" if r.prior_m is None else f"{r.prior_m:g} m"),
     ("Status", status_cell),
     ("Build (s)", lambda r: fmt_num(r.build_s)),
+    ("Load (s)", lambda r: fmt_num(r.load_s, 2)),
+    ("File (MB)", lambda r: fmt_num(r.size_mb, 0)),
     *TIMED_COLUMNS,
     ("Queries/s", lambda r: fmt_num(r.throughput, 0)),
     ("Top-1 agree", lambda r: fmt_share(r.top1)),
     ("Recall@k", lambda r: "-" if r.recall_at_k is None else f"{r.recall_at_k:.3f} (k={r.k})"),
     ("Peak RSS (MB)", lambda r: fmt_num(r.peak_rss_mb, 0)),
+    ("RSS own / mapped (MB)", lambda r: "-" if r.rss_anon_mb is None
+     else f"{r.rss_anon_mb:.0f} / {r.rss_file_mb:.0f}"),
     ("Notes", notes_cell),
 ]
 
@@ -283,7 +292,7 @@ TABLE_TITLES = {
         "Pipeline, one image at a time: encoded bytes -> decode -> preprocess -> embed -> "
         "place-map query (ms)"
     ),
-    STAGE_SEARCH: "Search: one query, top-k, hnswlib vs exact NumPy",
+    STAGE_SEARCH: "Search: one query, top-k, per index kind, against exact float search",
 }
 
 

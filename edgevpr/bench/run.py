@@ -77,7 +77,7 @@ def embed_rows(
             end_to_end=pipeline,
             map_path=maps.get(map_size) if map_size else None,
             map_size=map_size,
-            map_params=f"M={opts.M} efC={opts.ef_construction} ef={e2e_ef}",
+            map_params=f"{opts.index_specs[0].label} breadth={e2e_ef}",
             ef=e2e_ef,
             k=opts.k,
         )

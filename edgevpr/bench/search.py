@@ -1,5 +1,6 @@
 """The search table: real descriptors of the workload (cached), maps grown from them at each
-size, each measured in a worker process against exact search."""
+size, one per index spec, each built and measured in a worker process against exact search
+(see ``mapsearch``)."""
 
 from __future__ import annotations
 
@@ -8,10 +9,24 @@ from pathlib import Path
 import numpy as np
 
 from edgevpr.bench.artifacts import ModelGroup, Progress
-from edgevpr.bench.descriptors import l2_normalize
+from edgevpr.bench.descriptors import content_key, l2_normalize, query_set
+from edgevpr.bench.mapsearch import (
+    EXACT_TIMED_BYTES,
+    MAP_SEED,
+    MAP_VERSION,
+    QUERY_SEED,
+    ExactJob,
+    GrownMap,
+    MeasureJob,
+    build,
+    exact_truth,
+    map_path,
+    measure_exact,
+    measure_map,
+    save_truth,
+)
 from edgevpr.bench.options import BenchOptions
 from edgevpr.bench.report import FAILED, STAGE_SEARCH, Row
-from edgevpr.bench.stages import SearchJob, SearchResult, run_search_job
 from edgevpr.bench.workers import failure_reason, in_worker
 from edgevpr.bench.workload import Workload
 
@@ -56,45 +71,71 @@ def torch_descriptors(checkpoint: Path, paths: tuple[Path, ...]) -> np.ndarray:
 def search_rows(
     group: ModelGroup, workload: Workload, opts: BenchOptions, say: Progress
 ) -> tuple[list[Row], dict[int, str]]:
-    """Search rows per map size, and the map file built for each size."""
+    """Search rows per map size and index spec, and the map file of the first spec at each
+    size (what the pipeline table queries)."""
     db_path, q_path = real_descriptors(group, workload, opts, say)
+    real = np.load(db_path)
     rows: list[Row] = []
     maps: dict[int, str] = {}
     sizes = opts.map_sizes if "search" in opts.stages else opts.map_sizes[:1]
+    specs = opts.index_specs if "search" in opts.stages else opts.index_specs[:1]
     for size in sizes:
-        job = SearchJob(
-            model=group.label,
-            fingerprint=group.fingerprint,
-            real_database=str(db_path),
-            real_queries=str(q_path) if q_path else None,
-            map_size=size,
-            M=opts.M,
-            ef_construction=opts.ef_construction,
-            efs=tuple(sorted(set(opts.efs) | {end_to_end_ef(opts)})),
-            k=opts.k,
-            queries=SEARCH_QUERIES,
-            timing=opts.timing,
-            cache_dir=str(opts.cache_dir),
-        )
-        say(f"search: {size:,} x {group.metadata.descriptor_dim}-d map")  # type: ignore[union-attr]
+        grown = GrownMap(real, size, MAP_SEED)
+        truth_path = truth_file(grown, q_path, opts)
+        say(f"search: {size:,} x {real.shape[1]}-d map, exact answers")
         try:
-            result: SearchResult = in_worker(run_search_job, job, opts.isolate)
-        except Exception as exc:  # noqa: BLE001 - a failed map is a failed row, not a crash
-            rows.append(
-                Row(
-                    stage=STAGE_SEARCH,
-                    model=group.label,
-                    backend="hnswlib",
-                    map_size=size,
-                    status=FAILED,
-                    reason=failure_reason(exc),
-                )
-            )
-            continue
-        maps[size] = result.map_path or ""
-        if "search" in opts.stages:
-            rows += [r for r in result.rows if r.backend != "hnswlib" or wanted_ef(r, opts)]
+            if "search" in opts.stages and size * real.shape[1] * 4 <= EXACT_TIMED_BYTES:
+                job = ExactJob(str(db_path), size, str(truth_path), group.label, opts.k,
+                               opts.timing)  # fmt: skip
+                rows += in_worker(measure_exact, job, opts.isolate)
+        except Exception as exc:  # noqa: BLE001 - a failed row, not a crash
+            rows.append(failed_row(group, "exact (numpy)", size, exc))
+        for spec in specs:
+            say(f"search: {size:,} places, {spec.label}")
+            graph = (opts.M, opts.ef_construction)
+            path = map_path(opts.cache_dir, grown, spec, group.fingerprint, graph)
+            try:
+                build_s = in_worker(build_job, (grown, spec, group.fingerprint, path, graph),
+                                    opts.isolate)  # fmt: skip
+            except Exception as exc:  # noqa: BLE001
+                rows.append(failed_row(group, spec.label, size, exc))
+                continue
+            maps.setdefault(size, str(path))
+            if "search" not in opts.stages:
+                continue
+            job = MeasureJob(str(path), spec.label, group.label, size, real.shape[1], build_s,
+                             str(truth_path), tuple(sorted({*opts.efs, end_to_end_ef(opts)})),
+                             end_to_end_ef(opts), opts.prior_radii,
+                             opts.k, opts.timing)  # fmt: skip
+            try:
+                rows += in_worker(measure_map, job, opts.isolate)
+            except Exception as exc:  # noqa: BLE001
+                rows.append(failed_row(group, spec.label, size, exc))
     return rows, maps
+
+
+def build_job(args: tuple) -> float:
+    return build(*args)
+
+
+def truth_file(grown: GrownMap, q_path: Path | None, opts: BenchOptions) -> Path:
+    """Queries and their exact answers for a grown map (cached: a million 4096-d places
+    take minutes to search exactly)."""
+    real_queries = np.load(q_path) if q_path else None
+    queries = query_set(grown.real, real_queries, SEARCH_QUERIES, seed=QUERY_SEED)
+    key = content_key(grown.real, queries, size=grown.size, k=opts.k, radii=opts.prior_radii,
+                      version=MAP_VERSION)  # fmt: skip
+    path = opts.cache_dir / "truth" / f"{grown.size}-{key}.npz"
+    if not path.is_file():
+        truth = exact_truth(grown, queries, opts.k, opts.prior_radii)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        save_truth(path, queries, truth)
+    return path
+
+
+def failed_row(group: ModelGroup, backend: str, size: int, exc: Exception) -> Row:
+    return Row(stage=STAGE_SEARCH, model=group.label, backend=backend, map_size=size,
+               status=FAILED, reason=failure_reason(exc))  # fmt: skip
 
 
 def end_to_end_ef(opts: BenchOptions) -> int:
@@ -103,8 +144,3 @@ def end_to_end_ef(opts: BenchOptions) -> int:
     from edgevpr.runtime.placemap import DEFAULT_EF
 
     return DEFAULT_EF
-
-
-def wanted_ef(row: Row, opts: BenchOptions) -> bool:
-    ef = int(row.params.rsplit("ef=", 1)[1])
-    return ef in opts.efs or ef == end_to_end_ef(opts)

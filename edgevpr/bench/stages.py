@@ -5,37 +5,28 @@ its own rows only):
 - embed: one backend x precision, every batch size, on preprocessed real images; plus, for
   runtime backends, decode + preprocess and the end-to-end path (the runtime's Recognizer:
   encoded image bytes -> decode -> preprocess -> embed -> place-map query), at batch 1;
-- search: one map size, exact NumPy search and hnswlib (the runtime's PlaceMap) at several
-  ef, timed one query at a time, scored against exact search.
+- search: see ``mapsearch`` (one map per index kind, measured against exact search).
 """
 
 from __future__ import annotations
 
-import gc
 import itertools
-import json
 import os
-import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from edgevpr.bench.descriptors import agreement, content_key, exact_search, grow, query_set
 from edgevpr.bench.report import (
     STAGE_EMBED,
     STAGE_END_TO_END,
     STAGE_PREPROCESS,
-    STAGE_SEARCH,
     Row,
 )
 from edgevpr.bench.timing import PeakMemory, Timing, TimingConfig, measure
 from edgevpr.runtime.backends import BACKENDS
 
-MAP_SEED = 1
-QUERY_SEED = 2
-GROWTH_VERSION = 1  # bump when descriptors.grow changes: cached maps are keyed by it
 ENCODED_IMAGES = 64  # distinct images cycled through in decode and end-to-end timing
 
 
@@ -79,28 +70,6 @@ class EmbedJob:
 class EmbedResult:
     rows: list[Row]
     descriptors: np.ndarray | None = None  # of the first compare_images images
-
-
-@dataclass(frozen=True)
-class SearchJob:
-    model: str
-    fingerprint: str
-    real_database: str  # .npy of real descriptors in route order
-    real_queries: str | None
-    map_size: int
-    M: int
-    ef_construction: int
-    efs: tuple[int, ...]
-    k: int
-    queries: int
-    timing: TimingConfig
-    cache_dir: str
-
-
-@dataclass
-class SearchResult:
-    rows: list[Row]
-    map_path: str | None = None
 
 
 def file_mb(path: str | os.PathLike[str]) -> float:
@@ -204,116 +173,3 @@ def run_embed_job(job: EmbedJob) -> EmbedResult:
         )
         rows.append(timed_row(row, timing, peak))
     return EmbedResult(rows, descriptors)
-
-
-# --- search ----------------------------------------------------------------------------------
-
-def map_cache_path(job: SearchJob, real: np.ndarray, real_queries: np.ndarray | None) -> Path:
-    extra = () if real_queries is None else (real_queries,)
-    key = content_key(
-        real,
-        *extra,
-        size=job.map_size,
-        M=job.M,
-        efc=job.ef_construction,
-        seed=MAP_SEED,
-        growth=GROWTH_VERSION,
-        fingerprint=job.fingerprint,
-    )
-    return Path(job.cache_dir) / "maps" / f"{job.map_size}x{real.shape[1]}-{key}.map"
-
-
-def build_map(job: SearchJob, database: np.ndarray, path: Path) -> float:
-    """Build the HNSW map (all cores) and save it; returns the build time in seconds."""
-    from edgevpr.runtime.placemap import PlaceMap
-
-    place_map = PlaceMap.create(
-        database.shape[1],
-        job.fingerprint,
-        M=job.M,
-        ef_construction=job.ef_construction,
-        ef=max(job.efs),
-        capacity=len(database),
-    )
-    start = time.perf_counter()
-    place_map.add(database)
-    seconds = time.perf_counter() - start
-    path.parent.mkdir(parents=True, exist_ok=True)
-    place_map.save(path)
-    build_info = path.with_suffix(".json")
-    build_info.write_text(json.dumps({"build_s": seconds, "cores": os.cpu_count()}) + "\n")
-    return seconds
-
-
-def measure_exact(job: SearchJob, database: np.ndarray, queries: np.ndarray, base: dict) -> Row:
-    next_query = itertools.cycle(range(len(queries))).__next__
-    with PeakMemory() as peak:
-        timing = measure(
-            lambda: exact_search(database, queries[next_query()][None], job.k), job.timing
-        )
-    row = Row(backend="exact (numpy)", size_mb=database.nbytes / 1e6, **base)
-    row.top1, row.recall_at_k = 1.0, 1.0
-    return timed_row(row, timing, peak)
-
-
-def ensure_map(
-    job: SearchJob, database: np.ndarray, real: np.ndarray, real_queries: np.ndarray | None
-) -> tuple[Path, float, bool]:
-    """The cached map file for this job (built now if missing): (path, build s, cached)."""
-    path = map_cache_path(job, real, real_queries)
-    info = path.with_suffix(".json")
-    if path.is_file() and info.is_file():
-        return path, float(json.loads(info.read_text())["build_s"]), True
-    return path, build_map(job, database, path), False
-
-
-def measure_hnsw(
-    job: SearchJob,
-    path: Path,
-    queries: np.ndarray,
-    truth: tuple[np.ndarray, np.ndarray],
-    build: tuple[float, bool],
-    base: dict,
-) -> list[Row]:
-    from edgevpr.runtime.placemap import PlaceMap
-
-    place_map = PlaceMap.load(path)
-    next_query = itertools.cycle(range(len(queries))).__next__
-    rows = []
-    for ef in job.efs:
-        place_map.set_ef(ef)
-        ids, sims = place_map.search(queries, job.k)
-        score = agreement(ids, sims, truth[0], truth[1], job.k)
-        with PeakMemory() as peak:
-            timing = measure(
-                lambda: place_map.query(queries[next_query()][None], job.k), job.timing
-            )
-        row = Row(
-            backend="hnswlib",
-            params=f"M={job.M} efC={job.ef_construction} ef={ef}",
-            size_mb=file_mb(path),
-            build_s=build[0],
-            top1=score.top1,
-            recall_at_k=score.recall_at_k,
-            reason="index from the cache" if build[1] else "",
-            **base,
-        )
-        rows.append(timed_row(row, timing, peak))
-    return rows
-
-
-def run_search_job(job: SearchJob) -> SearchResult:
-    real = np.load(job.real_database)
-    real_queries = np.load(job.real_queries) if job.real_queries else None
-    database = grow(real, job.map_size, seed=MAP_SEED)
-    queries = query_set(real, real_queries, job.queries, seed=QUERY_SEED)
-    truth = exact_search(database, queries, job.k)
-    base = dict(model=job.model, stage=STAGE_SEARCH, map_size=job.map_size, dim=real.shape[1])
-    base["k"] = job.k
-    rows = [measure_exact(job, database, queries, base)]
-    path, build_s, cached = ensure_map(job, database, real, real_queries)
-    # Drop the float matrix before timing the map: its peak RSS is the map's own.
-    del database
-    gc.collect()
-    rows += measure_hnsw(job, path, queries, truth, (build_s, cached), base)
-    return SearchResult(rows, str(path))

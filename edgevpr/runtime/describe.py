@@ -11,12 +11,9 @@ import os
 from pathlib import Path
 from typing import Any, BinaryIO
 
-import numpy as np
-
 from edgevpr.errors import EdgeVPRError
 from edgevpr.formats import format_of
 from edgevpr.runtime.metadata import ModelMetadata
-from edgevpr.runtime.placemap.mapfile import HEADER, read_map_metadata
 from edgevpr.runtime.tensorrt_backend import (
     EngineHeader,
     check_engine_compatibility,
@@ -40,53 +37,39 @@ def describe_artifact(path: str | os.PathLike[str]) -> dict[str, Any]:
 
 
 def describe_place_map(path: Path) -> dict[str, Any]:
-    from edgevpr.runtime.placemap.hnsw import check_head
-    from edgevpr.runtime.placemap.hnsw_file import HEADER as HNSW_HEADER
-    from edgevpr.runtime.placemap.mapfile import parse_map_metadata
+    """A map's facts, its every checksum verified (the large descriptor section too)."""
+    from edgevpr.runtime.placemap import PlaceMap
+    from edgevpr.runtime.placemap.persist import file_facts
 
-    header, metadata = read_map_metadata(path)
-    contents = parse_map_metadata(metadata, path)
-    params = contents.params
-    with open(path, "rb") as fh:
-        fh.seek(HEADER.size + header.metadata_length)
-        head = fh.read(HNSW_HEADER.size)
-    check_head(
-        head, contents.dim, params["M"], params["ef_construction"], len(contents.records),
-        f"place map {path}",
-    )  # fmt: skip
-    records = contents.records
-    has_en = any(r.east is not None for r in records)
-    has_ll = any(r.lat is not None for r in records)
-    coordinates = "+".join(k for k, v in (("east/north", has_en), ("lat/lon", has_ll)) if v)
-    no_coordinates = sum(1 for r in records if r.east is None and r.lat is None)
-    counts = np.bincount(
-        contents.sources_of_records[contents.sources_of_records >= 0],
-        minlength=len(contents.sources),
-    )
-    embedded_by = [
-        f"{s.get('file')} ({s.get('precision')}): {n} places"
-        for s, n in zip(contents.sources, counts.tolist(), strict=True)
-    ]
-    unknown = len(records) - int(counts.sum())
+    placemap = PlaceMap.load(path, verify=True)
+    facts = file_facts(path)
+    ids = placemap.ids()
+    sources = placemap.sources()
+    embedded_by = [f"{s.get('file')} ({s.get('precision')}): {s['places']} places" for s in sources]
+    unknown = len(ids) - sum(s["places"] for s in sources)
     if unknown:
         embedded_by.append(f"not recorded: {unknown} places")
+    projection = placemap.projection
     return {
         **_file_fields("place map", path),
-        "format_version": header.format_version,
+        "format_version": facts["format_version"],
         "integrity": "ok (sha256 verified)",
-        "places": len(records),
-        "descriptor_dim": contents.dim,
-        "fingerprint": contents.fingerprint,
-        "model": contents.model,
-        "coordinates": coordinates or "none",
-        "places_without_coordinates": no_coordinates,
+        "places": len(placemap),
+        "descriptor_dim": placemap.descriptor_dim,
+        "fingerprint": placemap.fingerprint,
+        "model": placemap.model,
+        "coordinates": placemap.coordinate_kind() or "none",
+        "places_without_coordinates": placemap.without_coordinates(ids) if len(ids) else 0,
         "embedded_by": "; ".join(embedded_by),
-        "M": params["M"],
-        "ef_construction": params["ef_construction"],
-        "ef": params["ef"],
-        "created": contents.created,
-        "saved": metadata.get("saved"),
-        "edgevpr_version": metadata.get("edgevpr_version"),
+        "index": f"{placemap.index_kind} ({placemap.storage})",
+        "index_params": placemap.index_params(),
+        "projection": "none" if projection is None else f"{projection.kind} to {projection.dims}",
+        "descriptors_stored": placemap.store,
+        "rerank": placemap.rerank,
+        "sections": facts.get("sections", {}),
+        "created": facts.get("created"),
+        "saved": facts.get("saved"),
+        "edgevpr_version": facts.get("edgevpr_version"),
     }
 
 

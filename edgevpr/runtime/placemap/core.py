@@ -6,6 +6,12 @@ closer. Every descriptor is L2-normalised on the way in (an FP16 engine's output
 unit length). Places get map-assigned integer ids that are never reused, so a removed place
 can never be confused with a later one.
 
+A map is an index of one kind (``kinds``: hnswlib, usearch, faiss) over the descriptors, or
+over a projection of them (``projection``: PCA to fewer dimensions), a store of the
+full-precision descriptors that re-ranks what the index proposes (``vectors``), and the
+records (``records``); ``search`` answers queries from these parts, ``persist`` writes and
+reads them.
+
 Concurrency: any number of threads may query while one thread adds or removes places.
 Queries share a readers-writer lock; mutations take it exclusively in chunks of
 ``ADD_CHUNK`` places, so a long insertion delays a query by one chunk at most.
@@ -14,10 +20,8 @@ Queries share a readers-writer lock; mutations take it exclusively in chunks of
 from __future__ import annotations
 
 import os
-import tempfile
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -25,36 +29,27 @@ import numpy as np
 from edgevpr.errors import EdgeVPRError
 from edgevpr.provenance import utc_now
 from edgevpr.runtime.checks import file_path, place_ids, unit_rows, whole
-from edgevpr.runtime.geo import GeoPrior, check_prior, distances_m
+from edgevpr.runtime.geo import GeoPrior, check_prior
 from edgevpr.runtime.placemap.hnsw import (
     DEFAULT_EF,
     DEFAULT_EF_CONSTRUCTION,
     DEFAULT_M,
+    INITIAL_CAPACITY,
     MAX_PLACES,
-    FewerThanK,
-    HnswIndex,
     check_params,
 )
-from edgevpr.runtime.placemap.mapfile import (
-    MAX_DIM,
-    MapContents,
-    map_metadata,
-    open_map,
-    parse_map_metadata,
-    write_map,
-)
-from edgevpr.runtime.placemap.records import (
-    NO_SOURCE,
-    PlaceRecord,
-    RecordTable,
-    records_for,
-)
-from edgevpr.runtime.placemap.search import among, exact
+from edgevpr.runtime.placemap.kinds import HNSWLIB, IndexKind, SearchIndex, index_kind
+from edgevpr.runtime.placemap.mapfile import MAX_DIM
+from edgevpr.runtime.placemap.projection import Projection
+from edgevpr.runtime.placemap.records import NO_SOURCE, PlaceRecord, RecordTable, records_for
+from edgevpr.runtime.placemap.search import DEFAULT_RERANK, Found, MapSearch
+from edgevpr.runtime.placemap.vectors import VectorStore
 from edgevpr.runtime.rwlock import ReadWriteLock
 
-INITIAL_CAPACITY = 1024
 DEFAULT_K = 5  # places a query lists
 ADD_CHUNK = 256
+DEFAULT_INDEX = HNSWLIB
+DEFAULT_STORE = "f32"
 
 
 @dataclass(frozen=True)
@@ -70,6 +65,23 @@ class Neighbours:
         return len(self.ids)
 
 
+@dataclass
+class MapParts:
+    """Everything a map is made of (what ``persist`` reads and writes)."""
+
+    kind: IndexKind
+    index: SearchIndex
+    records: RecordTable
+    store: VectorStore
+    projection: Projection | None
+    rerank: int
+    fingerprint: str
+    model: dict[str, Any]
+    created: str
+    next_id: int = 0
+    sources: list[dict[str, Any]] | None = None
+
+
 class PlaceMap:
     """A map of places: create with :meth:`create` or :meth:`load`.
 
@@ -82,27 +94,30 @@ class PlaceMap:
         found = PlaceMap.load("route.vprmap").query(query_descriptor, k=5,
                                                     prior=GeoPrior(e, n, 50.0))[0]
         print(found.ids, found.scores, found.records[0].path)
+
+    A compressed map for a small board: usearch over int8 PCA-256 vectors, re-ranked from
+    the full descriptors (memory-mapped from the file once saved)::
+
+        sample = descriptors[:20000]
+        place_map = PlaceMap.create(4096, fingerprint, index="usearch", storage="i8",
+                                    projection=Projection.fit(sample, 256))
     """
 
-    def __init__(
-        self,
-        index: HnswIndex,
-        fingerprint: str,
-        model: dict[str, Any],
-        created: str,
-        source: Path | None = None,
-    ) -> None:
-        self._index = index
-        self._dim = index.dim
-        self._fingerprint = fingerprint
-        self._records = RecordTable()
-        self._next_id = 0
-        self._model = model
-        self._created = created
-        self._source = source
+    def __init__(self, parts: MapParts, source: os.PathLike[str] | None = None) -> None:
+        self._parts = parts
+        self._kind, self._index = parts.kind, parts.index
+        self._records, self._store = parts.records, parts.store
+        self._projection = parts.projection
+        self._dim = parts.store.dim
+        self._fingerprint, self._model = parts.fingerprint, parts.model
+        self._created = parts.created
+        self._next_id = parts.next_id
         # which exported models (file, precision) embedded places: a map may be built from
         # the FP32 model and extended with the INT8 one of the same checkpoint
-        self._sources: list[dict[str, Any]] = []
+        self._sources: list[dict[str, Any]] = list(parts.sources or [])
+        self._source = None if source is None else file_path(source, "place map")
+        self._search = MapSearch(self._index, self._records, self._store, self._projection,
+                                 parts.rerank)  # fmt: skip
         self._lock = ReadWriteLock()
 
     # ---------------------------------------------------------------- construction
@@ -116,6 +131,13 @@ class PlaceMap:
         ef: int = DEFAULT_EF,
         capacity: int = INITIAL_CAPACITY,
         model: dict[str, Any] | None = None,
+        *,
+        index: str = DEFAULT_INDEX,
+        storage: str | None = None,
+        projection: Projection | None = None,
+        store: str = DEFAULT_STORE,
+        rerank: int = DEFAULT_RERANK,
+        params: dict[str, int] | None = None,
     ) -> PlaceMap:
         """An empty map for ``dim``-dimensional descriptors of the model ``fingerprint``.
 
@@ -123,9 +145,17 @@ class PlaceMap:
             dim: descriptor size (``Embedder.descriptor_dim``).
             fingerprint: the model's fingerprint (``Embedder.fingerprint``); a map answers
                 only queries embedded by the same weights.
-            M, ef_construction, ef: HNSW degree, build breadth and search breadth.
-            capacity: places to make room for now (the map grows as needed).
+            M, ef_construction, ef: graph degree, build breadth and search breadth (HNSW
+                kinds; ``ef`` is the lists probed, nprobe, for faiss-ivf).
+            capacity: places to make room for now (the map grows as needed; faiss-ivf sizes
+                its lists by it).
             model: what to record about the model (``Embedder.model_summary()``).
+            index: the index kind (``kinds.INDEX_KINDS``); storage: how it holds vectors.
+            projection: a fitted :class:`Projection` the index searches in.
+            store: full-precision descriptors kept for exact re-ranking: "f32", "f16" or
+                "none" (none: the index's scores are final).
+            rerank: candidates the index proposes for exact re-ranking.
+            params: more parameters of the kind (faiss-ivf: nlist, pq_bytes).
 
         Returns:
             An empty :class:`PlaceMap`.
@@ -135,36 +165,34 @@ class PlaceMap:
             raise EdgeVPRError("a place map needs the fingerprint of the model that embeds it")
         M, ef_construction, ef = check_params(M, ef_construction, ef)
         capacity = whole(capacity, "capacity", 1, MAX_PLACES)
+        rerank = whole(rerank, "rerank", 1, 100_000)
         if model is not None and not isinstance(model, dict):
             raise EdgeVPRError(f"model must be a dict, not {type(model).__name__}")
-        index = HnswIndex.create(dim, M, ef_construction, ef, capacity)
-        return cls(index, fingerprint, dict(model or {}), utc_now())
+        if projection is not None and (
+            not isinstance(projection, Projection) or projection.source_dim != dim
+        ):
+            raise EdgeVPRError(f"projection must be a Projection of {dim}-d descriptors")
+        kind = index_kind(index)
+        values = {"M": M, "ef_construction": ef_construction, "ef": ef, "capacity": capacity,
+                  "nprobe": ef, **(params or {})}  # fmt: skip
+        searched = dim if projection is None else projection.dims
+        built = kind.create(searched, storage, values)
+        vectors = VectorStore(dim, store)
+        if not vectors.keeps and not hasattr(built, "vectors"):
+            raise EdgeVPRError(f"a {kind.name} map needs its descriptors stored (store f32/f16)")
+        parts = MapParts(kind, built, RecordTable(), vectors, projection, rerank, fingerprint,
+                         dict(model or {}), utc_now())  # fmt: skip
+        return cls(parts)
 
     @classmethod
-    def load(cls, path: str | os.PathLike[str]) -> PlaceMap:
-        """Load a map file; format version and checksum are verified before anything is
-        parsed, and every problem is a one-line EdgeVPRError naming the file."""
-        path = file_path(path, "place map")
-        with open_map(path) as (metadata, index_path):
-            contents = parse_map_metadata(metadata, path)
-            where = f"place map {path}"
-            index = HnswIndex.load(
-                index_path, contents.dim, contents.params, len(contents.records), where
-            )
-        loaded = cls(index, contents.fingerprint, contents.model, contents.created, path)
-        loaded._restore(contents)
-        return loaded
+    def load(cls, path: str | os.PathLike[str], verify: bool = False) -> PlaceMap:
+        """Load a map file: header and every section's checksum verified before anything is
+        parsed (``verify``: the large descriptor section too, see ``container``), every
+        problem a one-line EdgeVPRError naming the file."""
+        from edgevpr.runtime.placemap.persist import read_map
 
-    def _restore(self, contents: MapContents) -> None:
-        ids = np.asarray([r.id for r in contents.records], np.int64)
-        labels = self._index.labels()
-        if any(i not in labels for i in ids.tolist()) or len(ids) > self._index.stored:
-            raise EdgeVPRError(
-                f"place map {self._source} is inconsistent: records and index disagree"
-            )
-        self._records.append(ids, contents.records, contents.sources_of_records)
-        self._next_id = contents.next_id
-        self._sources = contents.sources
+        path = file_path(path, "place map")
+        return cls(read_map(path, verify), path)
 
     # ---------------------------------------------------------------- properties
     @property
@@ -176,20 +204,45 @@ class PlaceMap:
         return self._dim
 
     @property
+    def index_kind(self) -> str:
+        return self._kind.name
+
+    @property
+    def storage(self) -> str:
+        return self._index.storage
+
+    @property
+    def projection(self) -> Projection | None:
+        return self._projection
+
+    @property
+    def store(self) -> str:
+        """How full-precision descriptors are kept: "f32", "f16" or "none"."""
+        return self._store.kind
+
+    @property
+    def rerank(self) -> int:
+        return self._search.rerank
+
+    def index_params(self) -> dict[str, int]:
+        return self._index.params()
+
+    @property
     def M(self) -> int:  # noqa: N802 - the name everyone uses for HNSW's degree
-        return self._index.M
+        return int(self._index.params().get("M", 0))
 
     @property
     def ef_construction(self) -> int:
-        return self._index.ef_construction
+        return int(self._index.params().get("ef_construction", 0))
 
     @property
     def ef(self) -> int:
-        return self._index.ef
+        params = self._index.params()
+        return int(params.get("ef", params.get("nprobe", 0)))
 
     @property
     def capacity(self) -> int:
-        return self._index.capacity
+        return int(getattr(self._index, "capacity", len(self._records)))
 
     @property
     def model(self) -> dict[str, Any]:
@@ -197,7 +250,7 @@ class PlaceMap:
         return dict(self._model)
 
     @property
-    def source(self) -> Path | None:
+    def source(self) -> os.PathLike[str] | None:
         """The file this map was loaded from, if any."""
         return self._source
 
@@ -242,7 +295,11 @@ class PlaceMap:
         ids = place_ids(ids)
         with self._lock.reading():
             self._require_known(ids)
-            return self._index.vectors(ids)
+            if self._store.keeps:
+                return self._store.get(self._records.rows_of(ids))
+            if self._projection is None:
+                return self._index.vectors(ids)  # type: ignore[attr-defined]
+        raise EdgeVPRError("this map keeps only projected descriptors (built with --store none)")
 
     def coordinate_kind(self) -> str | None:
         """'east/north', 'lat/lon', both joined by '+', or None when no place has any."""
@@ -256,12 +313,24 @@ class PlaceMap:
             self._require_known(ids)
             return self._records.without_coordinates(ids)
 
+    def memory_bytes(self) -> dict[str, int]:
+        """What the map holds in memory, by part (mapped file pages not counted)."""
+        with self._lock.reading():
+            return {"index": self._index.memory_bytes(),
+                    "records": self._records.rows * (8 * 7 + 64)}  # fmt: skip
+
     # ---------------------------------------------------------------- mutation
     def set_ef(self, ef: int) -> None:
-        """Search breadth: higher is more exact and slower (hnswlib uses max(ef, k))."""
-        _, _, ef = check_params(self.M, self.ef_construction, ef)
+        """Search breadth: higher is more exact and slower (HNSW's ef; faiss-ivf's nprobe)."""
+        ef = whole(ef, "ef", 1, 100_000)
         with self._lock.writing():
-            self._index.set_ef(ef)
+            self._index.set_search_breadth(ef)
+
+    def set_rerank(self, rerank: int) -> None:
+        """Candidates the index proposes for exact re-ranking."""
+        rerank = whole(rerank, "rerank", 1, 100_000)
+        with self._lock.writing():
+            self._search.rerank = rerank
 
     def add(
         self,
@@ -275,13 +344,15 @@ class PlaceMap:
         ``source`` says which exported model embedded them (``Embedder.model_summary()``);
         ``sources()`` reports it. Everything is validated before the map changes. Queries
         running meanwhile see the new places appear chunk by chunk, each one complete with
-        its record.
+        its record. An index that must be trained (faiss) is trained on the first call's
+        descriptors.
         """
         vectors = self._unit_rows(descriptors, "added")
         rows = records_for(vectors.shape[0], records)
         num_threads = whole(num_threads, "num_threads", -1)
         if source is not None and not isinstance(source, dict):
             raise EdgeVPRError(f"source must be a dict, not {type(source).__name__}")
+        searched = vectors if self._projection is None else self._projection.apply(vectors)
         with self._lock.writing():
             ids = np.arange(self._next_id, self._next_id + len(rows), dtype=np.int64)
             self._next_id += len(rows)
@@ -290,10 +361,13 @@ class PlaceMap:
                 if source not in self._sources:
                     self._sources.append(dict(source))
                 where = self._sources.index(source)
+            if hasattr(self._index, "train") and not self._index.trained:
+                self._index.train(searched)
         for start in range(0, len(rows), ADD_CHUNK):
             chunk = slice(start, min(start + ADD_CHUNK, len(rows)))
             with self._lock.writing():
-                self._index.add(vectors[chunk], ids[chunk], num_threads)
+                self._index.add(searched[chunk], ids[chunk], num_threads)
+                self._store.append(vectors[chunk])
                 self._records.append(ids[chunk], rows[chunk], where)
         return ids
 
@@ -305,6 +379,20 @@ class PlaceMap:
             self._index.remove(unique)
             self._records.delete(unique)
 
+    def compact(self) -> None:
+        """Rebuild the index over the live places only: removed places no longer take room
+        in it (``save`` then writes them nowhere)."""
+        from edgevpr.runtime.placemap.persist import rebuilt_index
+
+        with self._lock.writing():
+            self._index = rebuilt_index(self._parts_now())
+            self._search.index = self._index
+
+    def _parts_now(self) -> MapParts:
+        return MapParts(self._kind, self._index, self._records, self._store, self._projection,
+                        self._search.rerank, self._fingerprint, self._model, self._created,
+                        self._next_id, self._sources)  # fmt: skip
+
     # ---------------------------------------------------------------- search
     def search(self, descriptors: np.ndarray, k: int = 1) -> tuple[np.ndarray, np.ndarray]:
         """Bulk top-k without records: (ids, scores), each (n_queries, min(k, len(self)))."""
@@ -315,7 +403,7 @@ class PlaceMap:
             if live == 0:
                 empty = (len(queries), 0)
                 return np.zeros(empty, np.int64), np.zeros(empty, np.float32)
-            return self._knn(queries, min(k, live))
+            return self._search.knn(queries, min(k, live))
 
     def query(
         self, descriptors: np.ndarray, k: int = DEFAULT_K, prior: GeoPrior | None = None
@@ -329,64 +417,34 @@ class PlaceMap:
         k = whole(k, "k", 1)
         prior = check_prior(prior)
         with self._lock.reading():
-            if prior is None:
-                live = len(self._records)
-                if live == 0:
-                    return [self._neighbours(np.zeros(0, np.int64), np.zeros(0))] * len(queries)
-                ids, scores = self._knn(queries, min(k, live))
-                return [self._neighbours(i, s) for i, s in zip(ids, scores, strict=True)]
-            return self._query_with_prior(queries, k, prior)
+            if prior is not None:
+                return [self._neighbours(f) for f in self._search.with_prior(queries, k, prior)]
+            live = len(self._records)
+            if live == 0:
+                nothing = Found(np.zeros(0, np.int64), np.zeros(0, np.float32))
+                return [self._neighbours(nothing)] * len(queries)
+            ids, scores = self._search.knn(queries, min(k, live))
+            return [self._neighbours(Found(i, s)) for i, s in zip(ids, scores, strict=True)]
 
-    def _query_with_prior(self, queries: np.ndarray, k: int, prior: GeoPrior) -> list[Neighbours]:
-        ids, coordinates = self._records.coordinates()
-        distance = distances_m(prior, coordinates)
-        in_range = np.flatnonzero(np.nan_to_num(distance, nan=np.inf) <= prior.radius_m)
-        candidate_ids = ids[in_range]
-        distance_of = dict(zip(candidate_ids.tolist(), distance[in_range].tolist(), strict=True))
-        if len(candidate_ids) == 0:
-            empty = self._neighbours(np.zeros(0, np.int64), np.zeros(0), {})
-            return [empty] * len(queries)
-        found, scores = among(self._index, queries, candidate_ids, min(k, len(candidate_ids)))
-        return [self._neighbours(i, s, distance_of) for i, s in zip(found, scores, strict=True)]
-
-    def _knn(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-        try:
-            return self._index.search(queries, k)
-        except FewerThanK:
-            return exact(self._index, queries, self._records.live_ids(), k)
-
-    def _neighbours(
-        self, ids: np.ndarray, scores: np.ndarray, distance_of: dict[int, float] | None = None
-    ) -> Neighbours:
-        id_list = ids.tolist()
+    def _neighbours(self, found: Found) -> Neighbours:
+        ids = np.asarray(found.ids, np.int64)
         return Neighbours(
-            ids=np.asarray(id_list, dtype=np.int64),
-            scores=np.asarray(scores, dtype=np.float32),
-            records=self._records.records(id_list),
-            distances_m=None
-            if distance_of is None
-            else np.asarray([distance_of[i] for i in id_list], dtype=np.float64),
+            ids=ids,
+            scores=np.asarray(found.scores, np.float32),
+            records=self._records.records(ids),
+            distances_m=None if found.distances_m is None else np.asarray(found.distances_m),
         )
 
     # ---------------------------------------------------------------- persistence
     def save(self, path: str | os.PathLike[str]) -> None:
         """Write the map to one file atomically (temporary file, fsync, rename): readers of
-        ``path`` see the old map or the new one, never a torn file."""
+        ``path`` see the old map or the new one, never a torn file. Removed places are left
+        out; an index holding many of them is rebuilt first (see ``persist``)."""
+        from edgevpr.runtime.placemap.persist import write_map_file
+
         path = file_path(path, "place map")
-        with self._lock.reading(), tempfile.TemporaryDirectory(prefix="edgevpr-map-") as tmp:
-            index_path = Path(tmp) / "index.hnsw"
-            self._index.save(index_path)
-            metadata = map_metadata(
-                created=self._created,
-                fingerprint=self._fingerprint,
-                dim=self._dim,
-                params=self._index.params(),
-                next_id=self._next_id,
-                model=self._model,
-                sources=self._sources,
-                records=self._records.to_dicts(),
-            )
-            write_map(path, metadata, index_path)
+        with self._lock.reading():
+            write_map_file(path, self._parts_now())
 
     # ---------------------------------------------------------------- validation
     def _unit_rows(self, descriptors: np.ndarray, what: str) -> np.ndarray:
@@ -397,4 +455,3 @@ class PlaceMap:
         if unknown:
             shown_ids = ", ".join(map(str, unknown[:5])) + (" ..." if len(unknown) > 5 else "")
             raise EdgeVPRError(f"no place with id {shown_ids} in this map")
-

@@ -1,16 +1,18 @@
-"""The hnswlib index of a place map: inner product on unit descriptors, place ids as labels.
+"""The hnswlib index kind: inner product over float32 vectors, place ids as labels.
 
-One small interface (add, remove, search, vectors, save, load) that the place map uses, so
-other index kinds can stand beside it. Not thread-safe by itself: hnswlib may search
-concurrently but not while it inserts, resizes or changes ``ef``, so the place map's
-readers-writer lock guards every call.
+In a version-2 map file it is stored as hnswlib's own serialised state (the arrays its
+pickling gives), every link checked at once before hnswlib sees it, and restored with
+``__setstate__``: no temporary copy of the index, no per-element Python loop. Version-1
+files (hnswlib's ``save_index`` bytes) are still read. Not thread-safe by itself: hnswlib
+may search concurrently but not while it inserts, resizes or changes ``ef``, so the place
+map's readers-writer lock guards every call.
 """
 
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import hnswlib
 import numpy as np
@@ -19,12 +21,16 @@ from edgevpr.errors import EdgeVPRError
 from edgevpr.runtime.checks import whole
 from edgevpr.runtime.placemap.hnsw_file import (
     HEADER,
+    STATE_ARRAYS,
+    STATE_NUMBERS,
     BrokenIndex,
     IndexLayout,
     check_graph,
     check_layout,
+    check_state,
     read_layout,
 )
+from edgevpr.runtime.placemap.kinds import FewerThanK
 
 DEFAULT_M = 16
 DEFAULT_EF_CONSTRUCTION = 200
@@ -33,12 +39,8 @@ DEFAULT_EF_CONSTRUCTION = 200
 # at about twice the query time of ef=64 (3-4 ms at ef=64 over 100k x 4096-d measured on
 # two EPYC cores).
 DEFAULT_EF = 128
+INITIAL_CAPACITY = 1024
 MAX_PLACES = 2**32 - 2  # hnswlib numbers elements with 32-bit ids
-
-
-class FewerThanK(Exception):
-    """hnswlib found fewer than k live places in its walk (deletions or a narrow filter
-    cut the graph): the caller answers exactly instead."""
 
 
 def check_params(M: int, ef_construction: int, ef: int) -> tuple[int, int, int]:
@@ -55,6 +57,9 @@ def index_bytes(dim: int, M: int, places: int) -> int:
     return places * (4 * dim + 4 * 2 * M + 4 + 8 + 64)
 
 
+
+
+
 def physical_memory() -> int:
     """Bytes of RAM on this machine (0 where unknown)."""
     try:
@@ -64,9 +69,10 @@ def physical_memory() -> int:
 
 
 class HnswIndex:
-    """An hnswlib graph over unit vectors whose labels are place ids."""
+    """An hnswlib graph over vectors whose labels are place ids."""
 
-    kind = "hnsw"
+    filters = False
+    storage = "f32"
 
     def __init__(self, index: hnswlib.Index, dim: int, M: int, ef_construction: int, ef: int):
         self._index = index
@@ -74,10 +80,23 @@ class HnswIndex:
         self.M = M
         self.ef_construction = ef_construction
         self.ef = ef
+        # hnswlib's pickled state does not carry this flag: a restored index appends
+        self.replaces_deleted = True
         index.set_ef(ef)
 
     @classmethod
-    def create(cls, dim: int, M: int, ef_construction: int, ef: int, capacity: int) -> HnswIndex:
+    def create(cls, dim: int, storage: str, params: dict[str, Any]) -> HnswIndex:
+        """An empty index (``params``: M, ef_construction, ef, capacity)."""
+        M, ef_construction, ef = check_params(
+            params.get("M", DEFAULT_M),
+            params.get("ef_construction", DEFAULT_EF_CONSTRUCTION),
+            params.get("ef", DEFAULT_EF),
+        )
+        capacity = whole(params.get("capacity", INITIAL_CAPACITY), "capacity", 1, MAX_PLACES)
+        return cls.empty(dim, M, ef_construction, ef, capacity)
+
+    @classmethod
+    def empty(cls, dim: int, M: int, ef_construction: int, ef: int, capacity: int) -> HnswIndex:
         """An empty index with room for ``capacity``; refused in one line when that would
         not fit in this machine's memory (hnswlib would die in ``std::bad_alloc``)."""
         needed, available = index_bytes(dim, M, capacity), physical_memory()
@@ -100,10 +119,50 @@ class HnswIndex:
 
     @classmethod
     def load(
+        cls, sections: dict[str, np.ndarray], dim: int, storage: str, params: dict, where: str
+    ) -> HnswIndex:
+        """Back from :meth:`sections`, every link checked first (see ``hnsw_file``)."""
+        M, ef_construction, ef = check_params(params["M"], params["ef_construction"], params["ef"])
+        try:
+            state = check_state(sections, dim, M, ef_construction)
+        except BrokenIndex as exc:
+            raise EdgeVPRError(f"{where} has a broken index ({exc})") from None
+        # pickling's way in: setstate on an uninitialised object (on a constructed one,
+        # hnswlib crashes)
+        index = hnswlib.Index.__new__(hnswlib.Index)
+        try:
+            index.__setstate__((state,))
+        except (RuntimeError, ValueError, TypeError, MemoryError) as exc:
+            raise EdgeVPRError(f"{where} has a broken index ({exc})") from None
+        loaded = cls(index, dim, M, ef_construction, ef)
+        loaded.replaces_deleted = False
+        return loaded
+
+    def sections(self) -> dict[str, np.ndarray]:
+        """hnswlib's serialised state as arrays, trimmed to the elements it holds."""
+        (state,) = self._index.__getstate__()
+        count = int(state["cur_element_count"])
+        sections = {f"hnsw.{name}": np.asarray(state[name]) for name in STATE_ARRAYS}
+        for name in ("data_level0", "link_lists"):  # hnswlib's char arrays, as bytes
+            sections[f"hnsw.{name}"] = sections[f"hnsw.{name}"].view(np.uint8)
+        sections["hnsw.element_levels"] = sections["hnsw.element_levels"][:count]
+        numbers = [float(state[name]) for name in STATE_NUMBERS]
+        numbers[STATE_NUMBERS.index("max_elements")] = float(count)
+        sections["hnsw.numbers"] = np.asarray(numbers, np.float64)
+        return sections
+
+    def memory_bytes(self) -> int:
+        return index_bytes(self.dim, self.M, self.capacity)
+
+    def set_search_breadth(self, breadth: int) -> None:
+        self.set_ef(breadth)
+
+    @classmethod
+    def load_file(
         cls, path: Path, dim: int, params: dict[str, int], places: int, where: str
     ) -> HnswIndex:
-        """Read an index section written by :meth:`save` for a map of ``places`` places,
-        every link checked before hnswlib sees it (see ``hnsw_file``)."""
+        """Read a version-1 index section (hnswlib's ``save_index`` bytes) for a map of
+        ``places`` places, every link checked before hnswlib sees it."""
         M, ef_construction, ef = params["M"], params["ef_construction"], params["ef"]
         layout = checked_layout(path, dim, M, ef_construction, places, where)
         index = hnswlib.Index(space="ip", dim=dim)
@@ -113,9 +172,6 @@ class HnswIndex:
         except (RuntimeError, MemoryError) as exc:
             raise EdgeVPRError(f"{where} has a broken index ({exc})") from None
         return cls(index, dim, M, ef_construction, ef)
-
-    def save(self, path: Path) -> None:
-        self._index.save_index(str(path))
 
     # ------------------------------------------------------------------ facts
     @property
@@ -138,12 +194,13 @@ class HnswIndex:
         self.ef = ef
 
     # ------------------------------------------------------------------ changes
-    def add(self, vectors: np.ndarray, ids: np.ndarray, num_threads: int = -1) -> None:
+    def add(self, vectors: np.ndarray, ids: np.ndarray, threads: int = -1) -> None:
         needed = self._index.get_current_count() + len(ids)
         capacity = self._index.get_max_elements()
         if needed > capacity:
             self._index.resize_index(max(needed, 2 * capacity))
-        self._index.add_items(vectors, ids, num_threads=num_threads, replace_deleted=True)
+        self._index.add_items(vectors, ids, num_threads=threads,
+                              replace_deleted=self.replaces_deleted)  # fmt: skip
 
     def remove(self, ids: np.ndarray) -> None:
         for place_id in ids.tolist():
@@ -151,11 +208,17 @@ class HnswIndex:
 
     # ------------------------------------------------------------------ search
     def search(
-        self, queries: np.ndarray, k: int, allowed: Callable[[int], bool] | None = None
+        self, queries: np.ndarray, k: int, allowed: np.ndarray | None = None
     ) -> tuple[np.ndarray, np.ndarray]:
-        """(ids, scores) of the k best per query; ``FewerThanK`` when the walk found fewer."""
+        """(ids, scores) of the k best per query; ``FewerThanK`` when the walk found fewer.
+        hnswlib filters by calling Python for every node it visits, so ``allowed`` is
+        for small sets only (the map searches exactly among those instead)."""
+        check = None
+        if allowed is not None:
+            keep = set(allowed.tolist())
+            check = keep.__contains__
         try:
-            labels, distances = self._index.knn_query(queries, k=k, filter=allowed)
+            labels, distances = self._index.knn_query(queries, k=k, filter=check)
         except RuntimeError:
             raise FewerThanK from None
         return labels.astype(np.int64), (1.0 - distances).astype(np.float32)

@@ -19,6 +19,7 @@ Everything hnswlib would index with is checked here first, against the layout th
 from __future__ import annotations
 
 import math
+import os
 import struct
 from dataclasses import dataclass
 
@@ -156,3 +157,117 @@ def _upper_levels(
     if position != len(view):
         raise BrokenIndex(f"{len(view) - position} bytes after the last element")
     return levels, lists
+
+
+# ------------------------------------------------------------------ version 2: the state
+STATE_NUMBERS = ("ser_version", "offset_level0", "max_elements", "cur_element_count",
+                 "size_data_per_element", "label_offset", "offset_data", "max_level",
+                 "enterpoint_node", "max_M", "max_M0", "M", "mult", "ef_construction", "ef",
+                 "has_deletions", "size_links_per_element", "seed")  # fmt: skip
+STATE_ARRAYS = {"data_level0": np.uint8, "link_lists": np.uint8, "element_levels": np.int32,
+                "label_lookup_external": np.uint64, "label_lookup_internal": np.uint32}  # fmt: skip
+SER_VERSION = 1
+
+
+def check_state(sections: dict[str, np.ndarray], dim: int, m: int, ef_construction: int) -> dict:
+    """hnswlib's serialised state from a map's sections, checked as :func:`check_graph`
+    checks a version-1 file (all at once: no loop over elements), ready for
+    ``Index.__setstate__``."""
+    try:
+        numbers = sections["hnsw.numbers"]
+        arrays = {name: sections[f"hnsw.{name}"] for name in STATE_ARRAYS}
+    except KeyError as exc:
+        raise BrokenIndex(f"no {exc.args[0]} section") from None
+    if numbers.shape != (len(STATE_NUMBERS),) or not np.isfinite(numbers).all():
+        raise BrokenIndex("its numbers are malformed")
+    values = dict(zip(STATE_NUMBERS, numbers.tolist(), strict=True))
+    state: dict = {n: int(v) for n, v in values.items() if n != "mult"}
+    state["mult"] = values["mult"]
+    for name, dtype in STATE_ARRAYS.items():
+        if arrays[name].dtype != dtype or arrays[name].ndim != 1:
+            raise BrokenIndex(f"{name} is not a flat {np.dtype(dtype).name} array")
+    count = state["cur_element_count"]
+    layout = IndexLayout(count, state["max_elements"], state["size_data_per_element"],
+                         state["offset_data"], state["label_offset"], state["max_level"],
+                         state["enterpoint_node"], state["max_M"], state["max_M0"], state["M"],
+                         state["mult"], state["ef_construction"])  # fmt: skip
+    if state["ser_version"] != SER_VERSION or state["offset_level0"] != 0:
+        raise BrokenIndex("it was serialised by another hnswlib")
+    check_layout(layout, dim, m, ef_construction)
+    if count != state["max_elements"] or state["size_links_per_element"] != layout.upper_block:
+        raise BrokenIndex("its sizes do not fit together")
+    if arrays["data_level0"].size != count * layout.block:
+        raise BrokenIndex("level 0 has the wrong size")
+    head = np.zeros(HEADER.size, np.uint8)  # check_graph reads level 0 after a header
+    blocks = np.concatenate([head, arrays["data_level0"]])
+    levels = arrays["element_levels"].astype(np.int64)
+    _check_level0(blocks, layout)
+    _check_levels(levels, layout)
+    _check_upper(arrays["link_lists"], levels, layout)
+    _check_lookup(arrays, blocks, layout)
+    return {"space": "ip", "dim": dim, "index_inited": True, "ep_added": count > 0,
+            "normalize": False, "num_threads": os.cpu_count() or 1, **state,
+            "has_deletions": bool(state["has_deletions"]),
+            **{name: np.ascontiguousarray(arrays[name]) for name in STATE_ARRAYS},
+            "data_level0": arrays["data_level0"].view(np.int8),
+            "link_lists": arrays["link_lists"].view(np.int8)}  # fmt: skip
+
+
+def _check_level0(index: np.ndarray, layout: IndexLayout) -> None:
+    """Level 0 as in a version-1 file (after a header), without its upper levels."""
+    count = layout.count
+    blocks = index[HEADER.size :].reshape(count, layout.block)
+    neighbours = np.ascontiguousarray(blocks[:, :2]).view("<u2").ravel()
+    if count and (neighbours.max() > layout.max_m0 or blocks[:, 2].max() > 1 or blocks[:, 3].any()):
+        raise BrokenIndex("a level-0 neighbour list is malformed")
+    ids = np.ascontiguousarray(blocks[:, ID_BYTES : layout.data_offset]).view("<u4")
+    used = np.arange(layout.max_m0) < neighbours[:, None].astype(np.int64)
+    if (ids[used] >= count).any():
+        raise BrokenIndex("a level-0 neighbour id points past the last element")
+
+
+def _check_levels(levels: np.ndarray, layout: IndexLayout) -> None:
+    if levels.shape != (layout.count,) or (levels < 0).any() or (levels > MAX_LEVEL).any():
+        raise BrokenIndex("element levels are out of range")
+    if layout.count and (
+        not 0 <= layout.entry_point < layout.count
+        or levels.max() != layout.max_level
+        or levels[layout.entry_point] != layout.max_level
+    ):
+        raise BrokenIndex("the entry point is not on the top level")
+
+
+def _check_upper(links: np.ndarray, levels: np.ndarray, layout: IndexLayout) -> None:
+    """Every upper-level list: its length, and each neighbour reaching that level."""
+    blocks_total = int(levels.sum())
+    if links.size != blocks_total * layout.upper_block:
+        raise BrokenIndex("the upper levels have the wrong size")
+    if not blocks_total:
+        return
+    table = links.view("<u4").reshape(blocks_total, 1 + layout.max_m)
+    sizes = table[:, 0] & 0xFFFF
+    if (table[:, 0] >> 16).any() or (sizes > layout.max_m).any():
+        raise BrokenIndex("an upper-level neighbour list is malformed")
+    first = np.repeat(np.cumsum(levels) - levels, levels)
+    level_of_block = np.arange(blocks_total) - first + 1
+    used = np.arange(layout.max_m) < sizes[:, None].astype(np.int64)
+    neighbours = table[:, 1:].astype(np.int64)
+    if (neighbours[used] >= layout.count).any():
+        raise BrokenIndex("an upper-level neighbour points past the last element")
+    reach = levels[np.where(used, neighbours, 0)]
+    if (np.where(used, reach, MAX_LEVEL) < level_of_block[:, None]).any():
+        raise BrokenIndex("an element links to an element not on its level")
+
+
+def _check_lookup(arrays: dict[str, np.ndarray], index: np.ndarray, layout: IndexLayout) -> None:
+    """The label lookup: each element once, under the label its level-0 block holds."""
+    count = layout.count
+    external, internal = arrays["label_lookup_external"], arrays["label_lookup_internal"]
+    if external.shape != (count,) or internal.shape != (count,):
+        raise BrokenIndex("the label lookup has the wrong size")
+    if count and (internal.max() >= count or len(np.unique(internal)) != count):
+        raise BrokenIndex("the label lookup is not one entry per element")
+    blocks = index[HEADER.size :].reshape(count, layout.block)
+    labels = np.ascontiguousarray(blocks[:, layout.label_offset :]).view("<u8").ravel()
+    if (labels >= 2**63).any() or not np.array_equal(labels[internal.astype(np.int64)], external):
+        raise BrokenIndex("labels are out of range or do not match the lookup")

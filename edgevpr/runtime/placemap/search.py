@@ -1,36 +1,243 @@
-"""Search among some of a map's places (those a geo prior leaves): exactly where they are few,
-else the index's own walk restricted to them, exactly again where that walk finds too few."""
+"""How a place map answers a query, whatever its index kind.
+
+Without a prior: the index (over projected, possibly quantised vectors) proposes the best
+``rerank`` places, and their full-precision descriptors rank them exactly (maps built with
+``--store none`` return the index's own order and scores).
+
+With a prior (only places within a radius), by how many places the circle may hold, which
+the geo grid counts without looking at them:
+
+- a large share of the map: the index is asked for proportionally more places and those
+  outside the circle are dropped (no candidate list is built at all);
+- few places: exact search among them (cost proportional to their number);
+- in between: the index's own filtered search where the kind has one (faiss), else the
+  larger of the two above.
+
+Anything the index cannot answer (too few live places in its walk) is answered exactly.
+"""
 
 from __future__ import annotations
 
+import math
+from dataclasses import dataclass
+
 import numpy as np
 
-from edgevpr.runtime.placemap.hnsw import FewerThanK, HnswIndex
+from edgevpr.runtime.geo import (
+    GeoPrior,
+    LocalProjection,
+    PlaceCoordinates,
+    distances_m,
+    latlon_to_utm,
+)
+from edgevpr.runtime.placemap.geogrid import GeoGrid
+from edgevpr.runtime.placemap.kinds import FewerThanK, SearchIndex
+from edgevpr.runtime.placemap.projection import Projection
+from edgevpr.runtime.placemap.records import RecordTable
+from edgevpr.runtime.placemap.vectors import VectorStore
 
-# Below this many floats (candidates x dimension) a geo-prior query is answered by exact
-# search over the candidates in range: exact, and cheaper than a filtered graph walk.
-EXACT_PRIOR_BUDGET = 1 << 22
+DEFAULT_RERANK = 32
+# Exact search among a prior's candidates up to this many floats (candidates x dimension):
+# about a millisecond of NumPy here.
+EXACT_PRIOR_BUDGET = 1 << 21
+OVERFETCH_SHARE = 0.05  # circles holding this share of the map or more: over-fetch
+OVERFETCH_FACTOR = 2.0  # ask for this many times the places the share predicts
+MAX_OVERFETCH = 4096
 
 
-def among(
-    index: HnswIndex, queries: np.ndarray, candidates: np.ndarray, k: int
-) -> tuple[np.ndarray, np.ndarray]:
-    """The k best of ``candidates`` (place ids, k <= their number) for each query."""
-    if len(candidates) * index.dim <= EXACT_PRIOR_BUDGET:
-        return exact(index, queries, candidates, k)
-    allowed = np.zeros(int(candidates.max()) + 1, dtype=bool)
-    allowed[candidates] = True
-    try:
-        return index.search(queries, k, lambda i: i < len(allowed) and bool(allowed[i]))
-    except FewerThanK:
-        return exact(index, queries, candidates, k)
+@dataclass(frozen=True)
+class Found:
+    """One query's answer: ids and scores, best first, and distances to a prior."""
+
+    ids: np.ndarray
+    scores: np.ndarray
+    distances_m: np.ndarray | None = None
 
 
-def exact(
-    index: HnswIndex, queries: np.ndarray, candidates: np.ndarray, k: int
-) -> tuple[np.ndarray, np.ndarray]:
-    """Exact top-k among ``candidates`` by their stored vectors; ties broken by id, so the
-    answer is deterministic."""
-    scores = queries @ index.vectors(candidates).T
-    order = np.lexsort((np.broadcast_to(candidates, scores.shape), -scores), axis=1)[:, :k]
-    return candidates[order], np.take_along_axis(scores, order, axis=1).astype(np.float32)
+class MapSearch:
+    """Search over a map's parts (the map holds its lock while this runs)."""
+
+    def __init__(
+        self,
+        index: SearchIndex,
+        records: RecordTable,
+        store: VectorStore,
+        projection: Projection | None,
+        rerank: int,
+    ) -> None:
+        self.index, self.records, self.store = index, records, store
+        self.projection, self.rerank = projection, rerank
+        self._grid: tuple[object, GeoGrid | None, object] | None = None
+
+    # ------------------------------------------------------------------ without a prior
+    def knn(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        depth = min(max(k, self.rerank) if self.store.keeps else k, len(self.records))
+        try:
+            ids, scores = self._proposed(queries, depth)
+        except FewerThanK:
+            return self.exact(queries, self.records.live_ids(), k)
+        return self._ranked(queries, ids, scores, k)
+
+    def _projected(self, queries: np.ndarray) -> np.ndarray:
+        return queries if self.projection is None else self.projection.apply(queries)
+
+    def _proposed(
+        self, queries: np.ndarray, depth: int, allowed: np.ndarray | None = None
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """The index's best ``depth`` live places per query: removed places it still holds
+        (as faiss HNSW does until compaction) are skipped, and an id the records do not
+        know is never passed on."""
+        stale = self.records.rows - len(self.records)
+        asked = depth + min(stale, depth) if stale else depth
+        ids, scores = self.index.search(self._projected(queries), asked, allowed)
+        alive = self.records.alive(ids)
+        if not alive.all():
+            if (alive.sum(axis=1) < depth).any():
+                raise FewerThanK
+            order = np.argsort(~alive, axis=1, kind="stable")
+            ids, scores = np.take_along_axis(ids, order, 1), np.take_along_axis(scores, order, 1)
+        return ids[:, :depth], scores[:, :depth]
+
+    def _ranked(
+        self, queries: np.ndarray, ids: np.ndarray, scores: np.ndarray, k: int
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """The best k of each row of candidates: by exact cosine where the map keeps
+        full-precision descriptors, else as the index scored them."""
+        if self.store.keeps:
+            rows = self.records.rows_of(ids.ravel())
+            vectors = self.store.get(rows).reshape(*ids.shape, -1)
+            scores = np.einsum("qd,qcd->qc", queries, vectors)
+        return _top(ids, scores, k)
+
+    def exact(
+        self, queries: np.ndarray, candidates: np.ndarray, k: int
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Exact top-k among ``candidates`` (place ids, k <= their number); ties broken by
+        id, so the answer is deterministic."""
+        k = min(k, len(candidates))
+        if self.store.keeps:
+            scores = queries @ self.store.get(self.records.rows_of(candidates)).T
+        else:
+            vectors = self.index.vectors(candidates)  # type: ignore[attr-defined]
+            scores = self._projected(queries) @ vectors.T
+        ids = np.broadcast_to(candidates, scores.shape)
+        return _top(ids, scores, k)
+
+    # ------------------------------------------------------------------ with a prior
+    def with_prior(self, queries: np.ndarray, k: int, prior: GeoPrior) -> list[Found]:
+        grid, frame = self._geo()
+        point = None if grid is None else _in_frame(prior, frame)
+        live = len(self.records)
+        if point is not None:
+            estimate = grid.count(*point, prior.radius_m)
+            if estimate >= OVERFETCH_SHARE * live:
+                found = self._overfetched(queries, k, prior, estimate / live)
+                if found is not None:
+                    return found
+            candidates = grid.within(*point, prior.radius_m)
+        else:
+            candidates = self.records.live_ids()
+        distance = self._distances(prior, candidates)
+        inside = np.nan_to_num(distance, nan=np.inf) <= prior.radius_m
+        candidates, distance = candidates[inside], distance[inside]
+        if not len(candidates):
+            nothing = Found(np.zeros(0, np.int64), np.zeros(0, np.float32), np.zeros(0))
+            return [nothing] * len(queries)
+        ids, scores = self._among(queries, candidates, k)
+        order = np.argsort(candidates)
+        at = order[np.searchsorted(candidates, ids, sorter=order)]
+        return [Found(i, s, distance[a]) for i, s, a in zip(ids, scores, at, strict=True)]
+
+    def _among(
+        self, queries: np.ndarray, candidates: np.ndarray, k: int
+    ) -> tuple[np.ndarray, np.ndarray]:
+        k = min(k, len(candidates))
+        if len(candidates) * self.store.dim <= EXACT_PRIOR_BUDGET or not self.index.filters:
+            return self.exact(queries, candidates, k)
+        depth = min(max(k, self.rerank) if self.store.keeps else k, len(candidates))
+        try:
+            ids, scores = self._proposed(queries, depth, np.sort(candidates))
+        except FewerThanK:
+            return self.exact(queries, candidates, k)
+        return self._ranked(queries, ids, scores, k)
+
+    def _overfetched(
+        self, queries: np.ndarray, k: int, prior: GeoPrior, share: float
+    ) -> list[Found] | None:
+        """Ask the index for more places than needed and keep those inside the circle;
+        None when some query kept too few (the caller then searches among candidates)."""
+        depth = min(max(k, self.rerank) if self.store.keeps else k, len(self.records))
+        asked = min(MAX_OVERFETCH, len(self.records),
+                    math.ceil(depth * OVERFETCH_FACTOR / max(share, 1e-9)))  # fmt: skip
+        try:
+            ids, scores = self._proposed(queries, asked)
+        except FewerThanK:
+            return None
+        distance = self._distances(prior, ids.ravel()).reshape(ids.shape)
+        inside = np.nan_to_num(distance, nan=np.inf) <= prior.radius_m
+        if (inside.sum(axis=1) < min(depth, k)).any():
+            return None
+        out = []
+        for row in range(len(queries)):
+            keep = np.flatnonzero(inside[row])[:depth]
+            best, best_scores = self._ranked(queries[row : row + 1], ids[row : row + 1, keep],
+                                             scores[row : row + 1, keep], k)  # fmt: skip
+            out.append(Found(best[0], best_scores[0], self._distances(prior, best[0])))
+        return out
+
+    def _distances(self, prior: GeoPrior, ids: np.ndarray) -> np.ndarray:
+        all_ids, coordinates = self.records.coordinates()
+        rows = np.searchsorted(all_ids, ids)
+        subset = PlaceCoordinates(
+            east=coordinates.east[rows], north=coordinates.north[rows],
+            lat=coordinates.lat[rows], lon=coordinates.lon[rows],
+            utm_zones=coordinates.utm_zones,
+        )  # fmt: skip
+        return distances_m(prior, subset)
+
+    def _geo(self) -> tuple[GeoGrid | None, object]:
+        """The grid over the places' positions and its frame (built once per change)."""
+        current = self.records.coordinates()
+        if self._grid is None or self._grid[0] is not current:
+            ids, coordinates = current
+            frame = _frame(coordinates)
+            grid = None if frame is None else GeoGrid(ids, frame.metres(coordinates))
+            self._grid = (current, grid, (frame, coordinates.utm_zones))
+        return self._grid[1], self._grid[2]
+
+
+def _frame(coordinates: PlaceCoordinates) -> LocalProjection | None:
+    """One flat frame for every place with a position, or None for maps that mix
+    east/north places with latitude/longitude-only ones."""
+    planar = np.isfinite(coordinates.east)
+    geographic = np.isfinite(coordinates.lat) & ~planar
+    if planar.any() and geographic.any():
+        return None
+    return LocalProjection.of(coordinates)
+
+
+def _in_frame(prior: GeoPrior, frame: object) -> tuple[float, float] | None:
+    """The prior's position in the grid's frame, or None where it cannot be placed there."""
+    projection, zones = frame  # type: ignore[misc]
+    if projection.planar:
+        if not prior.is_latlon:
+            return prior.east, prior.north  # type: ignore[return-value]
+        if len(zones) != 1:
+            return None
+        (zone,) = zones
+        return latlon_to_utm(prior.lat, prior.lon, zone)  # type: ignore[arg-type]
+    if not prior.is_latlon:
+        return None
+    point = PlaceCoordinates(east=np.array([np.nan]), north=np.array([np.nan]),
+                             lat=np.array([prior.lat]), lon=np.array([prior.lon]),
+                             utm_zones=frozenset())  # fmt: skip
+    x, y = projection.metres(point)[0]
+    return float(x), float(y)
+
+
+def _top(ids: np.ndarray, scores: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """Each row's best k by score, ties by the smaller id."""
+    order = np.lexsort((ids, -scores), axis=1)[:, :k]
+    return np.take_along_axis(ids, order, 1), np.take_along_axis(scores, order, 1).astype(
+        np.float32
+    )

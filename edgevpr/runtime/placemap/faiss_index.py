@@ -1,0 +1,262 @@
+"""The faiss index kinds: inverted lists (IVF) over 8-bit scalar or product-quantised codes,
+and an HNSW graph over 8-bit scalar-quantised vectors. Both restrict a search to allowed
+ids natively (an ``IDSelectorBitmap``), which is what a geo prior over many places needs.
+
+One query runs on one OpenMP thread: faiss's threads otherwise keep spinning after a call
+and take the cores from the model that embeds the next frame (as OpenBLAS's did).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import faiss
+import numpy as np
+
+from edgevpr.errors import EdgeVPRError
+from edgevpr.runtime.checks import whole
+from edgevpr.runtime.embedder import usable_cores
+from edgevpr.runtime.placemap.kinds import FewerThanK, allowed_mask
+
+IVF_DEFAULTS = {"nlist": 0, "nprobe": 64, "pq_bytes": 0, "capacity": 0}  # 0: from the data
+HNSW_DEFAULTS = {"M": 16, "ef_construction": 128, "ef": 128}
+MIN_PER_LIST = 39  # faiss's k-means wants at least 39 training points a centroid
+TRAIN_ROWS = 100_000
+QUANTIZERS = {"sq8": faiss.ScalarQuantizer.QT_8bit, "f16": faiss.ScalarQuantizer.QT_fp16}
+
+
+def lists_for(rows: int) -> int:
+    """Inverted lists for ``rows`` vectors: 4 sqrt(n), the usual rule, within what
+    k-means can train."""
+    return max(1, min(int(4 * math.sqrt(rows)), rows // MIN_PER_LIST))
+
+
+def _threads(queries: int) -> None:
+    faiss.omp_set_num_threads(1 if queries == 1 else usable_cores())
+
+
+def _bitmap(allowed: np.ndarray, size: int) -> tuple[Any, np.ndarray]:
+    """A faiss selector for ``allowed`` ids, and the bits it points to (keep them alive)."""
+    mask = allowed_mask(allowed, size)
+    bits = np.packbits(mask, bitorder="little")
+    return faiss.IDSelectorBitmap(len(mask), faiss.swig_ptr(bits)), bits
+
+
+def _results(distances: np.ndarray, labels: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    if labels.shape[1] < k or (labels < 0).any():
+        raise FewerThanK
+    return labels.astype(np.int64), distances.astype(np.float32)
+
+
+def _serialized(index: Any) -> dict[str, np.ndarray]:
+    return {"index": faiss.serialize_index(index)}
+
+
+def _deserialized(sections: dict[str, np.ndarray], dim: int, where: str) -> Any:
+    data = sections.get("index")
+    if data is None:
+        raise EdgeVPRError(f"{where} has no faiss index section")
+    try:
+        index = faiss.deserialize_index(np.ascontiguousarray(data))
+    except (RuntimeError, MemoryError) as exc:
+        raise EdgeVPRError(f"{where} has a broken faiss index ({exc})") from None
+    if index.d != dim or index.metric_type != faiss.METRIC_INNER_PRODUCT:
+        raise EdgeVPRError(f"{where}: its faiss index does not fit its metadata")
+    return index
+
+
+class FaissIvfIndex:
+    """Inverted lists over a flat inner-product quantiser; codes sq8, f16 or pq."""
+
+    filters = True
+
+    def __init__(self, index: Any, dim: int, storage: str, params: dict[str, int]) -> None:
+        self._index = index  # None until trained on the first vectors added
+        self.dim = dim
+        self.storage = storage
+        self._params = dict(params)
+
+    @classmethod
+    def create(cls, dim: int, storage: str, params: dict[str, Any]) -> FaissIvfIndex:
+        params = {**IVF_DEFAULTS, **{k: v for k, v in params.items() if k in IVF_DEFAULTS}}
+        params = {k: whole(v, k, 0, 1 << 24) for k, v in params.items()}
+        if storage == "pq":
+            params["pq_bytes"] = params["pq_bytes"] or max(1, dim // 4)
+            if dim % params["pq_bytes"]:
+                raise EdgeVPRError(f"pq_bytes {params['pq_bytes']} must divide {dim} dimensions")
+        return cls(None, dim, storage, params)
+
+    @classmethod
+    def load(
+        cls, sections: dict[str, np.ndarray], dim: int, storage: str, params: dict, where: str
+    ) -> FaissIvfIndex:
+        index = _deserialized(sections, dim, where)
+        if not isinstance(index, faiss.IndexIVF):
+            raise EdgeVPRError(f"{where}: its faiss index is not inverted lists")
+        return cls(index, dim, storage, {**IVF_DEFAULTS, **params, "nlist": index.nlist})
+
+    @property
+    def trained(self) -> bool:
+        return self._index is not None
+
+    def train(self, vectors: np.ndarray) -> None:
+        """Train the coarse quantiser (and the codes) on ``vectors``: the lists are sized for
+        the larger of their number and the capacity the map was created with."""
+        self._index = self._trained(vectors)
+
+    def _trained(self, vectors: np.ndarray) -> Any:
+        rows = max(len(vectors), self._params["capacity"])
+        nlist = self._params["nlist"] or min(lists_for(rows), max(1, len(vectors) // MIN_PER_LIST))
+        quantizer = faiss.IndexFlatIP(self.dim)
+        if self.storage == "pq":
+            # 8-bit codes need 256 x 39 training vectors; small maps get fewer bits
+            bits = max(1, min(8, int(math.log2(max(len(vectors) // MIN_PER_LIST, 2)))))
+            index = faiss.IndexIVFPQ(quantizer, self.dim, nlist, self._params["pq_bytes"], bits,
+                                     faiss.METRIC_INNER_PRODUCT)  # fmt: skip
+        else:
+            index = faiss.IndexIVFScalarQuantizer(
+                quantizer, self.dim, nlist, QUANTIZERS[self.storage], faiss.METRIC_INNER_PRODUCT
+            )
+        picks = np.random.default_rng(0).permutation(len(vectors))[:TRAIN_ROWS]
+        _threads(2)
+        index.train(np.ascontiguousarray(vectors[np.sort(picks)]))
+        index.own_fields = True
+        quantizer.this.disown()
+        self._params["nlist"] = nlist
+        return index
+
+    def params(self) -> dict[str, int]:
+        return {k: v for k, v in self._params.items() if k != "capacity"}
+
+    def set_search_breadth(self, breadth: int) -> None:
+        self._params["nprobe"] = breadth
+
+    def add(self, vectors: np.ndarray, ids: np.ndarray, threads: int) -> None:
+        if self._index is None:
+            self.train(vectors)
+        _threads(2)
+        self._index.add_with_ids(np.ascontiguousarray(vectors), ids.astype(np.int64))
+
+    def remove(self, ids: np.ndarray) -> None:
+        if self._index is not None:
+            self._index.remove_ids(faiss.IDSelectorBatch(ids.astype(np.int64)))
+
+    def search(
+        self, queries: np.ndarray, k: int, allowed: np.ndarray | None = None
+    ) -> tuple[np.ndarray, np.ndarray]:
+        if self._index is None:
+            raise FewerThanK
+        nlist, nprobe = self._index.nlist, self._params["nprobe"]
+        if allowed is None:
+            params = faiss.SearchParametersIVF(nprobe=min(nprobe, nlist))
+            bits = None
+        else:
+            # fewer allowed places: more lists to find k of them among the query's nearest
+            share = max(len(allowed), 1) / max(self._index.ntotal, 1)
+            wider = min(nlist, int(math.ceil(nprobe / math.sqrt(min(share, 1.0)))))
+            selector, bits = _bitmap(allowed, int(self._index.ntotal))
+            params = faiss.SearchParametersIVF(nprobe=wider, sel=selector)
+        _threads(len(queries))
+        distances, labels = self._index.search(np.ascontiguousarray(queries), k, params=params)
+        del bits
+        return _results(distances, labels, k)
+
+    def sections(self) -> dict[str, np.ndarray]:
+        if self._index is None:
+            return {}
+        return _serialized(self._index)
+
+    def memory_bytes(self) -> int:
+        if self._index is None:
+            return 0
+        invlists = self._index.invlists
+        return int(self._index.ntotal * (invlists.code_size + 8))
+
+
+class FaissHnswIndex:
+    """An HNSW graph over scalar-quantised vectors, ids mapped by ``IndexIDMap2``. faiss
+    HNSW cannot remove: removed places stay in the graph until the map is compacted, and
+    the map drops them from results."""
+
+    filters = True
+
+    def __init__(self, index: Any, dim: int, storage: str, params: dict[str, int]) -> None:
+        self._index = index
+        self.dim = dim
+        self.storage = storage
+        self._params = dict(params)
+
+    @classmethod
+    def create(cls, dim: int, storage: str, params: dict[str, Any]) -> FaissHnswIndex:
+        params = {**HNSW_DEFAULTS, **{k: v for k, v in params.items() if k in HNSW_DEFAULTS}}
+        params = {k: whole(v, k, 2 if k == "M" else 1, 100_000) for k, v in params.items()}
+        return cls(None, dim, storage, params)
+
+    @classmethod
+    def load(
+        cls, sections: dict[str, np.ndarray], dim: int, storage: str, params: dict, where: str
+    ) -> FaissHnswIndex:
+        index = _deserialized(sections, dim, where)
+        if not isinstance(index, faiss.IndexIDMap2):
+            raise EdgeVPRError(f"{where}: its faiss index is not an id-mapped HNSW graph")
+        return cls(index, dim, storage, {**HNSW_DEFAULTS, **params})
+
+    def params(self) -> dict[str, int]:
+        return dict(self._params)
+
+    def set_search_breadth(self, breadth: int) -> None:
+        self._params["ef"] = breadth
+
+    @property
+    def trained(self) -> bool:
+        return self._index is not None
+
+    def train(self, vectors: np.ndarray) -> None:
+        """Build the graph's container and train its scalar quantiser on ``vectors``."""
+        if self.storage == "f32":
+            inner = faiss.IndexHNSWFlat(self.dim, self._params["M"], faiss.METRIC_INNER_PRODUCT)
+        else:
+            inner = faiss.IndexHNSWSQ(self.dim, QUANTIZERS[self.storage], self._params["M"],
+                                      faiss.METRIC_INNER_PRODUCT)  # fmt: skip
+        inner.hnsw.efConstruction = self._params["ef_construction"]
+        picks = np.random.default_rng(0).permutation(len(vectors))[:TRAIN_ROWS]
+        inner.train(np.ascontiguousarray(vectors[np.sort(picks)]))
+        self._index = faiss.IndexIDMap2(inner)
+        self._index.own_fields = True
+        inner.this.disown()
+
+    def add(self, vectors: np.ndarray, ids: np.ndarray, threads: int) -> None:
+        if self._index is None:
+            self.train(vectors)
+        _threads(2)
+        self._index.add_with_ids(np.ascontiguousarray(vectors), ids.astype(np.int64))
+
+    def remove(self, ids: np.ndarray) -> None:
+        """Nothing: the graph keeps removed places until compaction (see the class)."""
+
+    def search(
+        self, queries: np.ndarray, k: int, allowed: np.ndarray | None = None
+    ) -> tuple[np.ndarray, np.ndarray]:
+        if self._index is None:
+            raise FewerThanK
+        bits = None
+        if allowed is None:
+            params = faiss.SearchParametersHNSW(efSearch=max(self._params["ef"], k))
+        else:
+            selector, bits = _bitmap(allowed, int(allowed.max(initial=0)) + 1)
+            params = faiss.SearchParametersHNSW(efSearch=max(self._params["ef"], k), sel=selector)
+        _threads(len(queries))
+        distances, labels = self._index.search(np.ascontiguousarray(queries), k, params=params)
+        del bits
+        return _results(distances, labels, k)
+
+    def sections(self) -> dict[str, np.ndarray]:
+        return {} if self._index is None else _serialized(self._index)
+
+    def memory_bytes(self) -> int:
+        if self._index is None:
+            return 0
+        code = 4 * self.dim if self.storage == "f32" else (2 * self.dim if self.storage == "f16"
+                                                           else self.dim)  # fmt: skip
+        return int(self._index.ntotal * (code + 8 * self._params["M"] + 16))

@@ -1,0 +1,133 @@
+"""The index kinds a place map can search with: one table, read by the map, its file, the
+CLI and the benchmark. A new kind is one row here and one module with its class.
+
+Every kind answers the same few verbs over rows of (projected) float32 vectors labelled
+with place ids: add, remove, search (optionally among an allowed set of ids), sections (its
+bytes for the map file) and load (back from them). Scores are the kind's inner products;
+the map re-ranks the best candidates exactly where it keeps full-precision descriptors.
+"""
+
+from __future__ import annotations
+
+import importlib
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import numpy as np
+
+from edgevpr.errors import EdgeVPRError
+from edgevpr.extras import install_hint
+
+
+class FewerThanK(Exception):
+    """The index found fewer than k live places (deletions or a narrow filter cut its
+    walk short): the caller answers exactly instead."""
+
+
+class SearchIndex(Protocol):
+    """What the place map needs of an index kind."""
+
+    dim: int
+    storage: str
+    filters: bool  # can restrict a search to allowed ids natively (no Python per node)
+
+    def params(self) -> dict[str, Any]: ...
+
+    def add(self, vectors: np.ndarray, ids: np.ndarray, threads: int) -> None: ...
+
+    def remove(self, ids: np.ndarray) -> None: ...
+
+    def search(
+        self, queries: np.ndarray, k: int, allowed: np.ndarray | None = None
+    ) -> tuple[np.ndarray, np.ndarray]: ...
+
+    def set_search_breadth(self, breadth: int) -> None: ...
+
+    def sections(self) -> dict[str, np.ndarray]: ...
+
+    def memory_bytes(self) -> int: ...
+
+
+@dataclass(frozen=True)
+class IndexKind:
+    """One row of the table: where the class lives and what it offers."""
+
+    name: str
+    module: str
+    cls: str
+    storages: tuple[str, ...]  # how vectors are held, first = default
+    needs: str | None  # the Python module it needs beyond the runtime's
+    filters: bool
+    summary: str
+
+    def load_class(self) -> Any:
+        if self.needs is not None:
+            try:
+                importlib.import_module(self.needs)
+            except ImportError:
+                raise EdgeVPRError(
+                    f"the {self.name} index needs {self.needs}: {install_hint(self.needs)}"
+                ) from None
+        return getattr(importlib.import_module(self.module), self.cls)
+
+    def create(self, dim: int, storage: str | None, params: dict[str, Any]) -> SearchIndex:
+        storage = storage or self.storages[0]
+        if storage not in self.storages:
+            raise EdgeVPRError(
+                f"the {self.name} index stores {', '.join(self.storages)}, not {storage!r}"
+            )
+        return self.load_class().create(dim, storage, params)
+
+    def load(
+        self, sections: dict[str, np.ndarray], dim: int, storage: str, params: dict, where: str
+    ) -> SearchIndex:
+        if storage not in self.storages:
+            raise EdgeVPRError(f"{where} names storage {storage!r} for a {self.name} index")
+        return self.load_class().load(sections, dim, storage, params, where)
+
+
+HNSWLIB = "hnswlib"
+USEARCH = "usearch"
+FAISS_IVF = "faiss-ivf"
+FAISS_HNSW = "faiss-hnsw"
+INDEX_KINDS: dict[str, IndexKind] = {
+    kind.name: kind
+    for kind in (
+        IndexKind(HNSWLIB, "edgevpr.runtime.placemap.hnsw", "HnswIndex", ("f32",), None,
+                  False, "hnswlib HNSW graph, float32 vectors"),
+        IndexKind(USEARCH, "edgevpr.runtime.placemap.usearch_index", "UsearchIndex",
+                  ("i8", "f16", "f32"), "usearch", False,
+                  "usearch HNSW graph, int8/float16/float32 vectors, memory-mapped on load"),
+        IndexKind(FAISS_IVF, "edgevpr.runtime.placemap.faiss_index", "FaissIvfIndex",
+                  ("sq8", "pq", "f16"), "faiss", True,
+                  "faiss inverted lists: 8-bit scalar or product quantisation"),
+        IndexKind(FAISS_HNSW, "edgevpr.runtime.placemap.faiss_index", "FaissHnswIndex",
+                  ("sq8", "f16", "f32"), "faiss", True,
+                  "faiss HNSW graph over scalar-quantised vectors"),
+    )
+}  # fmt: skip
+
+
+def index_kind(name: str) -> IndexKind:
+    try:
+        return INDEX_KINDS[name]
+    except KeyError:
+        raise EdgeVPRError(
+            f"unknown index kind {name!r} (choose from {', '.join(INDEX_KINDS)})"
+        ) from None
+
+
+def allowed_mask(allowed: np.ndarray, size: int) -> np.ndarray:
+    """A boolean mask over ids 0..size-1 from an array of allowed ids."""
+    mask = np.zeros(max(size, int(allowed.max(initial=-1)) + 1), bool)
+    mask[allowed] = True
+    return mask
+
+
+def checked_results(ids: np.ndarray, scores: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """(ids, scores) as int64 / float32, ``FewerThanK`` where a row has a missing result
+    (-1, as faiss and hnswlib pad)."""
+    ids = np.asarray(ids, np.int64)
+    if ids.shape[1] < k or (ids < 0).any():
+        raise FewerThanK
+    return ids, np.asarray(scores, np.float32)

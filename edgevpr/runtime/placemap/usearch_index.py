@@ -1,0 +1,125 @@
+"""The usearch index kind: an HNSW graph whose vectors are stored as int8, float16 or
+float32, searched straight from the map file's memory map after loading (``Index.view``:
+nothing is copied until the map is changed).
+
+Scores: usearch's inner-product distance is 1 - <a, b> for float vectors and -<a, b> over
+the int8 codes (each component scaled by 127) for int8 ones; both are turned back into an
+inner product.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+from usearch.index import Index, MetricKind, ScalarKind
+
+from edgevpr.errors import EdgeVPRError
+from edgevpr.runtime.checks import whole
+from edgevpr.runtime.placemap.kinds import FewerThanK
+
+DEFAULTS = {"M": 16, "ef_construction": 128, "ef": 128}
+INT8_SCALE = 127.0
+SCALARS = {"i8": ScalarKind.I8, "f16": ScalarKind.F16, "f32": ScalarKind.F32}
+
+
+class UsearchIndex:
+    filters = False
+
+    def __init__(self, index: Index, dim: int, storage: str, params: dict[str, int]) -> None:
+        self._index = index
+        self._backing: np.ndarray | None = None  # the mapped file a viewed index reads
+        self.dim = dim
+        self.storage = storage
+        self._params = dict(params)
+
+    @classmethod
+    def create(cls, dim: int, storage: str, params: dict[str, Any]) -> UsearchIndex:
+        params = {**DEFAULTS, **{k: v for k, v in params.items() if k in DEFAULTS}}
+        params = {k: whole(v, k, 2 if k == "M" else 1, 100_000) for k, v in params.items()}
+        index = Index(
+            ndim=dim,
+            metric="ip",
+            dtype=storage,
+            connectivity=params["M"],
+            expansion_add=params["ef_construction"],
+            expansion_search=params["ef"],
+        )
+        return cls(index, dim, storage, params)
+
+    @classmethod
+    def load(
+        cls, sections: dict[str, np.ndarray], dim: int, storage: str, params: dict, where: str
+    ) -> UsearchIndex:
+        data = sections.get("index")
+        if data is None:
+            raise EdgeVPRError(f"{where} has no usearch index section")
+        view = memoryview(data)
+        try:
+            meta = Index.metadata(view)
+        except Exception as exc:  # usearch raises its own RuntimeError subclasses
+            raise EdgeVPRError(f"{where} has a broken usearch index ({exc})") from None
+        if (
+            not meta
+            or meta["dimensions"] != dim
+            or meta["kind_scalar"] != SCALARS[storage]
+            or meta["kind_metric"] != MetricKind.IP
+        ):
+            raise EdgeVPRError(f"{where}: its usearch index does not fit its metadata")
+        loaded = cls.create(dim, storage, params)
+        try:
+            loaded._index.view(view)
+        except Exception as exc:
+            raise EdgeVPRError(f"{where} has a broken usearch index ({exc})") from None
+        loaded._index.expansion_search = loaded._params["ef"]
+        loaded._backing = data
+        return loaded
+
+    def params(self) -> dict[str, int]:
+        return dict(self._params)
+
+    def set_search_breadth(self, breadth: int) -> None:
+        self._params["ef"] = breadth
+        self._index.expansion_search = breadth
+
+    def _writable(self) -> None:
+        """A viewed index is read-only: copy it into memory before the first change."""
+        if self._backing is not None:
+            self._index.load(memoryview(self._backing))
+            self._backing = None
+
+    def add(self, vectors: np.ndarray, ids: np.ndarray, threads: int) -> None:
+        self._writable()
+        self._index.add(ids.astype(np.uint64), vectors, threads=max(threads, 0))
+
+    def remove(self, ids: np.ndarray) -> None:
+        self._writable()
+        self._index.remove(ids.astype(np.uint64))
+
+    def search(
+        self, queries: np.ndarray, k: int, allowed: np.ndarray | None = None
+    ) -> tuple[np.ndarray, np.ndarray]:
+        if allowed is not None:
+            raise EdgeVPRError("the usearch index cannot restrict a search to some places")
+        threads = 1 if len(queries) == 1 else 0
+        found = self._index.search(queries, k, threads=threads)
+        keys = np.asarray(found.keys).reshape(len(queries), -1)
+        distances = np.asarray(found.distances, np.float32).reshape(len(queries), -1)
+        # one query gives Matches (no counts), several give BatchMatches
+        counts = np.asarray(getattr(found, "counts", [keys.shape[1]])).reshape(-1)
+        if keys.shape[1] < k or (counts < k).any():
+            raise FewerThanK
+        if self.storage == "i8":
+            return keys.astype(np.int64), -distances / INT8_SCALE**2
+        return keys.astype(np.int64), 1.0 - distances
+
+    def vectors(self, ids: np.ndarray) -> np.ndarray:
+        """The stored vectors of ``ids`` as float32 (int8 ones scaled back)."""
+        found = np.asarray(self._index.get(ids.astype(np.uint64), dtype="f32"), np.float32)
+        return found.reshape(len(ids), self.dim)
+
+    def sections(self) -> dict[str, np.ndarray]:
+        return {"index": np.frombuffer(self._index.save(), np.uint8)}
+
+    def memory_bytes(self) -> int:
+        return 0 if self._backing is not None else int(self._index.memory_usage)
