@@ -24,7 +24,7 @@ COMMANDS = {
     "train": ("edgevpr.train.cli:train", "Train a VPR model."),
     "eval": ("edgevpr.eval.cli:evaluate", "Recall@N of a checkpoint or exported model."),
     "export": ("edgevpr.export.cli:export", "Export to ONNX / INT8 / TensorRT with parity gates."),
-    "index": ("edgevpr.runtime.cli:index", "Build and inspect place maps."),
+    "index": ("edgevpr.runtime.index_cli:index", "Build, compact and inspect place maps."),
     "query": ("edgevpr.runtime.cli:query", "Recognise places in query images."),
     "localize": (
         "edgevpr.runtime.localize.cli:localize",

@@ -13,9 +13,11 @@ EXTRA_FOR_MODULE = {
     "tensorrt": "trt",
     "rosbags": "ros",
     "usearch": "maps",
-    "faiss": "maps",
     "ray": "cluster",
 }
+
+# Core dependencies whose import name differs from the package pip installs.
+PACKAGE_FOR_MODULE = {"faiss": "faiss-cpu", "cv2": "opencv-python-headless"}
 
 
 def install_hint(module: str) -> str:
@@ -23,4 +25,6 @@ def install_hint(module: str) -> str:
     extra = EXTRA_FOR_MODULE.get(module)
     if extra == "trt":
         return "pip install 'edgevpr[trt]', from NVIDIA's index"
-    return f"pip install 'edgevpr[{extra}]'" if extra else f"pip install {module}"
+    if extra:
+        return f"pip install 'edgevpr[{extra}]'"
+    return f"pip install {PACKAGE_FOR_MODULE.get(module, module)}"

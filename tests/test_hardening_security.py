@@ -150,7 +150,7 @@ def hostile_map(good: GoodFiles, folder: Path, secret: Path) -> Path:
     placemap = PlaceMap.load(good.map)
     records = placemap.records()
     names = ["../../../../../../etc/passwd", str(secret), "../secret.png", "/dev/zero"]
-    target = PlaceMap.create(placemap.descriptor_dim, placemap.fingerprint, M=placemap.M)
+    target = PlaceMap.create(placemap.descriptor_dim, placemap.fingerprint)
     target.add(
         placemap.descriptors(placemap.ids()),
         [

@@ -263,7 +263,7 @@ sys.modules["onnx"] = None           # not a runtime dependency either
 from pathlib import Path
 import edgevpr.runtime.preprocess   # what training imports: must stay light
 assert "onnxruntime" not in sys.modules and "hnswlib" not in sys.modules
-import edgevpr.runtime.cli, edgevpr.runtime.describe
+import edgevpr.runtime.cli, edgevpr.runtime.index_cli, edgevpr.runtime.describe
 from edgevpr.runtime import Embedder, PlaceMap, Recognizer
 from edgevpr.cli import main
 
@@ -370,7 +370,7 @@ def test_pytorch_exact_recall_equals_runtime_recall_on_corridor(
 # ------------------------------------------------------------------ recognizer
 @pytest.fixture(scope="module")
 def place_map(embedder: Embedder, places: dict[str, list[Path]]) -> PlaceMap:
-    from edgevpr.runtime.cli import record_for
+    from edgevpr.runtime.placemap.records import record_for
 
     built = PlaceMap.create(embedder.descriptor_dim, embedder.fingerprint)
     built.add(embedder.embed_paths(places["database"]), [record_for(p) for p in places["database"]])
@@ -461,6 +461,8 @@ def cli_map(
             "--out",
             str(out),
             "-q",
+            "--index",
+            "hnswlib",
             "--M",
             "12",
             "--ef",

@@ -53,7 +53,7 @@ def queries() -> np.ndarray:
 
 @pytest.fixture(scope="module")
 def built(database: np.ndarray) -> PlaceMap:
-    built = PlaceMap.create(DIM, "fp-test", capacity=100)
+    built = PlaceMap.create(DIM, "fp-test", capacity=100, index="hnswlib")
     built.add(database, line_records(len(database)))
     return built
 
@@ -210,7 +210,7 @@ def test_refuses_to_overwrite_a_file_that_is_not_a_map(tmp_path: Path, built: Pl
 
 @pytest.fixture()
 def saved_map(tmp_path: Path) -> Path:
-    m = PlaceMap.create(DIM, "fp")
+    m = PlaceMap.create(DIM, "fp", index="hnswlib")
     m.add(clustered(200), line_records(200))
     m.save(tmp_path / "m.vprmap")
     return tmp_path / "m.vprmap"

@@ -27,7 +27,9 @@ class BenchOptions:
     M: int = DEFAULT_M
     ef_construction: int = DEFAULT_EF_CONSTRUCTION
     e2e_ef: int | None = None  # None: the runtime's default ef
-    indexes: tuple[str, ...] = ("hnswlib",)  # index specs (see bench.mapsearch.IndexSpec)
+    # index specs (see bench.mapsearch.IndexSpec): the map's default kind, and hnswlib's
+    # float graph for reference; the first is the one the pipeline queries
+    indexes: tuple[str, ...] = ("faiss-ivf", "hnswlib")
     prior_radii: tuple[float, ...] = ()  # geo-prior radii (m) measured for every map
     k: int = 10
     stages: tuple[str, ...] = STAGES

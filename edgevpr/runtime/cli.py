@@ -1,4 +1,5 @@
-"""``edgevpr index ...`` and ``edgevpr query``: the runtime on the command line, torch-free.
+"""``edgevpr query`` and what the runtime's commands share (``index_cli`` has ``edgevpr
+index ...``), torch-free.
 
 Every failure is one line and a non-zero exit, and a map on disk changes only by an atomic
 rename after everything else has succeeded.
@@ -7,7 +8,6 @@ rename after everything else has succeeded.
 from __future__ import annotations
 
 import json
-import time
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -19,15 +19,11 @@ from edgevpr.runtime.embedder import Embedder
 from edgevpr.runtime.geo import GeoPrior
 from edgevpr.runtime.images import list_images
 from edgevpr.runtime.placemap import (
-    DEFAULT_EF,
-    DEFAULT_EF_CONSTRUCTION,
     DEFAULT_K,
-    DEFAULT_M,
     PlaceMap,
 )
-from edgevpr.runtime.placemap.mapfile import is_place_map
-from edgevpr.runtime.placemap.records import record_for
-from edgevpr.runtime.recognizer import Recognition, Recognizer, check_same_model
+from edgevpr.runtime.placemap.tiles import TiledMap, is_tiled_map
+from edgevpr.runtime.recognizer import Recognition, Recognizer
 
 PathArg = click.Path(path_type=Path)
 
@@ -71,201 +67,6 @@ def open_embedder(
     return Embedder(model, providers=list(providers) or None, threads=threads, batch_size=batch)
 
 
-def add_images(
-    placemap: PlaceMap, embedder: Embedder, paths: list[Path], quiet: bool, skip_unreadable: bool
-) -> tuple[list[int], list[Path]]:
-    """Embed ``paths`` batch by batch into ``placemap``; returns (new ids, skipped paths)."""
-    skipped: list[Path] = []
-
-    def report(path: Path, exc: EdgeVPRError) -> None:
-        skipped.append(path)
-        click.echo(f"warning: skipped {exc}", err=True)
-
-    added: list[int] = []
-    source = embedder.model_summary()
-    for kept, descriptors in embedder.iter_paths(
-        paths, progress=not quiet, on_unreadable=report if skip_unreadable else None
-    ):
-        records = [record_for(p) for p in kept]
-        added.extend(placemap.add(descriptors, records, source=source).tolist())
-    return added, skipped
-
-
-def without_coordinates(placemap: PlaceMap, ids: list[int]) -> str:
-    """', N of them without coordinates' when some added places have none (a prior can
-    never select those), else ''."""
-    missing = placemap.without_coordinates(ids)
-    return f", {missing} of them without coordinates" if missing else ""
-
-
-def new_images(placemap: PlaceMap, paths: list[Path]) -> list[Path]:
-    """``paths`` less the images the map already holds (same file) and repeats, each
-    reported: a place added twice would only push a true neighbour down the list."""
-    held = {Path(r.path).resolve() for r in placemap.records() if r.path}
-    fresh, seen = [], set()
-    for path in paths:
-        resolved = path.resolve()
-        if resolved in held or resolved in seen:
-            click.echo(f"warning: {path} is already in the map; not added again", err=True)
-            continue
-        seen.add(resolved)
-        fresh.append(path)
-    return fresh
-
-
-@click.group()
-def index() -> None:
-    """Build, extend and inspect place maps (hnswlib graphs of reference descriptors)."""
-
-
-@index.command("build")
-@click.argument("model", type=PathArg)
-@click.argument("images_dir", type=PathArg)
-@click.option("--out", "-o", "out", type=PathArg, required=True, help="Place map file to write.")
-@click.option(
-    "--hnsw-m",
-    "--M",
-    "m",
-    type=click.IntRange(2, 512),
-    default=DEFAULT_M,
-    show_default=True,
-    help="HNSW graph degree.",
-)
-@click.option(
-    "--ef-construction",
-    type=click.IntRange(1, 100_000),
-    default=DEFAULT_EF_CONSTRUCTION,
-    show_default=True,
-    help="HNSW build breadth.",
-)
-@click.option(
-    "--ef",
-    type=click.IntRange(1, 100_000),
-    default=DEFAULT_EF,
-    show_default=True,
-    help="HNSW search breadth stored in the map.",
-)
-@click.option(
-    "--skip-unreadable",
-    is_flag=True,
-    help="Warn about and skip unreadable images instead of stopping.",
-)
-@click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
-@model_options
-def build(
-    model: Path,
-    images_dir: Path,
-    out: Path,
-    m: int,
-    ef_construction: int,
-    ef: int,
-    skip_unreadable: bool,
-    quiet: bool,
-    batch: int | None,
-    threads: int | None,
-    providers: tuple[str, ...],
-) -> None:
-    """Embed every image in IMAGES_DIR with MODEL (.onnx or TensorRT engine) into a new map.
-
-    Coordinates come from evaluation-layout file names (@east@north@...) when present.
-    OUT is written atomically: on any failure an existing OUT is left as it was.
-    """
-    started = time.perf_counter()
-    if out.exists() and not is_place_map(out):
-        raise EdgeVPRError(f"refusing to overwrite {out}: it is not an edgevpr place map")
-    paths = list_images(images_dir)
-    if not paths:
-        raise EdgeVPRError(f"no images in {images_dir}")
-    embedder = open_embedder(model, batch, threads, providers)
-    placemap = PlaceMap.create(
-        embedder.descriptor_dim,
-        embedder.fingerprint,
-        M=m,
-        ef_construction=ef_construction,
-        ef=ef,
-        capacity=len(paths),
-        model=embedder.model_summary(),
-    )
-    added, skipped = add_images(placemap, embedder, paths, quiet, skip_unreadable)
-    if not added:
-        raise EdgeVPRError(f"none of the {len(paths)} images in {images_dir} could be read")
-    placemap.save(out)
-    seconds = time.perf_counter() - started
-    click.echo(
-        f"wrote {out}: {len(added)} places"
-        + (f" ({len(skipped)} unreadable skipped)" if skipped else "")
-        + f", {embedder.descriptor_dim}-d, coordinates: {placemap.coordinate_kind() or 'none'}"
-        + without_coordinates(placemap, added)
-        + f", {seconds:.1f} s with {embedder.backend}"
-    )
-
-
-@index.command("add")
-@click.argument("map_path", metavar="MAP", type=PathArg)
-@click.argument("images", nargs=-1, required=True, type=PathArg)
-@click.option(
-    "--model", "-m", "model", type=PathArg, required=True, help="The model that built MAP."
-)
-@click.option("--skip-unreadable", is_flag=True, help="Warn about and skip unreadable images.")
-@click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
-@model_options
-def add(
-    map_path: Path,
-    images: tuple[Path, ...],
-    model: Path,
-    skip_unreadable: bool,
-    quiet: bool,
-    batch: int | None,
-    threads: int | None,
-    providers: tuple[str, ...],
-) -> None:
-    """Add IMAGES (files or folders) to MAP, which is then replaced atomically."""
-    placemap = PlaceMap.load(map_path)
-    embedder = open_embedder(model, batch, threads, providers)
-    check_same_model(embedder, placemap)
-    paths = new_images(placemap, expand_images(images))
-    if not paths:
-        raise EdgeVPRError("every image is already in the map; the map is unchanged")
-    added, skipped = add_images(placemap, embedder, paths, quiet, skip_unreadable)
-    if not added:
-        raise EdgeVPRError("none of the images could be read; the map is unchanged")
-    placemap.save(map_path)
-    click.echo(
-        f"added {len(added)} places to {map_path} (ids {added[0]}..{added[-1]})"
-        + without_coordinates(placemap, added)
-        + (f", {len(skipped)} unreadable skipped" if skipped else "")
-        + f"; it now has {len(placemap)}"
-    )
-
-
-@index.command("remove")
-@click.argument("map_path", metavar="MAP", type=PathArg)
-@click.argument("ids", nargs=-1, required=True, type=int)
-def remove(map_path: Path, ids: tuple[int, ...]) -> None:
-    """Remove places by id from MAP (all or none), which is then replaced atomically."""
-    placemap = PlaceMap.load(map_path)
-    placemap.remove(list(ids))
-    placemap.save(map_path)
-    click.echo(f"removed {len(set(ids))} places from {map_path}; it now has {len(placemap)}")
-
-
-@index.command("info")
-@click.argument("map_path", metavar="MAP", type=PathArg)
-@click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
-def info(map_path: Path, as_json: bool) -> None:
-    """Describe MAP (its integrity is verified)."""
-    from edgevpr.info import print_description
-    from edgevpr.runtime.describe import describe_place_map
-
-    if not map_path.exists():
-        raise EdgeVPRError(f"place map {map_path} does not exist")
-    description = describe_place_map(map_path)
-    if as_json:
-        click.echo(json.dumps(description, indent=2, sort_keys=True))
-    else:
-        print_description(description)
-
-
 def parse_prior(text: str, option: str) -> tuple[float, float, float]:
     parts = [p.strip() for p in text.split(",")]
     try:
@@ -277,7 +78,9 @@ def parse_prior(text: str, option: str) -> tuple[float, float, float]:
     return values  # type: ignore[return-value]
 
 
-def prior_for(placemap: PlaceMap, prior: str | None, prior_latlon: str | None) -> GeoPrior | None:
+def prior_for(
+    placemap: PlaceMap | TiledMap, prior: str | None, prior_latlon: str | None
+) -> GeoPrior | None:
     """--prior is in the map's own coordinates; --prior-latlon is a GPS fix."""
     if prior and prior_latlon:
         raise EdgeVPRError("give --prior or --prior-latlon, not both")
@@ -367,8 +170,9 @@ def query(
     threads: int | None,
     providers: tuple[str, ...],
 ) -> None:
-    """Recognise the places in IMAGE... (files or folders) using MAP built by --model."""
-    placemap = PlaceMap.load(map_path)
+    """Recognise the places in IMAGE... (files or folders) using MAP built by --model (a
+    map file, or a tiled map's folder: then --prior is required)."""
+    placemap = TiledMap.load(map_path) if is_tiled_map(map_path) else PlaceMap.load(map_path)
     geo_prior = prior_for(placemap, prior, prior_latlon)
     if ef is not None:
         placemap.set_ef(ef)

@@ -68,6 +68,8 @@ def read_image(
     path = Path(path)
     try:
         size = path.stat().st_size
+    except ValueError as exc:  # a NUL byte in the path: no file can have that name
+        raise EdgeVPRError(f"cannot read image {path!r}: {exc}") from None
     except OSError as exc:
         raise EdgeVPRError(f"cannot read image {path}: {exc.strerror or exc}") from None
     if not path.is_file():

@@ -16,6 +16,7 @@ from edgevpr.runtime.embedder import Embedder, Frame
 from edgevpr.runtime.geo import GeoPrior, check_prior
 from edgevpr.runtime.pixels import DEFAULT_ENCODING
 from edgevpr.runtime.placemap import DEFAULT_K, Neighbours, PlaceMap, PlaceRecord
+from edgevpr.runtime.placemap.tiles import TiledMap
 
 
 @dataclass(frozen=True)
@@ -88,9 +89,10 @@ class Recognizer:
             ...                                   # endless streams are fine: it is lazy
     """
 
-    def __init__(self, embedder: Embedder, placemap: PlaceMap) -> None:
+    def __init__(self, embedder: Embedder, placemap: PlaceMap | TiledMap) -> None:
         instance(embedder, Embedder, "embedder", " (an exported model: Embedder('best.onnx'))")
-        instance(placemap, PlaceMap, "placemap", " (PlaceMap.load('route.vprmap'))")
+        if not isinstance(placemap, TiledMap):
+            instance(placemap, PlaceMap, "placemap", " (PlaceMap.load('route.vprmap'))")
         check_same_model(embedder, placemap)
         self.embedder = embedder
         self.placemap = placemap
@@ -152,7 +154,7 @@ class Recognizer:
         ]
 
 
-def check_same_model(embedder: Embedder, placemap: PlaceMap) -> None:
+def check_same_model(embedder: Embedder, placemap: PlaceMap | TiledMap) -> None:
     """Refuse a map made by other weights: its scores would be meaningless."""
     where = f"place map {placemap.source}" if placemap.source else "the place map"
     if placemap.fingerprint != embedder.fingerprint:

@@ -38,18 +38,28 @@ from edgevpr.runtime.placemap.hnsw import (
     MAX_PLACES,
     check_params,
 )
-from edgevpr.runtime.placemap.kinds import HNSWLIB, IndexKind, SearchIndex, index_kind
+from edgevpr.runtime.placemap.kinds import FAISS_IVF, IndexKind, SearchIndex, index_kind
 from edgevpr.runtime.placemap.mapfile import MAX_DIM
 from edgevpr.runtime.placemap.projection import Projection
 from edgevpr.runtime.placemap.records import NO_SOURCE, PlaceRecord, RecordTable, records_for
-from edgevpr.runtime.placemap.search import DEFAULT_RERANK, Found, MapSearch
+from edgevpr.runtime.placemap.search import DEFAULT_RERANK, Found, Frame, MapSearch, frame_of
 from edgevpr.runtime.placemap.vectors import VectorStore
 from edgevpr.runtime.rwlock import ReadWriteLock
 
 DEFAULT_K = 5  # places a query lists
 ADD_CHUNK = 256
-DEFAULT_INDEX = HNSWLIB
+# The default index kind, chosen by measurement (benchmarks/results/maps.md): at 100k
+# places of 4096-d descriptors (PCA 256, exact re-ranking) faiss's inverted lists over
+# 8-bit codes reached top-1 agreement 0.99 with exact float search at 0.66 ms, where the
+# HNSW kinds needed about 1 ms for 0.98; and they filter by a geo prior natively.
+DEFAULT_INDEX = FAISS_IVF
 DEFAULT_STORE = "f32"
+
+
+def _graph_params(params: dict[str, int]) -> dict[str, int]:
+    """M, ef_construction and ef from a kind's parameters (an IVF has none: defaults)."""
+    names = {"M": DEFAULT_M, "ef_construction": DEFAULT_EF_CONSTRUCTION, "ef": DEFAULT_EF}
+    return {name: int(params.get(name, default)) for name, default in names.items()}
 
 
 @dataclass(frozen=True)
@@ -313,6 +323,36 @@ class PlaceMap:
             self._require_known(ids)
             return self._records.without_coordinates(ids)
 
+    def positions(self) -> tuple[np.ndarray, np.ndarray, Frame]:
+        """(ids, N x 2 metres in one flat frame, the frame) of the live places; NaN rows
+        for places without coordinates."""
+        with self._lock.reading():
+            ids, coordinates = self._records.coordinates()
+        frame = frame_of(coordinates)
+        if frame is None:
+            raise EdgeVPRError("this map mixes east/north places with lat/lon-only ones")
+        return ids, frame[0].metres(coordinates), frame
+
+    def subset(self, ids: Sequence[int] | np.ndarray) -> PlaceMap:
+        """A new map of the same kind, projection and model holding only ``ids`` (with new
+        ids 0..n-1, in the order given); its index is built afresh."""
+        ids = place_ids(ids)
+        with self._lock.reading():
+            self._require_known(ids)
+            rows = self._records.rows_of(ids)
+            descriptors = self._store.get(rows)
+            records = [r for r in self._records.records(ids)]
+        part = PlaceMap.create(
+            self._dim, self._fingerprint, capacity=max(len(ids), 1), model=self._model,
+            index=self._kind.name, storage=self._index.storage, projection=self._projection,
+            store=self._store.kind, rerank=self._search.rerank,
+            params={k: v for k, v in self._index.params().items() if k not in ("nlist",)},
+            **_graph_params(self._index.params()),
+        )  # fmt: skip
+        stripped = [PlaceRecord.checked({**r.to_dict(), "id": None}) for r in records]
+        part.add(descriptors, stripped)
+        return part
+
     def memory_bytes(self) -> dict[str, int]:
         """What the map holds in memory, by part (mapped file pages not counted)."""
         with self._lock.reading():
@@ -331,6 +371,15 @@ class PlaceMap:
         rerank = whole(rerank, "rerank", 1, 100_000)
         with self._lock.writing():
             self._search.rerank = rerank
+
+    def train(self, descriptors: np.ndarray) -> None:
+        """Train the index on a sample of descriptors before adding places (faiss kinds
+        cluster or quantise; others need nothing). Without it, the first ``add`` trains it."""
+        vectors = self._unit_rows(descriptors, "training")
+        searched = vectors if self._projection is None else self._projection.apply(vectors)
+        with self._lock.writing():
+            if hasattr(self._index, "train") and not self._index.trained:
+                self._index.train(searched)
 
     def add(
         self,
@@ -369,6 +418,9 @@ class PlaceMap:
                 self._index.add(searched[chunk], ids[chunk], num_threads)
                 self._store.append(vectors[chunk])
                 self._records.append(ids[chunk], rows[chunk], where)
+        rebuild = getattr(self._index, "needs_rebuild", None)
+        if rebuild is not None and self._store.keeps and rebuild(len(self._records)):
+            self.compact()
         return ids
 
     def remove(self, ids: Sequence[int] | np.ndarray) -> None:

@@ -18,10 +18,12 @@ MARGIN_M = 1.0  # added to a radius: the grid's frame may differ from the exact 
 
 
 class GeoGrid:
-    """Square cells over places at planar positions ``xy`` (metres; NaN rows: unknown)."""
+    """Square cells over places at planar positions ``xy`` (metres; NaN rows: unknown).
+    Places are named by their row in ``xy`` (``ids`` passed in are returned as given)."""
 
     def __init__(self, ids: np.ndarray, xy: np.ndarray) -> None:
         known = np.isfinite(xy).all(axis=1)
+        rows = np.flatnonzero(known)
         ids, xy = ids[known], xy[known]
         self.places = len(ids)
         self._origin = xy.min(axis=0) if len(xy) else np.zeros(2)
@@ -35,6 +37,7 @@ class GeoGrid:
         cells = self._cells(xy)
         order = np.argsort(cells, kind="stable")
         self._ids = ids[order]
+        self._rows = rows[order]
         self._xy = xy[order]
         counts = np.bincount(cells, minlength=self._nx * self._ny).reshape(self._ny, self._nx)
         self._start = np.concatenate([[0], np.cumsum(counts.ravel())])
@@ -65,20 +68,22 @@ class GeoGrid:
         t = self._table
         return int(t[y1 + 1, x1 + 1] - t[y0, x1 + 1] - t[y1 + 1, x0] + t[y0, x0])
 
-    def candidates(self, x: float, y: float, radius: float) -> tuple[np.ndarray, np.ndarray]:
-        """(ids, xy) of the places in the circle's bounding-box cells."""
+    def candidates(self, x: float, y: float, radius: float) -> np.ndarray:
+        """Positions (in this grid's sorted order) of the places in the circle's
+        bounding-box cells."""
         box = self._box(x, y, radius)
         if box is None:
-            return np.zeros(0, np.int64), np.zeros((0, 2))
+            return np.zeros(0, np.int64)
         x0, x1, y0, y1 = box
         rows = np.arange(y0, y1 + 1)
         starts = self._start[rows * self._nx + x0]
         ends = self._start[rows * self._nx + x1 + 1]
-        picks = np.concatenate([np.arange(s, e) for s, e in zip(starts, ends, strict=True)])
-        return self._ids[picks], self._xy[picks]
+        return np.concatenate([np.arange(s, e) for s, e in zip(starts, ends, strict=True)])
 
-    def within(self, x: float, y: float, radius: float) -> np.ndarray:
-        """Ids of the places within ``radius`` (plus the margin) of (x, y) in this frame."""
-        ids, xy = self.candidates(x, y, radius)
-        inside = np.hypot(xy[:, 0] - x, xy[:, 1] - y) <= radius + MARGIN_M
-        return ids[inside]
+    def within(self, x: float, y: float, radius: float) -> tuple[np.ndarray, np.ndarray]:
+        """(ids, rows in ``xy``) of the places within ``radius`` (plus the margin) of (x, y)
+        in this frame."""
+        picks = self.candidates(x, y, radius)
+        xy = self._xy[picks]
+        picks = picks[np.hypot(xy[:, 0] - x, xy[:, 1] - y) <= radius + MARGIN_M]
+        return self._ids[picks], self._rows[picks]

@@ -17,6 +17,7 @@ import numpy as np
 
 from edgevpr.errors import EdgeVPRError
 from edgevpr.extras import install_hint
+from edgevpr.runtime.checks import whole
 
 
 class FewerThanK(Exception):
@@ -115,6 +116,33 @@ def index_kind(name: str) -> IndexKind:
         raise EdgeVPRError(
             f"unknown index kind {name!r} (choose from {', '.join(INDEX_KINDS)})"
         ) from None
+
+
+PARAM_RANGES = {"M": (2, 512), "ef_construction": (1, 100_000), "ef": (1, 100_000),
+                "nprobe": (1, 1 << 22), "nlist": (0, 1 << 22), "pq_bytes": (0, 65536),
+                "trained_rows": (0, 1 << 40), "capacity": (0, 1 << 40)}  # fmt: skip
+
+
+def checked_params(
+    given: dict[str, Any], defaults: dict[str, int], strict: bool = False
+) -> dict[str, int]:
+    """``defaults`` updated from ``given``, each value a whole number in its range. From a
+    map file (``strict``) a name the kind does not know is an error; from a caller, names
+    meant for other kinds (a map's M for faiss-ivf) are passed over."""
+    unknown = set(given) - set(defaults) - {"capacity"}
+    if strict and unknown:
+        raise EdgeVPRError(f"unknown index parameters {', '.join(sorted(unknown))}")
+    params = dict(defaults)
+    for name, value in given.items():
+        if name in defaults:
+            low, high = PARAM_RANGES[name]
+            params[name] = whole(value, name, low, high)
+    return params
+
+
+def given_params(params: dict[str, Any]) -> dict[str, Any]:
+    """``params`` without the marker that says they were read from a map file."""
+    return {k: v for k, v in params.items() if k != "from_file"}
 
 
 def allowed_mask(allowed: np.ndarray, size: int) -> np.ndarray:

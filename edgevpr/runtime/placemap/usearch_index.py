@@ -15,8 +15,7 @@ import numpy as np
 from usearch.index import Index, MetricKind, ScalarKind
 
 from edgevpr.errors import EdgeVPRError
-from edgevpr.runtime.checks import whole
-from edgevpr.runtime.placemap.kinds import FewerThanK
+from edgevpr.runtime.placemap.kinds import FewerThanK, checked_params, given_params
 
 DEFAULTS = {"M": 16, "ef_construction": 128, "ef": 128}
 INT8_SCALE = 127.0
@@ -35,8 +34,7 @@ class UsearchIndex:
 
     @classmethod
     def create(cls, dim: int, storage: str, params: dict[str, Any]) -> UsearchIndex:
-        params = {**DEFAULTS, **{k: v for k, v in params.items() if k in DEFAULTS}}
-        params = {k: whole(v, k, 2 if k == "M" else 1, 100_000) for k, v in params.items()}
+        params = checked_params(given_params(params), DEFAULTS, strict="from_file" in params)
         index = Index(
             ndim=dim,
             metric="ip",
@@ -66,7 +64,7 @@ class UsearchIndex:
             or meta["kind_metric"] != MetricKind.IP
         ):
             raise EdgeVPRError(f"{where}: its usearch index does not fit its metadata")
-        loaded = cls.create(dim, storage, params)
+        loaded = cls.create(dim, storage, {**params, "from_file": True})
         try:
             loaded._index.view(view)
         except Exception as exc:
