@@ -27,6 +27,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -128,8 +129,9 @@ def recall_rows(name: str, embedder: Embedder) -> list[list[str]]:
 
 def recall_section(trained: Path, work: Path) -> dict:
     torch.manual_seed(0)
-    size = load_checkpoint(trained).model.config
-    untrained = get_preset("mixvpr_lite0_4096").with_size(size.height, size.width)
+    # the untrained head sees the trained model's inputs (size and preprocessing)
+    preprocess = load_checkpoint(trained).model.config.preprocess
+    untrained = replace(get_preset("mixvpr_lite0_4096"), preprocess=preprocess)
     save_checkpoint(work / "lite0_4096.pt", build_model(untrained, pretrained=True))
     rows = recall_rows("MS-trained Lite0 512-d", exported(trained, work))
     rows += recall_rows("untrained Lite0 4096-d", exported(work / "lite0_4096.pt", work))

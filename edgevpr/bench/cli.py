@@ -81,7 +81,7 @@ def name_list(values: tuple[str, ...]) -> list[str]:
 @click.option("--index", "index_specs", multiple=True,
               help="Index specs for the search table (repeat): KIND[:STORAGE][:pcaD|:pcawD]"
               "[:store-f16|:store-none], e.g. hnswlib, usearch:i8:pca256, "
-              "faiss-ivf:sq8:pca256. Default: hnswlib.")
+              "faiss-ivf:sq8:pca256. Default: faiss-ivf and hnswlib.")
 @click.option("--prior", "prior_text", default="",
               help="Geo-prior radii in metres to time for every map, e.g. 100,1000,5000.")
 @click.option("--stages", "stage_names", multiple=True,
