@@ -19,15 +19,15 @@ from edgevpr.export.graph import block_of, fp32_nodes
 from edgevpr.export.parity import DEFAULT_GATES, Gate, ParityData, compare, load_parity_data
 from edgevpr.export.tensorrt_build import (
     BatchRange,
+    EngineOptions,
     engine_header,
-    layer_keeps_fp32,
     parse_batch_range,
-    uses_strong_typing,
     write_header,
 )
+from edgevpr.export.trt_pins import LayerView, layers_to_pin, ties_to
+from edgevpr.runtime.engine_header import read_engine_header
 from edgevpr.runtime.metadata import ModelMetadata
 from edgevpr.runtime.preprocess import PreprocessSpec
-from edgevpr.runtime.tensorrt_backend import read_engine_header
 
 DIM = 16
 
@@ -135,22 +135,34 @@ def test_bad_batch_ranges_are_one_line_errors(text: str) -> None:
         parse_batch_range(text)
 
 
-def test_tensorrt_11_means_strong_typing() -> None:
-    assert not uses_strong_typing("10.13.3.9")
-    assert uses_strong_typing("11.0.0")
-    with pytest.raises(EdgeVPRError):
-        uses_strong_typing("ten")
+def view(name: str, inputs: tuple[str, ...], outputs: tuple[str, ...], meta: str = "",
+         floats: bool = True) -> LayerView:  # fmt: skip
+    return LayerView(name, meta, inputs, outputs, floats)
 
 
-def test_layers_from_fp32_nodes_are_recognised() -> None:
+def test_layers_tie_to_fp32_nodes_exactly() -> None:
     nodes, tensors = {"node_layer_norm", "node_div"}, {"layer_norm", "descriptors"}
-    assert layer_keeps_fp32("node_layer_norm", "", ["x"], nodes, tensors)
-    assert layer_keeps_fp32("anything", "", ["descriptors"], nodes, tensors)
-    assert layer_keeps_fp32("op_12", "[ONNX Layer: node_div]", ["t"], nodes, tensors)
-    assert layer_keeps_fp32("node_div_1_reshape", "", ["t"], nodes, tensors)
-    assert not layer_keeps_fp32(
-        "node_MatMul_3", "[ONNX Layer: node_MatMul_3]", ["m"], nodes, tensors
-    )
+    assert ties_to(view("node_layer_norm", (), ("x",)), nodes, tensors)
+    assert ties_to(view("anything", (), ("descriptors",)), nodes, tensors)
+    assert ties_to(view("op_12", (), ("t",), "[ONNX Layer: node_div]"), nodes, tensors)
+    assert not ties_to(view("node_div_1", (), ("t",)), nodes, tensors)  # not a prefix match
+    assert not ties_to(view("node_MatMul_3", (), ("m",), "[ONNX Layer: node_MatMul_3]"), nodes,
+                       tensors)  # fmt: skip
+
+
+def test_unnamed_helpers_are_pinned_only_where_they_feed_pinned_layers() -> None:
+    layers = [
+        view("mm", ("x",), ("h",)),
+        view("(Unnamed Layer* 1) [ElementWise]", ("h",), ("sq",)),  # x*x of ReduceL2
+        view("(Unnamed Layer* 2) [Reduce]", ("sq",), ("sum",)),
+        view("l2", ("sum",), ("norm",), "[ONNX Layer: l2]"),
+        view("(Unnamed Layer* 3) [Shuffle]", ("h",), ("h2",)),  # feeds the MatMul too
+        view("(Unnamed Layer* 4) [Shape]", ("h",), ("dims",), floats=False),
+        view("div", ("h2", "norm", "dims"), ("out",)),
+        view("mm2", ("h2",), ("y",)),
+    ]
+    pinned = layers_to_pin(layers, {"l2", "div"}, {"norm", "out"})
+    assert pinned == [1, 2, 3, 6]
 
 
 def metadata() -> ModelMetadata:
@@ -168,11 +180,10 @@ def test_engine_header_is_what_the_runtime_reads(tmp_path) -> None:
     engine = tmp_path / "model_fp16.engine"
     header = engine_header(
         trt_version="10.13.3.9",
-        gpu_name="NVIDIA Jetson Orin",
-        compute_capability="8.7",
-        precision="fp16",
-        batch=BatchRange(1, 4, 16),
+        gpu=("NVIDIA Jetson Orin", "8.7"),
+        options=EngineOptions(batch=BatchRange(1, 4, 16)),
         onnx_sha256="cd" * 32,
+        engine_sha256="ef" * 32,
         metadata=metadata(),
         strongly_typed=False,
         fp32_layers=["node_layer_norm"],
@@ -199,7 +210,7 @@ def test_build_without_tensorrt_says_how_to_get_it(tmp_path) -> None:
         pytest.skip("tensorrt is installed here")
     from edgevpr.export.tensorrt_build import build_engine
 
-    with pytest.raises(EdgeVPRError, match=r"pip install 'edgevpr\[trt\]'.*JetPack") as info:
+    with pytest.raises(EdgeVPRError, match=r"pip install 'edgevpr\[trt-cu12\]'.*JetPack") as info:
         build_engine(tmp_path / "missing.onnx", tmp_path / "m.engine")
     assert info.value.exit_code == 2
     assert "\n" not in str(info.value)

@@ -132,7 +132,7 @@ def test_the_table_lists_every_format(exported: dict) -> None:
 def test_trt_without_tensorrt_exits_2_after_writing_the_onnx(exported: dict) -> None:
     assert exported["code"] == 2
     last = exported["stderr"].strip().splitlines()[-1]
-    assert last.startswith("error: TensorRT is not installed: pip install 'edgevpr[trt]'")
+    assert last.startswith("error: TensorRT is not installed: pip install 'edgevpr[trt-cu12]'")
     assert "JetPack" in last
     assert (exported["out"] / "lite0.onnx").is_file()
     assert (exported["out"] / "lite0_int8.onnx").is_file()

@@ -6,6 +6,7 @@ TensorRT and an NVIDIA GPU and is skipped elsewhere.
 
 from __future__ import annotations
 
+import hashlib
 import importlib.util
 import json
 from pathlib import Path
@@ -15,16 +16,17 @@ import pytest
 from edgevpr.errors import EdgeVPRError
 from edgevpr.runtime.describe import describe_artifact
 from edgevpr.runtime.embedder import Embedder
-from edgevpr.runtime.metadata import ModelMetadata
-from edgevpr.runtime.preprocess import PreprocessSpec
-from edgevpr.runtime.tensorrt_backend import (
+from edgevpr.runtime.engine_header import (
     EngineHeader,
+    check_engine_bytes,
     check_engine_compatibility,
     header_path,
     parse_compute_capability,
     read_engine_header,
-    trt_release,
+    trt_version_fields,
 )
+from edgevpr.runtime.metadata import ModelMetadata
+from edgevpr.runtime.preprocess import PreprocessSpec
 
 HAS_TENSORRT = importlib.util.find_spec("tensorrt") is not None
 
@@ -89,17 +91,22 @@ def test_unknown_top_level_keys_are_kept_as_extra() -> None:
 
 def test_same_release_and_gpu_family_is_accepted() -> None:
     header = EngineHeader.from_dict(header_dict())
-    check_engine_compatibility(header, "10.3.0.30", "8.9", "NVIDIA GeForce RTX 4090")
-    check_engine_compatibility(header, "10.3.0", (8, 9))
+    check_engine_compatibility(header, "10.3.0.26", "8.9", "NVIDIA GeForce RTX 4090")
+    check_engine_compatibility(header, "10.3.0.26", (8, 9))
 
 
-@pytest.mark.parametrize("installed", ["10.4.0.26", "10.3.1.1", "11.0.0.1", "8.6.1"])
-def test_another_tensorrt_version_is_refused_with_the_fix(installed: str) -> None:
+@pytest.mark.parametrize(
+    ("installed", "part"),
+    [("10.4.0.26", "minor"), ("10.3.1.1", "patch"), ("11.0.0.1", "major"), ("8.6.1", "major"),
+     ("10.3.0.30", "build")],
+)  # fmt: skip
+def test_another_tensorrt_version_is_refused_with_the_fix(installed: str, part: str) -> None:
     header = EngineHeader.from_dict(header_dict())
     with pytest.raises(EdgeVPRError) as caught:
         check_engine_compatibility(header, installed, "8.9", engine="engine model.engine")
     message = str(caught.value)
     assert "TensorRT 10.3.0.26" in message and f"TensorRT {installed}" in message
+    assert f"the {part} number differs" in message
     assert "edgevpr export CKPT --trt" in message and "\n" not in message
 
 
@@ -116,22 +123,39 @@ def test_hardware_compatible_engines_run_on_ampere_and_later() -> None:
     header = EngineHeader.from_dict(
         header_dict(hardware_compatibility="ampere_plus", compute_capability="8.0")
     )
-    check_engine_compatibility(header, "10.3.0", "9.0")
-    check_engine_compatibility(header, "10.3.0", "8.6")
+    check_engine_compatibility(header, "10.3.0.26", "9.0")
+    check_engine_compatibility(header, "10.3.0.26", "8.6")
     with pytest.raises(EdgeVPRError, match="compute capability 7.5"):
-        check_engine_compatibility(header, "10.3.0", "7.5")
+        check_engine_compatibility(header, "10.3.0.26", "7.5")
+
+
+def test_version_compatible_engines_run_on_later_releases_of_their_major() -> None:
+    header = EngineHeader.from_dict(header_dict(version_compatible=True))
+    check_engine_compatibility(header, "10.3.0.26", "8.9")
+    check_engine_compatibility(header, "10.16.1.11", "8.9")
+    for installed in ("10.2.0.19", "11.0.0.114"):
+        with pytest.raises(EdgeVPRError, match="version-compatible from TensorRT 10.3.0.26 on"):
+            check_engine_compatibility(header, installed, "8.9")
+
+
+def test_engine_bytes_must_match_the_header() -> None:
+    header = EngineHeader.from_dict(header_dict(engine_sha256=hashlib.sha256(b"new").hexdigest()))
+    check_engine_bytes(header, b"new", "engine")
+    with pytest.raises(EdgeVPRError, match="not the engine its header describes"):
+        check_engine_bytes(header, b"old", "engine")
+    check_engine_bytes(EngineHeader.from_dict(header_dict()), b"old", "engine")  # older header
 
 
 def test_version_and_capability_parsing() -> None:
-    assert trt_release("10.3.0.26") == (10, 3, 0)
-    assert trt_release("11.0") == (11, 0, 0)
+    assert trt_version_fields("10.3.0.26") == (10, 3, 0, 26)
+    assert trt_version_fields("11.0") == (11, 0, 0, 0)
     assert parse_compute_capability("sm_89") == (8, 9)
     assert parse_compute_capability("12.0") == (12, 0)
     assert parse_compute_capability((9, 0)) == (9, 0)
     with pytest.raises(EdgeVPRError, match="not a compute capability"):
         parse_compute_capability("ampere")
     with pytest.raises(EdgeVPRError, match="not a TensorRT version"):
-        trt_release("latest")
+        trt_version_fields("latest")
 
 
 def test_missing_header_asks_for_a_rebuild(tmp_path: Path) -> None:
@@ -195,7 +219,7 @@ def test_engine_descriptors_match_onnx_runtime(tmp_path: Path) -> None:  # pragm
     import numpy as np
 
     from edgevpr.export.onnx_export import export_onnx
-    from edgevpr.export.tensorrt_build import BatchRange, build_engine
+    from edgevpr.export.tensorrt_build import BatchRange, EngineOptions, build_engine
     from edgevpr.model import build_model, get_preset
     from edgevpr.model.checkpoint import load_checkpoint, save_checkpoint
 
@@ -204,7 +228,9 @@ def test_engine_descriptors_match_onnx_runtime(tmp_path: Path) -> None:  # pragm
     )
     export_onnx(load_checkpoint(tmp_path / "m.pt"), tmp_path / "m.onnx")
     build_engine(
-        tmp_path / "m.onnx", tmp_path / "m.engine", precision="fp32", batch=BatchRange(1, 4, 8)
+        tmp_path / "m.onnx",
+        tmp_path / "m.engine",
+        EngineOptions(precision="fp32", batch=BatchRange(1, 4, 8)),
     )
     images = [
         np.random.default_rng(i).integers(0, 255, (48, 80, 3), dtype=np.uint8) for i in range(11)
@@ -214,3 +240,25 @@ def test_engine_descriptors_match_onnx_runtime(tmp_path: Path) -> None:  # pragm
         engine_out = engine.embed_images(images)
     cosine = np.sum(onnx_out * engine_out, axis=1)
     assert cosine.min() >= 0.9999
+
+
+def test_ort_tensorrt_provider_builds_fp16_with_caches_keyed_by_versions_and_gpu(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import onnxruntime as ort
+
+    from edgevpr.runtime import trt_provider
+
+    monkeypatch.setattr(trt_provider, "cache_root", lambda: tmp_path)
+    monkeypatch.setattr(trt_provider, "tensorrt_library_version", lambda: "10.3.0.26")
+    monkeypatch.setattr(trt_provider, "gpu_name", lambda: "NVIDIA Jetson AGX Orin")
+    options = trt_provider.provider_options("images", ["batch", 3, 64, 64], 8)
+    assert options["trt_fp16_enable"] is True and options["trt_timing_cache_enable"] is True
+    cache = Path(options["trt_engine_cache_path"])
+    assert cache == Path(options["trt_timing_cache_path"]) and cache.is_dir()
+    assert cache.parent == tmp_path / "ort-tensorrt"
+    assert f"ort-{ort.__version__}" in cache.name and "trt-10.3.0.26" in cache.name
+    assert options["trt_profile_max_shapes"] == "images:8x3x64x64"
+    monkeypatch.setattr(trt_provider, "gpu_name", lambda: "NVIDIA L4")
+    other = trt_provider.provider_options("images", ["batch", 3, 64, 64], 8)
+    assert other["trt_engine_cache_path"] != str(cache)  # another GPU, another cache

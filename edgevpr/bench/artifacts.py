@@ -97,7 +97,7 @@ def checkpoint_metadata(path: Path) -> ModelMetadata:
 
 
 def engine_metadata(path: Path) -> ModelMetadata:
-    from edgevpr.runtime.tensorrt_backend import read_engine_header
+    from edgevpr.runtime.engine_header import read_engine_header
 
     return read_engine_header(path).model_metadata(source=f"engine header of {path}")
 

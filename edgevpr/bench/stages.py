@@ -93,7 +93,8 @@ def open_runner(job: EmbedJob) -> Any:
     if not target.is_runtime:
         from edgevpr.bench.torch_runner import torch_reference
 
-        return torch_reference(target.path, device=target.device, threads=job.threads)
+        mode = BACKENDS[target.key].torch_mode
+        return torch_reference(target.path, target.device, job.threads, target.precision, mode)
     from edgevpr.runtime.embedder import Embedder
 
     providers = list(target.providers) if target.providers is not None else None

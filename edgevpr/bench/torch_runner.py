@@ -5,6 +5,7 @@ that run the ``pytorch`` rows, so the rest of ``edgevpr bench`` works without to
 from __future__ import annotations
 
 import os
+from typing import Any
 
 import torch
 
@@ -12,14 +13,40 @@ from edgevpr.eval.torch_embedder import TorchEmbedder
 
 
 def torch_reference(
-    path: str | os.PathLike[str], device: str = "cpu", threads: int | None = None
+    path: str | os.PathLike[str],
+    device: str = "cpu",
+    threads: int | None = None,
+    precision: str = "fp32",
+    mode: str = "eager",
 ) -> TorchEmbedder:
-    """The checkpoint's model in eval mode on ``device``, ready for ``embed_batch``."""
+    """The checkpoint's model in eval mode on ``device``, ready for ``embed_batch``.
+
+    ``precision`` fp16 runs under CUDA autocast (LayerNorm and norms stay FP32, as in the
+    exported engines); ``mode`` "channels-last" stores weights and inputs NHWC, "compiled"
+    wraps the model in ``torch.compile`` (compiled during the warm-up calls).
+    """
     if threads:
         torch.set_num_threads(threads)
     embedder = TorchEmbedder.from_checkpoint(path, device=device)
-    embedder.model.eval().to(embedder.device)
+    model = embedder.model.eval().to(embedder.device)
+    if mode == "channels-last":
+        model = model.to(memory_format=torch.channels_last)
+    forward = torch.compile(model) if mode == "compiled" else model
+    if precision == "fp16" or mode == "channels-last":
+        embedder.run = _wrapped(forward, embedder.device, precision == "fp16", mode)
+    elif mode == "compiled":
+        embedder.run = forward
     return embedder
+
+
+def _wrapped(forward: Any, device: torch.device, half: bool, mode: str) -> Any:
+    layout = torch.channels_last if mode == "channels-last" else torch.contiguous_format
+
+    def run(images: torch.Tensor) -> torch.Tensor:
+        with torch.autocast(device.type, dtype=torch.float16, enabled=half):
+            return forward(images.contiguous(memory_format=layout))
+
+    return run
 
 
 def count_flops(embedder: TorchEmbedder) -> float:

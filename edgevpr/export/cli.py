@@ -18,7 +18,14 @@ from edgevpr.export.pipeline import (
     ExportReport,
 )
 from edgevpr.export.quantize import ACTIVATION_TYPES, CALIBRATION_METHODS, Int8Options
-from edgevpr.export.tensorrt_build import BatchRange, parse_batch_range
+from edgevpr.export.tensorrt_build import (
+    DEFAULT_OPT_LEVEL,
+    DEFAULT_WORKSPACE_MB,
+    PRECISIONS,
+    BatchRange,
+    EngineOptions,
+    parse_batch_range,
+)
 
 COLUMNS = (
     "Format",
@@ -104,7 +111,12 @@ to the board and run there, e.g.
     "--trt", is_flag=True, help="Also build a TensorRT engine (needs TensorRT and an NVIDIA GPU)."
 )
 @click.option(
-    "--fp16/--fp32", "fp16", default=True, show_default=True, help="TensorRT engine precision."
+    "--trt-precision",
+    type=click.Choice(PRECISIONS),
+    default=EngineOptions.precision,
+    show_default=True,
+    help="TensorRT engine precision (int8: built from the Q/DQ model --int8 "
+    "--int8-activations int8 writes).",
 )
 @click.option(
     "--trt-batch",
@@ -189,6 +201,37 @@ to the board and run there, e.g.
     help="FP16 and INT8 gate: Recall@1 points the artifact may lose.",
 )
 @click.option(
+    "--workspace",
+    "workspace_mb",
+    type=click.IntRange(1, 1 << 20),
+    default=DEFAULT_WORKSPACE_MB,
+    show_default=True,
+    help="TensorRT builder workspace, MB.",
+)
+@click.option(
+    "--opt-level",
+    type=click.IntRange(0, 5),
+    default=DEFAULT_OPT_LEVEL,
+    show_default=True,
+    help="TensorRT builder optimisation level (5: longest search).",
+)
+@click.option(
+    "--dla-core",
+    type=click.IntRange(0, 7),
+    default=None,
+    help="Build for this DLA core of a Jetson Orin (FP16/INT8, GPU fallback).",
+)
+@click.option(
+    "--hardware-compatible",
+    is_flag=True,
+    help="An engine that runs on any Ampere or later GPU (somewhat slower).",
+)
+@click.option(
+    "--version-compatible",
+    is_flag=True,
+    help="An engine that runs on later TensorRT releases of the same major version.",
+)
+@click.option(
     "--timing-cache",
     type=click.Path(dir_okay=False, path_type=Path),
     help="TensorRT timing cache file [default: timing.cache in the output folder].",
@@ -198,7 +241,7 @@ def export(
     out: Path | None,
     int8: bool,
     trt: bool,
-    fp16: bool,
+    trt_precision: str,
     batch: BatchRange,
     opset: int,
     parity_data: Path | None,
@@ -212,6 +255,11 @@ def export(
     fp32_max_abs: float,
     min_cosine: float,
     max_recall_drop: float,
+    workspace_mb: int,
+    opt_level: int,
+    dla_core: int | None,
+    hardware_compatible: bool,
+    version_compatible: bool,
     timing_cache: Path | None,
 ) -> None:
     """Export CHECKPOINT to ONNX (and INT8 / TensorRT), each checked against PyTorch FP32.
@@ -226,8 +274,16 @@ def export(
         opset=opset,
         int8=int8,
         trt=trt,
-        trt_precision="fp16" if fp16 else "fp32",
-        batch=batch,
+        engine=EngineOptions(
+            precision=trt_precision,
+            batch=batch,
+            timing_cache=timing_cache,
+            workspace_mb=workspace_mb,
+            opt_level=opt_level,
+            dla_core=dla_core,
+            hardware_compatible=hardware_compatible,
+            version_compatible=version_compatible,
+        ),
         parity_data=parity_data,
         parity_images=parity_images,
         calibration_images=calib_images,
@@ -242,7 +298,6 @@ def export(
             "fp16": reduced,
             "int8": reduced,
         },
-        timing_cache=timing_cache,
     )
     report = Exporter(checkpoint, options, say=lambda msg: click.echo(msg, err=True)).run()
     click.echo(format_table(report))

@@ -13,7 +13,7 @@ import json
 import tempfile
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -35,7 +35,7 @@ from edgevpr.export.parity import (
     reference_descriptors,
 )
 from edgevpr.export.quantize import Int8Options, quantize_int8
-from edgevpr.export.tensorrt_build import BatchRange, build_engine
+from edgevpr.export.tensorrt_build import EngineOptions, build_engine
 from edgevpr.files import write_bytes_atomic
 from edgevpr.formats import format_of
 from edgevpr.provenance import utc_now
@@ -54,14 +54,12 @@ class ExportOptions:
     opset: int = DEFAULT_OPSET
     int8: bool = False
     trt: bool = False
-    trt_precision: str = "fp16"
-    batch: BatchRange = field(default_factory=BatchRange)
+    engine: EngineOptions = field(default_factory=EngineOptions)
     parity_data: Path | None = None
     parity_images: int = DEFAULT_PARITY_IMAGES
     calibration_images: int = DEFAULT_CALIBRATION_IMAGES
     int8_options: Int8Options = field(default_factory=Int8Options)
     gates: dict[str, Gate] = field(default_factory=lambda: dict(DEFAULT_GATES))
-    timing_cache: Path | None = None
 
 
 @dataclass
@@ -255,7 +253,10 @@ class Exporter:
         if opts.int8:
             self.export_int8(onnx_path, out / f"{stem}_int8.onnx", session)
         if opts.trt:
-            self.export_engine(onnx_path, out / f"{stem}_{opts.trt_precision}.engine", session)
+            precision = opts.engine.precision
+            # an INT8 engine is built from the Q/DQ INT8 model (and gated against FP32 too)
+            source = out / f"{stem}_int8.onnx" if precision == "int8" else onnx_path
+            self.export_engine(source, out / f"{stem}_{precision}.engine", session)
         session.report.save()
         return session.report
 
@@ -327,17 +328,14 @@ class Exporter:
     def export_engine(self, onnx_path: Path, path: Path, session: ExportSession) -> None:
         opts, report = self.options, session.report
         started = time.perf_counter()
-        row = ArtifactReport("TensorRT", path, opts.trt_precision)
+        engine = opts.engine
+        if engine.timing_cache is None:
+            engine = replace(engine, timing_cache=path.parent / "timing.cache")
+        row = ArtifactReport("TensorRT", path, engine.precision)
         report.artifacts.append(row)
-        self.say(f"TensorRT: building {opts.trt_precision} engine, batch {opts.batch}")
+        self.say(f"TensorRT: building {engine.precision} engine, batch {engine.batch}")
         try:
-            header = build_engine(
-                onnx_path,
-                path,
-                opts.trt_precision,
-                opts.batch,
-                opts.timing_cache or path.parent / "timing.cache",
-            )
+            header = build_engine(onnx_path, path, engine)
         except EdgeVPRError as exc:
             row.status = "error"
             row.failures = [str(exc)]
@@ -350,6 +348,6 @@ class Exporter:
             "gpu_name": header.gpu_name,
             "compute_capability": header.compute_capability,
             "strongly_typed": header.extra["strongly_typed"],
-            "batch": str(opts.batch),
+            "batch": str(engine.batch),
         }
         self.gated(row, session, None, started)

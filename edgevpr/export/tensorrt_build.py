@@ -1,18 +1,24 @@
-"""ONNX -> TensorRT engine with the TensorRT Python API, and the JSON header beside it.
+"""ONNX -> TensorRT engine with the TensorRT Python API, the JSON header beside it, and a
+report of the layers the builder chose.
 
 - Batch: one optimisation profile for MIN:OPT:MAX on the ``images`` input (the height and
   width are fixed by the model: MixVPR's mixer layers are H*W wide).
-- FP16 on TensorRT 10: weakly typed network, the FP16 builder flag, and FP32 forced
-  (layer precision and output types, OBEY_PRECISION_CONSTRAINTS) on the layers built from
-  ``graph.fp32_nodes`` - LayerNorm and the final L2 normalisation.
-- FP16 on TensorRT 11 (strongly typed only, no FP16 flag): the ONNX graph is converted to
-  mixed FP16 first (``fp16.convert_to_fp16``, the same nodes kept FP32) and the network is
-  built strongly typed, so the precision comes from the graph's types.
+- Precision comes from the graph wherever TensorRT can build strongly typed networks (the
+  flag exists since TensorRT 10.0; TensorRT 11 builds nothing else): for FP16 the ONNX graph
+  is converted to mixed FP16 first (``fp16.convert_to_fp16``: LayerNorm and the final L2
+  normalisation stay FP32) and the network's types decide, not layer names. INT8 is built
+  the same way from a Q/DQ ONNX model (TensorRT 11 has no calibrator). Weakly typed networks
+  (the FP16 flag and FP32 pins, ``trt_pins``) remain only where strong typing is missing, and
+  for DLA on TensorRT 10, whose documented route is the FP16 flag with GPU fallback.
 - A timing cache file is read and written back, so rebuilding (or building a second
-  precision) on the same GPU skips most kernel timing.
-- ``<engine>.json`` records what the engine is bound to: TensorRT version, GPU name and
-  compute capability, precision, batch range, the ONNX sha256 and the model metadata. The
-  runtime refuses an engine whose TensorRT version or GPU family differ, saying to rebuild.
+  precision) on the same GPU skips most kernel timing; a cache TensorRT refuses (another GPU
+  or version) is replaced by a fresh one, said on stderr.
+- ``<engine>.json`` records what the engine is bound to: the full TensorRT version, GPU name
+  and compute capability, precision, batch range, the ONNX and engine sha256 and the model
+  metadata. It is written before the engine, and the runtime checks the engine's sha256
+  against it, so an interrupted export never leaves an engine that passes for another.
+- ``<engine>.layers.json``: the engine inspector's detailed layer list and which layers run
+  in FP32.
 
 On a Jetson, run the same ``edgevpr export CKPT --trt`` on the board with JetPack's
 TensorRT (its Python bindings come with JetPack, not from PyPI): an engine is built for,
@@ -21,9 +27,11 @@ and only runs on, the GPU and TensorRT it was built with.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
-from dataclasses import dataclass, replace
+import sys
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -32,19 +40,23 @@ import onnx
 from edgevpr.errors import EdgeVPRError
 from edgevpr.export.fp16 import convert_to_fp16
 from edgevpr.export.graph import fp32_nodes
+from edgevpr.export.trt_pins import pin_fp32
 from edgevpr.files import file_sha256, write_bytes_atomic
 from edgevpr.provenance import utc_now
+from edgevpr.runtime.engine_header import EngineHeader, header_path
 from edgevpr.runtime.metadata import INPUT_NAME, ModelMetadata
-from edgevpr.runtime.tensorrt_backend import EngineHeader, header_path
+from edgevpr.runtime.tensorrt_backend import TrtLog, local_gpu, trt_log
 
 MAX_BATCH = 1024
 DEFAULT_WORKSPACE_MB = 2048
+DEFAULT_OPT_LEVEL = 3  # TensorRT's own default; 5 searches longest, 0 fastest to build
 TRT_INSTALL_HINT = (
-    "TensorRT is not installed: pip install 'edgevpr[trt]' on a machine that can reach "
-    "NVIDIA's package index (pypi.nvidia.com), or on a Jetson use the TensorRT that comes "
-    "with JetPack"
+    "TensorRT is not installed: pip install 'edgevpr[trt-cu12]' (CUDA 12 drivers) or "
+    "'edgevpr[trt-cu13]' (CUDA 13), or on a Jetson use the TensorRT that comes with JetPack "
+    "in a virtual environment made with --system-site-packages"
 )
-PRECISIONS = ("fp16", "fp32")
+PRECISIONS = ("fp16", "fp32", "int8")
+AMPERE = (8, 0)
 
 
 @dataclass(frozen=True)
@@ -84,33 +96,65 @@ def parse_batch_range(text: str) -> BatchRange:
     return BatchRange(lo, opt, hi)
 
 
+@dataclass(frozen=True)
+class EngineOptions:
+    """How to build an engine (each field is an ``edgevpr export`` option)."""
+
+    precision: str = "fp16"
+    batch: BatchRange = field(default_factory=BatchRange)
+    timing_cache: Path | None = None
+    workspace_mb: int = DEFAULT_WORKSPACE_MB
+    opt_level: int = DEFAULT_OPT_LEVEL
+    dla_core: int | None = None  # Jetson Orin's DLA, with GPU fallback
+    hardware_compatible: bool = False  # runs on any GPU from Ampere (8.0) on
+    version_compatible: bool = False  # runs on later TensorRT releases of the same major
+
+    def __post_init__(self) -> None:
+        if self.precision not in PRECISIONS:
+            raise EdgeVPRError(f"TensorRT precision must be one of {', '.join(PRECISIONS)}")
+        if not 1 <= self.workspace_mb <= 1 << 20:
+            raise EdgeVPRError(f"workspace {self.workspace_mb} MB is out of range [1, 1048576]")
+        if not 0 <= self.opt_level <= 5:
+            raise EdgeVPRError(f"builder optimisation level {self.opt_level} is not in 0..5")
+        if self.dla_core is not None and (self.dla_core < 0 or self.precision == "fp32"):
+            raise EdgeVPRError("DLA runs FP16 or INT8 engines on core 0 or 1, not FP32")
+        if self.dla_core is not None and self.hardware_compatible:
+            raise EdgeVPRError("a DLA engine cannot be hardware-compatible across GPUs")
+
+
 def engine_header(
     *,
     trt_version: str,
-    gpu_name: str,
-    compute_capability: str,
-    precision: str,
-    batch: BatchRange,
+    gpu: tuple[str, str],
+    options: EngineOptions,
     onnx_sha256: str,
+    engine_sha256: str,
     metadata: ModelMetadata,
     strongly_typed: bool,
     fp32_layers: list[str],
 ) -> EngineHeader:
     """The header the runtime checks before it loads the engine."""
+    batch = options.batch
     return EngineHeader(
         trt_version=trt_version,
-        gpu_name=gpu_name,
-        compute_capability=compute_capability,
-        precision=precision,
+        gpu_name=gpu[0],
+        compute_capability=gpu[1],
+        precision=options.precision,
         batch_min=batch.min,
         batch_opt=batch.opt,
         batch_max=batch.max,
         onnx_sha256=onnx_sha256,
         metadata=metadata.to_props(),
+        hardware_compatibility="ampere_plus" if options.hardware_compatible else "none",
+        version_compatible=options.version_compatible,
+        engine_sha256=engine_sha256,
         extra={
             "input_shape": [3, metadata.preprocess.height, metadata.preprocess.width],
             "strongly_typed": strongly_typed,
             "fp32_layers": fp32_layers,
+            "dla_core": options.dla_core,
+            "opt_level": options.opt_level,
+            "workspace_mb": options.workspace_mb,
             "created": utc_now(),
         },
     )
@@ -130,29 +174,23 @@ def trt_major(version: str) -> int:
         raise EdgeVPRError(f"cannot read the TensorRT version '{version}'") from None
 
 
-def uses_strong_typing(version: str) -> bool:
-    """TensorRT 11 builds only strongly typed networks; 10 keeps the FP16 builder flag."""
-    return trt_major(version) >= 11
+def builds_strongly_typed(trt: Any, options: EngineOptions) -> bool:
+    """Strongly typed wherever TensorRT has it, except DLA on TensorRT 10 (whose documented
+    route is the FP16 flag with GPU fallback); TensorRT 11 builds nothing else."""
+    if not hasattr(trt.NetworkDefinitionCreationFlag, "STRONGLY_TYPED"):
+        return False
+    return options.dla_core is None or trt_major(trt.__version__) >= 11
 
 
-def layer_keeps_fp32(
-    layer_name: str,
-    layer_metadata: str,
-    output_names: list[str],
-    nodes: set[str],
-    tensors: set[str],
-) -> bool:
-    """Whether a TensorRT layer comes from one of the FP32 ONNX ``nodes``.
-
-    The ONNX parser names a layer after its node (decomposed nodes get a suffix), records
-    the node in the layer's metadata (``[ONNX Layer: name]``), and names the node's output
-    tensors as in the ONNX graph; any of the three identifies it.
-    """
-    if layer_name in nodes or any(t in tensors for t in output_names):
-        return True
-    if any(f"[ONNX Layer: {n}]" in layer_metadata for n in nodes):
-        return True
-    return any(layer_name.startswith(n + "_") for n in nodes)
+def network_flags(trt: Any, strong: bool) -> int:
+    # The flag's value differs between releases (STRONGLY_TYPED is 1 in TensorRT 10, where
+    # EXPLICIT_BATCH is 0, and 0 in TensorRT 11), so it is always read from the module.
+    flags = 0
+    if strong:
+        flags |= 1 << int(trt.NetworkDefinitionCreationFlag.STRONGLY_TYPED)
+    if trt_major(trt.__version__) < 10:
+        flags |= 1 << int(trt.NetworkDefinitionCreationFlag.EXPLICIT_BATCH)
+    return flags
 
 
 def import_tensorrt() -> Any:
@@ -163,144 +201,195 @@ def import_tensorrt() -> Any:
     return trt
 
 
-def gpu_identity() -> tuple[str, str]:
-    """(GPU name, compute capability 'major.minor') of CUDA device 0."""
-    try:
-        import torch
-
-        if torch.cuda.is_available():
-            props = torch.cuda.get_device_properties(0)
-            return props.name, f"{props.major}.{props.minor}"
-    except ImportError:
-        pass
-    try:
-        from cuda.bindings import runtime as cudart
-
-        err, props = cudart.cudaGetDeviceProperties(0)
-        if int(err) == 0:
-            name = props.name.decode(errors="replace").rstrip("\x00")
-            return name, f"{props.major}.{props.minor}"
-    except ImportError:
-        pass
-    raise EdgeVPRError("building a TensorRT engine needs an NVIDIA GPU, and none was found")
-
-
-class TrtLogger:
-    """Collects TensorRT's errors so that a failed build explains itself in one line."""
-
-    def __init__(self, trt: Any) -> None:
-        self.trt = trt
-        self.errors: list[str] = []
-        serious = (trt.ILogger.Severity.INTERNAL_ERROR, trt.ILogger.Severity.ERROR)
-
-        class _Logger(trt.ILogger):
-            def __init__(inner) -> None:  # noqa: N805 - TensorRT's subclassing pattern
-                trt.ILogger.__init__(inner)
-
-            def log(inner, severity: Any, msg: str) -> None:  # noqa: N805
-                if severity in serious:
-                    self.errors.append(msg)
-
-        self.logger = _Logger()
-
-    def last(self) -> str:
-        return self.errors[-1] if self.errors else "no message from TensorRT"
-
-
 def fp32_tensors(model: onnx.ModelProto, nodes: list[str]) -> set[str]:
     wanted = set(nodes)
     return {out for node in model.graph.node if node.name in wanted for out in node.output}
 
 
-def force_fp32(trt: Any, network: Any, nodes: set[str], tensors: set[str]) -> list[str]:
-    """Pin the layers built from ``nodes`` to FP32 (weakly typed networks only)."""
-    pinned = []
-    float_types = (trt.float32, trt.float16)
-    for i in range(network.num_layers):
-        layer = network.get_layer(i)
-        outputs = [layer.get_output(j) for j in range(layer.num_outputs)]
-        names = [t.name for t in outputs if t is not None]
-        meta = getattr(layer, "metadata", "") or ""
-        if not layer_keeps_fp32(layer.name, meta, names, nodes, tensors):
-            continue
-        layer.precision = trt.float32
-        for j, tensor in enumerate(outputs):
-            if tensor is not None and tensor.dtype in float_types:
-                layer.set_output_type(j, trt.float32)
-        pinned.append(layer.name)
-    return pinned
+def is_qdq(model: onnx.ModelProto) -> bool:
+    return any(node.op_type == "QuantizeLinear" for node in model.graph.node)
+
+
+def unsigned_quantisation(model: onnx.ModelProto) -> bool:
+    """Whether any Q/DQ pair quantises to uint8 (TensorRT takes signed int8 only)."""
+    types = {t.name: t.data_type for t in model.graph.initializer}
+    return any(
+        node.op_type == "QuantizeLinear"
+        and len(node.input) > 2
+        and types.get(node.input[2]) == onnx.TensorProto.UINT8
+        for node in model.graph.node
+    )
+
+
+def typed_model(model: onnx.ModelProto, options: EngineOptions, strong: bool) -> onnx.ModelProto:
+    """The graph TensorRT parses: mixed FP16 for strongly typed FP16 builds, Q/DQ for INT8."""
+    if options.precision == "int8":
+        if not strong or not is_qdq(model):
+            raise EdgeVPRError(
+                "a TensorRT INT8 engine is built from the Q/DQ INT8 ONNX model "
+                "(export --int8 --activations int8 writes it) on a TensorRT with strongly "
+                "typed networks (10.0 or later)"
+            )
+        if unsigned_quantisation(model):
+            raise EdgeVPRError(
+                "TensorRT takes signed int8 Q/DQ only: export with --int8-activations int8"
+            )
+        return model
+    if strong and options.precision == "fp16":
+        return convert_to_fp16(model, set(fp32_nodes(model)))
+    return model
+
+
+def check_target(trt: Any, builder: Any, options: EngineOptions, capability: str) -> None:
+    """Refuse options this GPU and TensorRT cannot honour, before the long build."""
+    major, minor = (int(p) for p in capability.split("."))
+    if options.hardware_compatible and (major, minor) < AMPERE:
+        raise EdgeVPRError(
+            f"hardware-compatible engines need an Ampere or later GPU to build on; this one "
+            f"has compute capability {capability}"
+        )
+    if options.version_compatible and not hasattr(trt.BuilderFlag, "VERSION_COMPATIBLE"):
+        raise EdgeVPRError(f"TensorRT {trt.__version__} cannot build version-compatible engines")
+    if options.dla_core is not None:
+        cores = int(getattr(builder, "num_DLA_cores", 0))
+        if options.dla_core >= cores:
+            raise EdgeVPRError(
+                f"DLA core {options.dla_core} was asked for, but this device has {cores} DLA "
+                "cores (Jetson AGX Orin and Orin NX have them; TensorRT 10.8-11.4.0 dropped DLA)"
+            )
+
+
+def configure(trt: Any, config: Any, options: EngineOptions, strong: bool) -> None:
+    """Builder settings common to every precision."""
+    config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, options.workspace_mb << 20)
+    config.builder_optimization_level = options.opt_level
+    if hasattr(trt, "ProfilingVerbosity"):
+        config.profiling_verbosity = trt.ProfilingVerbosity.DETAILED  # for the layer report
+    if options.precision == "fp32" and hasattr(trt.BuilderFlag, "TF32"):
+        config.clear_flag(trt.BuilderFlag.TF32)  # TF32 convolutions miss the 1e-4 gate
+    if options.hardware_compatible:
+        config.hardware_compatibility_level = trt.HardwareCompatibilityLevel.AMPERE_PLUS
+    if options.version_compatible:
+        config.set_flag(trt.BuilderFlag.VERSION_COMPATIBLE)
+    if options.dla_core is not None:
+        config.default_device_type = trt.DeviceType.DLA
+        config.DLA_core = options.dla_core
+        config.set_flag(trt.BuilderFlag.GPU_FALLBACK)
+    if not strong and options.precision == "fp16":
+        config.set_flag(trt.BuilderFlag.FP16)
+        config.set_flag(trt.BuilderFlag.OBEY_PRECISION_CONSTRAINTS)
+
+
+def attach_timing_cache(config: Any, path: Path | None) -> None:
+    """Start from the cache file where TensorRT accepts it, else from an empty cache."""
+    cached = path.read_bytes() if path is not None and path.is_file() else b""
+    if config.set_timing_cache(config.create_timing_cache(cached), ignore_mismatch=False):
+        return
+    if cached:
+        print(
+            f"TensorRT refused the timing cache {path} (made by another GPU or TensorRT); "
+            "starting a new one",
+            file=sys.stderr,
+        )
+        if config.set_timing_cache(config.create_timing_cache(b""), ignore_mismatch=False):
+            return
+    raise EdgeVPRError("TensorRT refused an empty timing cache")
+
+
+def timing_cache_bytes(config: Any) -> bytes | None:
+    cache = config.get_timing_cache()
+    return None if cache is None else bytes(cache.serialize())
+
+
+def layer_report(trt: Any, log: TrtLog, blob: bytes) -> dict[str, Any]:
+    """The engine inspector's layer list, and the layers whose outputs are FP32."""
+    engine = trt.Runtime(log.logger).deserialize_cuda_engine(blob)
+    if engine is None or not hasattr(engine, "create_engine_inspector"):
+        return {"error": "the engine could not be inspected"}
+    text = engine.create_engine_inspector().get_engine_information(
+        trt.LayerInformationFormat.JSON
+    )
+    try:
+        info = json.loads(text)
+    except json.JSONDecodeError:
+        return {"inspector": text}
+    layers = [lay for lay in info.get("Layers", []) if isinstance(lay, dict)]
+    fp32 = [
+        str(lay.get("Name"))
+        for lay in layers
+        if any("FP32" in str(o.get("Format/Datatype", "")) for o in lay.get("Outputs", []))
+    ]
+    return {"layers": len(layers), "fp32_layers": fp32, "inspector": info}
 
 
 def build_engine(
     onnx_path: str | os.PathLike[str],
     engine_path: str | os.PathLike[str],
-    precision: str = "fp16",
-    batch: BatchRange | None = None,
-    timing_cache: str | os.PathLike[str] | None = None,
-    workspace_mb: int = DEFAULT_WORKSPACE_MB,
+    options: EngineOptions | None = None,
 ) -> EngineHeader:
-    """Build and write the engine and its header (both atomically); returns the header."""
-    if precision not in PRECISIONS:
-        raise EdgeVPRError(f"TensorRT precision must be one of {', '.join(PRECISIONS)}")
+    """Build the engine; write its header, the engine, the layer report and the timing cache
+    (each atomically, the header first); returns the header."""
+    options = options or EngineOptions()
     trt = import_tensorrt()
-    batch = batch or BatchRange()
+    gpu_name, capability = local_gpu()
+    gpu = (gpu_name, f"{capability[0]}.{capability[1]}")
     onnx_path, engine_path = Path(onnx_path), Path(engine_path)
-    model = onnx.load(str(onnx_path))
-    metadata = ModelMetadata.from_props({p.key: p.value for p in model.metadata_props})
-    keep = fp32_nodes(model)
-    strong = uses_strong_typing(trt.__version__)
-    if strong and precision == "fp16":
-        model = convert_to_fp16(model, set(keep))
-    log = TrtLogger(trt)
+    if not onnx_path.is_file():
+        needs = " (an INT8 engine is built from the INT8 model: add --int8)" * (
+            options.precision == "int8"
+        )
+        raise EdgeVPRError(f"{onnx_path} does not exist{needs}")
+    source = onnx.load(str(onnx_path))
+    metadata = ModelMetadata.from_props({p.key: p.value for p in source.metadata_props})
+    log = trt_log(trt)
+    mark = log.mark()
     builder = trt.Builder(log.logger)
-    flags = 0
-    if strong:
-        flags |= 1 << int(trt.NetworkDefinitionCreationFlag.STRONGLY_TYPED)
-    elif trt_major(trt.__version__) < 10:
-        flags |= 1 << int(trt.NetworkDefinitionCreationFlag.EXPLICIT_BATCH)
-    network = builder.create_network(flags)
+    check_target(trt, builder, options, gpu[1])
+    strong = builds_strongly_typed(trt, options)
+    model = typed_model(source, options, strong)
+    network = builder.create_network(network_flags(trt, strong))
     parser = trt.OnnxParser(network, log.logger)
     if not parser.parse(model.SerializeToString()):
         errors = "; ".join(str(parser.get_error(i)) for i in range(parser.num_errors))
         raise EdgeVPRError(f"TensorRT cannot parse {onnx_path}: {errors[:300]}")
     config = builder.create_builder_config()
-    config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, workspace_mb << 20)
-    pinned: list[str] = []
-    if precision == "fp32" and hasattr(trt.BuilderFlag, "TF32"):
-        config.clear_flag(trt.BuilderFlag.TF32)  # TF32 convolutions miss the 1e-4 gate
-    if precision == "fp16" and not strong:
-        config.set_flag(trt.BuilderFlag.FP16)
-        config.set_flag(trt.BuilderFlag.OBEY_PRECISION_CONSTRAINTS)
-        pinned = force_fp32(trt, network, set(keep), fp32_tensors(model, keep))
+    configure(trt, config, options, strong)
+    keep = fp32_nodes(source)
+    pinned = []
+    if not strong and options.precision == "fp16":
+        pinned = pin_fp32(trt, network, set(keep), fp32_tensors(source, keep))
     profile = builder.create_optimization_profile()
     height, width = metadata.preprocess.height, metadata.preprocess.width
     profile.set_shape(
         INPUT_NAME,
-        (batch.min, 3, height, width),
-        (batch.opt, 3, height, width),
-        (batch.max, 3, height, width),
+        *((n, 3, height, width) for n in (options.batch.min, options.batch.opt, options.batch.max)),
     )
     config.add_optimization_profile(profile)
-    cache_file = Path(timing_cache) if timing_cache else None
-    cached = cache_file.read_bytes() if cache_file and cache_file.is_file() else b""
-    config.set_timing_cache(config.create_timing_cache(cached), ignore_mismatch=False)
+    attach_timing_cache(config, options.timing_cache)
     serialized = builder.build_serialized_network(network, config)
     if serialized is None:
-        raise EdgeVPRError(f"TensorRT could not build an engine from {onnx_path}: {log.last()}")
-    gpu_name, capability = gpu_identity()
-    write_bytes_atomic(engine_path, bytes(serialized))
-    if cache_file is not None:
-        write_bytes_atomic(cache_file, bytes(config.get_timing_cache().serialize()))
+        raise EdgeVPRError(
+            f"TensorRT could not build an engine from {onnx_path}: {log.cause(mark)}"
+        )
+    blob = bytes(serialized)
     header = engine_header(
         trt_version=trt.__version__,
-        gpu_name=gpu_name,
-        compute_capability=capability,
-        precision=precision,
-        batch=batch,
+        gpu=gpu,
+        options=options,
         onnx_sha256=file_sha256(onnx_path),
-        metadata=replace(metadata, precision=precision),
+        engine_sha256=hashlib.sha256(blob).hexdigest(),
+        metadata=replace(metadata, precision=options.precision),
         strongly_typed=strong,
         fp32_layers=pinned or keep,
     )
+    report = layer_report(trt, log, blob)
     write_header(engine_path, header)
+    write_bytes_atomic(engine_path, blob)
+    layers_file = engine_path.with_name(engine_path.name + ".layers.json")
+    write_bytes_atomic(layers_file, json.dumps(report, indent=1).encode())
+    cache = timing_cache_bytes(config)
+    if options.timing_cache is not None and cache is not None:
+        write_bytes_atomic(options.timing_cache, cache)
+    elif options.timing_cache is not None:
+        print("TensorRT returned no timing cache; none was written", file=sys.stderr)
     return header

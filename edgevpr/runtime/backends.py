@@ -53,6 +53,8 @@ class Backend:
     providers: tuple[Any, ...] = ()  # ONNX Runtime providers, best first (name or (name, opts))
     device: str = "cpu"  # where it computes: "cpu" or "cuda"
     module: str | None = None  # the Python package it needs
+    # PyTorch rows: "eager", "channels-last" (NHWC convolutions) or "compiled" (torch.compile)
+    torch_mode: str = "eager"
     # reference rows for speed-up and cosine, in this order of preference (None: never)
     reference_rank: int | None = None
 
@@ -82,6 +84,16 @@ BACKENDS: dict[str, Backend] = {
             "pytorch-cuda", "pytorch-cuda", "fp32", CHECKPOINT, device="cuda", module="torch",
             reference_rank=1,
         ),
+        Backend("pytorch-cuda-fp16", "pytorch-cuda", "fp16", CHECKPOINT, device="cuda",
+                module="torch"),
+        Backend("pytorch-cuda-nhwc", "pytorch-cuda nhwc", "fp32", CHECKPOINT, device="cuda",
+                module="torch", torch_mode="channels-last"),
+        Backend("pytorch-cuda-nhwc-fp16", "pytorch-cuda nhwc", "fp16", CHECKPOINT,
+                device="cuda", module="torch", torch_mode="channels-last"),
+        Backend("pytorch-cuda-compiled", "pytorch-cuda compiled", "fp32", CHECKPOINT,
+                device="cuda", module="torch", torch_mode="compiled"),
+        Backend("pytorch-cuda-compiled-fp16", "pytorch-cuda compiled", "fp16", CHECKPOINT,
+                device="cuda", module="torch", torch_mode="compiled"),
         Backend("ort-cpu", "ort-cpu", "fp32", ONNX_FP32, (CPU_EP,), reference_rank=2),
         Backend("ort-cpu-int8", "ort-cpu", "int8", ONNX_INT8, (CPU_EP,)),
         Backend(

@@ -13,14 +13,13 @@ from typing import Any, BinaryIO
 
 from edgevpr.errors import EdgeVPRError
 from edgevpr.formats import format_of
-from edgevpr.runtime.metadata import ModelMetadata
-from edgevpr.runtime.tensorrt_backend import (
+from edgevpr.runtime.engine_header import (
     EngineHeader,
     check_engine_compatibility,
     header_path,
-    local_gpu,
     read_engine_header,
 )
+from edgevpr.runtime.metadata import ModelMetadata
 
 # ModelProto field numbers (onnx.proto3)
 ONNX_IR_VERSION, ONNX_PRODUCER, ONNX_OPSET_IMPORT = 1, 2, 8
@@ -128,6 +127,8 @@ def _engine_runs_here(header: EngineHeader) -> str:
         import tensorrt
     except ImportError:
         return "unknown (tensorrt is not installed here)"
+    from edgevpr.runtime.tensorrt_backend import local_gpu
+
     try:
         name, capability = local_gpu()
     except EdgeVPRError as exc:

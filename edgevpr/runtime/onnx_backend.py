@@ -19,7 +19,6 @@ import numpy as np
 import onnxruntime as ort
 
 from edgevpr.errors import EdgeVPRError, first_line
-from edgevpr.files import cache_root
 from edgevpr.runtime.backends import (
     CPU_EP,
     GPU_PROVIDERS,
@@ -30,6 +29,7 @@ from edgevpr.runtime.backends import (
 from edgevpr.runtime.checks import shown
 from edgevpr.runtime.metadata import ModelMetadata
 from edgevpr.runtime.onnx_external import check_external_data
+from edgevpr.runtime.trt_provider import provider_options
 
 ORT_TYPES = {"tensor(float)": np.float32, "tensor(float16)": np.float16}
 # Buffers kept per thread: the full batch plus a couple of tail sizes.
@@ -78,12 +78,6 @@ def provider_request(item: Any) -> tuple[str, dict[str, Any]]:
     raise EdgeVPRError(
         f"an execution provider is a name or a (name, options) pair, not {shown(item)}"
     )
-
-
-def trt_cache_dir() -> Path:
-    """Where the TensorRT execution provider keeps the engines it builds (it builds one on
-    first use, which takes minutes; later sessions reuse it)."""
-    return cache_root() / "ort-tensorrt"
 
 
 @dataclass
@@ -153,24 +147,10 @@ class OnnxBackend:
 
     @staticmethod
     def _trt_defaults(path: Path, batch_size: int) -> dict[str, Any]:
-        """Engine cache, and an optimisation profile for the dynamic batch axis (without
-        one, the TensorRT provider rebuilds its engine for every new batch size). The input
-        shape comes from a quick unoptimised CPU session."""
-        cache = trt_cache_dir()
-        cache.mkdir(parents=True, exist_ok=True)
-        defaults: dict[str, Any] = {
-            "trt_engine_cache_enable": True,
-            "trt_engine_cache_path": str(cache),
-        }
-        probe = open_cpu_session(path)
-        model_input = probe.get_inputs()[0]
-        if len(model_input.shape) == 4 and not isinstance(model_input.shape[0], int):
-            shape = "x".join(str(d) for d in model_input.shape[1:])
-            name = model_input.name
-            defaults["trt_profile_min_shapes"] = f"{name}:1x{shape}"
-            defaults["trt_profile_opt_shapes"] = f"{name}:{batch_size}x{shape}"
-            defaults["trt_profile_max_shapes"] = f"{name}:{batch_size}x{shape}"
-        return defaults
+        """The TensorRT provider's settings; the input's shape comes from a quick
+        unoptimised CPU session."""
+        model_input = open_cpu_session(path).get_inputs()[0]
+        return provider_options(model_input.name, list(model_input.shape), batch_size)
 
     def _check_io(self) -> None:
         io = model_io(self.session, self.metadata, self.path)

@@ -1,172 +1,90 @@
 """Native TensorRT backend for serialized engines (``.engine`` / ``.plan``).
 
-An engine runs only on the TensorRT version and GPU family that built it, and says nothing
-readable about itself, so export writes a JSON header beside it (``<engine>.json``). The header
-is checked before TensorRT is even imported: a mismatch is a one-line error asking for a
-rebuild instead of a crash deep in the deserializer.
-
-``tensorrt`` and ``cuda-python`` are imported only when an engine is opened; everything else
-in this module (the header and its checks) is pure Python and runs anywhere.
+``tensorrt`` and ``cuda-python`` are imported only when an engine is opened; the header and
+its checks (``engine_header``) are pure Python and run anywhere.
 """
 
 from __future__ import annotations
 
 import ctypes
-import json
-import re
+import logging
 import threading
-from dataclasses import asdict, dataclass, field
+from collections import deque
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from edgevpr.errors import EdgeVPRError
-from edgevpr.runtime.metadata import ModelMetadata
+from edgevpr.runtime.engine_header import (
+    REBUILD,
+    check_engine_bytes,
+    check_engine_compatibility,
+    read_engine_header,
+)
 
-HEADER_FORMAT = "edgevpr.tensorrt-engine"
-HEADER_VERSION = 1
-REBUILD = "rebuild it on this machine with 'edgevpr export CKPT --trt'"
-# TensorRT's hardware-compatibility levels: "none" ties an engine to one compute capability;
-# "ampere_plus" runs on any GPU from compute capability 8.0 on.
-HARDWARE_COMPATIBILITY = ("none", "ampere_plus")
-
-
-@dataclass(frozen=True)
-class EngineHeader:
-    """What export records beside an engine (``<engine>.json``)."""
-
-    trt_version: str
-    gpu_name: str
-    compute_capability: str  # "8.9"
-    precision: str  # fp32 | fp16 | int8
-    batch_min: int
-    batch_opt: int
-    batch_max: int
-    onnx_sha256: str
-    metadata: dict[str, str]  # ModelMetadata.to_props()
-    hardware_compatibility: str = "none"
-    format: str = HEADER_FORMAT
-    format_version: int = HEADER_VERSION
-    extra: dict[str, Any] = field(default_factory=dict)
-
-    def __post_init__(self) -> None:
-        if not 1 <= self.batch_min <= self.batch_opt <= self.batch_max:
-            raise EdgeVPRError(
-                f"engine header batch range {self.batch_min}/{self.batch_opt}/{self.batch_max} "
-                "is not min <= opt <= max"
-            )
-        if self.hardware_compatibility not in HARDWARE_COMPATIBILITY:
-            raise EdgeVPRError(
-                f"engine header hardware_compatibility '{self.hardware_compatibility}' is unknown"
-            )
-        parse_compute_capability(self.compute_capability)
-
-    def model_metadata(self, source: str = "engine") -> ModelMetadata:
-        return ModelMetadata.from_props(self.metadata, source=source)
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> EngineHeader:
-        if data.get("format", HEADER_FORMAT) != HEADER_FORMAT:
-            raise EdgeVPRError(f"not an edgevpr engine header (format {data.get('format')!r})")
-        version = data.get("format_version", HEADER_VERSION)
-        if isinstance(version, bool) or not isinstance(version, int):
-            raise EdgeVPRError(f"engine header format_version {version!r} is not a number")
-        if version > HEADER_VERSION:
-            raise EdgeVPRError(f"engine header version {version} is newer than this edgevpr reads")
-        extra = data.get("extra", {})
-        if not isinstance(extra, dict):
-            raise EdgeVPRError("engine header field extra is not an object")
-        known = set(cls.__dataclass_fields__)
-        values = {k: v for k, v in data.items() if k in known}
-        values["extra"] = {**extra, **{k: v for k, v in data.items() if k not in known}}
-        try:
-            for key in ("batch_min", "batch_opt", "batch_max"):
-                values[key] = int(values[key])
-            values["compute_capability"] = str(values["compute_capability"])
-            values["metadata"] = {str(k): str(v) for k, v in dict(values["metadata"]).items()}
-            return cls(**values)
-        except (KeyError, TypeError, ValueError) as exc:
-            raise EdgeVPRError(f"engine header is missing or has a bad field ({exc})") from None
+MAX_LOGGED_ERRORS = 64
+LOG = logging.getLogger("edgevpr.tensorrt")
 
 
-def header_path(engine_path: str | Path) -> Path:
-    """``model.engine`` -> ``model.engine.json``."""
-    engine_path = Path(engine_path)
-    return engine_path.with_name(engine_path.name + ".json")
+class TrtLog:
+    """The one TensorRT logger of this process.
+
+    TensorRT keeps a single logger per process: the first one handed to a Builder or Runtime
+    receives the messages, and a different logger given later is ignored (with a warning).
+    So every build and load here shares this one, and reads the errors logged since it
+    started (``mark`` / ``cause``) to name the cause of a failure. Warnings go to Python's
+    logging.
+    """
+
+    def __init__(self, trt: Any) -> None:
+        serious = (trt.ILogger.Severity.INTERNAL_ERROR, trt.ILogger.Severity.ERROR)
+        warning = trt.ILogger.Severity.WARNING
+        self._errors: deque[tuple[int, str]] = deque(maxlen=MAX_LOGGED_ERRORS)
+        self._count = 0
+        self._lock = threading.Lock()
+        record = self._record
+
+        class _Logger(trt.ILogger):
+            def __init__(inner) -> None:  # noqa: N805 - TensorRT's subclassing pattern
+                trt.ILogger.__init__(inner)
+
+            def log(inner, severity: Any, msg: str) -> None:  # noqa: N805
+                if severity in serious:
+                    record(msg)
+                elif severity == warning:
+                    LOG.warning("TensorRT: %s", msg)
+
+        self.logger = _Logger()
+
+    def _record(self, message: str) -> None:
+        with self._lock:
+            self._count += 1
+            self._errors.append((self._count, message))
+
+    def mark(self) -> int:
+        """A point to read errors from (before a build or a load)."""
+        with self._lock:
+            return self._count
+
+    def cause(self, mark: int) -> str:
+        """The last error logged since ``mark``, or a plain statement that there was none."""
+        with self._lock:
+            found = [message for count, message in self._errors if count > mark]
+        return found[-1] if found else "TensorRT logged no error"
 
 
-def read_engine_header(engine_path: str | Path) -> EngineHeader:
-    engine_path = Path(engine_path)
-    path = header_path(engine_path)
-    if not path.is_file():
-        raise EdgeVPRError(
-            f"TensorRT engine {engine_path} has no header {path.name} beside it, so its "
-            f"TensorRT version and GPU are unknown; {REBUILD}"
-        )
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise EdgeVPRError(f"cannot read engine header {path}: {exc}") from None
-    if not isinstance(data, dict):
-        raise EdgeVPRError(f"engine header {path} is not a JSON object")
-    try:
-        return EngineHeader.from_dict(data)
-    except EdgeVPRError as exc:
-        raise EdgeVPRError(f"{path}: {exc}") from None
+_PROCESS_LOG: TrtLog | None = None
+_PROCESS_LOG_LOCK = threading.Lock()
 
 
-def parse_compute_capability(value: str | tuple[int, int]) -> tuple[int, int]:
-    """'8.9', '89', 'sm_89' or (8, 9) -> (8, 9)."""
-    if isinstance(value, tuple):
-        return int(value[0]), int(value[1])
-    text = str(value).strip().lower().removeprefix("sm_").removeprefix("sm")
-    match = re.fullmatch(r"(\d+)\.(\d+)", text) or re.fullmatch(r"(\d+)(\d)", text)
-    if not match:
-        raise EdgeVPRError(f"'{value}' is not a compute capability (e.g. 8.9)")
-    return int(match.group(1)), int(match.group(2))
-
-
-def trt_release(version: str) -> tuple[int, ...]:
-    """'10.3.0.26' -> (10, 3, 0): the part that must match for an engine to load (the fourth
-    field is a build number)."""
-    parts = re.findall(r"\d+", str(version))[:3]
-    if not parts:
-        raise EdgeVPRError(f"'{version}' is not a TensorRT version")
-    return tuple(int(p) for p in parts) + (0,) * (3 - len(parts))
-
-
-def check_engine_compatibility(
-    header: EngineHeader,
-    trt_version: str,
-    compute_capability: str | tuple[int, int],
-    gpu_name: str = "",
-    engine: str = "engine",
-) -> None:
-    """Refuse an engine this machine cannot run, with a one-line reason and the fix."""
-    built, here = trt_release(header.trt_version), trt_release(trt_version)
-    if built != here:
-        raise EdgeVPRError(
-            f"{engine} was built with TensorRT {header.trt_version}, but this machine has "
-            f"TensorRT {trt_version}; engines only run on the version that built them: {REBUILD}"
-        )
-    built_cc = parse_compute_capability(header.compute_capability)
-    here_cc = parse_compute_capability(compute_capability)
-    if header.hardware_compatibility == "ampere_plus":
-        compatible = here_cc >= (8, 0)
-    else:
-        compatible = built_cc == here_cc
-    if not compatible:
-        here_name = f"{gpu_name} " if gpu_name else ""
-        raise EdgeVPRError(
-            f"{engine} was built for {header.gpu_name} (compute capability "
-            f"{built_cc[0]}.{built_cc[1]}), but this GPU is {here_name}(compute capability "
-            f"{here_cc[0]}.{here_cc[1]}); engines only run on the GPU family that built them: "
-            f"{REBUILD}"
-        )
+def trt_log(trt: Any) -> TrtLog:
+    """The process's TensorRT logger, made on first use."""
+    global _PROCESS_LOG
+    with _PROCESS_LOG_LOCK:
+        if _PROCESS_LOG is None:
+            _PROCESS_LOG = TrtLog(trt)
+        return _PROCESS_LOG
 
 
 # ------------------------------------------------------------------------- GPU side
@@ -228,6 +146,11 @@ class TensorRTBackend:
     """A deserialized engine with one execution context, device buffers sized for the
     engine's largest batch and pinned host buffers, all allocated once.
 
+    Each batch size seen a second time is captured as a CUDA graph (``execute_async_v3``
+    recorded on the stream after one plain run, as TensorRT asks after a shape change) and
+    replayed from then on, which saves the per-layer launch cost on small batches; where
+    capture fails, that batch size runs plainly.
+
     A TensorRT execution context is not thread-safe, and one GPU runs one batch at a time
     anyway: concurrent ``run`` calls are serialised by a lock.
     """
@@ -254,15 +177,7 @@ class TensorRTBackend:
             self.header, trt.__version__, capability, gpu_name, engine=f"TensorRT engine {path}"
         )
         self._trt = trt
-        self._logger = trt.Logger(trt.Logger.WARNING)
-        self._runtime = trt.Runtime(self._logger)
-        try:
-            blob = path.read_bytes()
-        except OSError as exc:
-            raise EdgeVPRError(f"cannot read TensorRT engine {path}: {exc.strerror}") from None
-        self._engine = self._runtime.deserialize_cuda_engine(blob)
-        if self._engine is None:
-            raise EdgeVPRError(f"TensorRT could not deserialize {path}; {REBUILD}")
+        self._engine = self._deserialize(trt)
         self._find_io()
         self.min_batch = self.header.batch_min
         self.max_batch: int | None = min(self.header.batch_max, batch_size or self.header.batch_max)
@@ -274,7 +189,28 @@ class TensorRTBackend:
             raise EdgeVPRError(f"TensorRT could not create an execution context for {path}")
         self._lock = threading.Lock()
         self._allocations: list[tuple[str, int]] = []
+        self._graphs: dict[int, Any] = {}  # batch size -> instantiated graph, or None: failed
+        self._seen: set[int] = set()
         self._allocate()
+
+    def _deserialize(self, trt: Any) -> Any:
+        try:
+            blob = self.path.read_bytes()
+        except OSError as exc:
+            raise EdgeVPRError(f"cannot read TensorRT engine {self.path}: {exc.strerror}") from None
+        check_engine_bytes(self.header, blob, f"TensorRT engine {self.path}")
+        log = trt_log(trt)
+        self._runtime = trt.Runtime(log.logger)
+        if self.header.version_compatible:
+            # a version-compatible engine carries the lean runtime it runs on
+            self._runtime.engine_host_code_allowed = True
+        mark = log.mark()
+        engine = self._runtime.deserialize_cuda_engine(blob)
+        if engine is None:
+            raise EdgeVPRError(
+                f"TensorRT could not deserialize {self.path} ({log.cause(mark)}); {REBUILD}"
+            )
+        return engine
 
     def _find_io(self) -> None:
         trt, engine = self._trt, self._engine
@@ -283,7 +219,7 @@ class TensorRTBackend:
             name = engine.get_tensor_name(i)
             is_input = engine.get_tensor_mode(name) == trt.TensorIOMode.INPUT
             (inputs if is_input else outputs).append(name)
-        if len(inputs) != 1 or not outputs:
+        if len(inputs) != 1 or len(outputs) != 1:
             raise EdgeVPRError(
                 f"TensorRT engine {self.path} has {len(inputs)} inputs and {len(outputs)} "
                 "outputs; expected one image batch in, descriptors out"
@@ -291,12 +227,18 @@ class TensorRTBackend:
         self.input_name, self.output_name = inputs[0], outputs[0]
         self.input_dtype = np.dtype(trt.nptype(engine.get_tensor_dtype(self.input_name)))
         self.output_dtype = np.dtype(trt.nptype(engine.get_tensor_dtype(self.output_name)))
-        spec = self.metadata.preprocess
+        spec, dim = self.metadata.preprocess, self.metadata.descriptor_dim
         shape = tuple(engine.get_tensor_shape(self.input_name))
         if len(shape) != 4 or tuple(shape[1:]) != (3, spec.height, spec.width):
             raise EdgeVPRError(
                 f"TensorRT engine {self.path} takes {shape}, but its header says "
                 f"N x 3 x {spec.height} x {spec.width}"
+            )
+        out = tuple(engine.get_tensor_shape(self.output_name))
+        if len(out) != 2 or out[1] != dim:
+            raise EdgeVPRError(
+                f"TensorRT engine {self.path} gives {out}, but its header says N x {dim} "
+                "descriptors"
             )
 
     def _allocate(self) -> None:
@@ -308,7 +250,7 @@ class TensorRTBackend:
         self._device_out = self._device_alloc(int(np.prod(out_shape)) * self.output_dtype.itemsize)
         self._host_in = self._pinned(in_shape, self.input_dtype)
         self._host_out = self._pinned(out_shape, self.output_dtype)
-        # the addresses never change, so they are bound once
+        # the addresses never change, so they are bound once (and graphs may replay them)
         self._context.set_tensor_address(self.input_name, int(self._device_in))
         self._context.set_tensor_address(self.output_name, int(self._device_out))
 
@@ -324,6 +266,59 @@ class TensorRTBackend:
         raw = (ctypes.c_byte * nbytes).from_address(pointer)
         return np.frombuffer(raw, dtype=dtype).reshape(shape)
 
+    def _set_batch(self, n: int) -> None:
+        shape = (n, 3, self.metadata.preprocess.height, self.metadata.preprocess.width)
+        if not self._context.set_input_shape(self.input_name, shape):
+            raise EdgeVPRError(
+                f"TensorRT engine {self.path} refused input shape {shape} (its profile is "
+                f"{self.header.batch_min}..{self.header.batch_max} images)"
+            )
+        out = tuple(self._context.get_tensor_shape(self.output_name))
+        if out != (n, self.metadata.descriptor_dim):
+            raise EdgeVPRError(
+                f"TensorRT engine {self.path} would give {out} for {n} images, not "
+                f"({n}, {self.metadata.descriptor_dim})"
+            )
+
+    def _enqueue(self, n: int) -> None:
+        graph = self._graphs.get(n)
+        if graph is not None:
+            self._cuda.call("cudaGraphLaunch", graph, self._stream)
+            return
+        if n in self._seen and n not in self._graphs:
+            self._graphs[n] = self._capture()
+            if self._graphs[n] is not None:
+                self._cuda.call("cudaGraphLaunch", self._graphs[n], self._stream)
+                return
+        self._seen.add(n)
+        if not self._context.execute_async_v3(int(self._stream)):
+            raise EdgeVPRError(f"TensorRT inference failed for {self.path}")
+
+    def _capture(self) -> Any:
+        """The context's work for the current shape as an instantiated CUDA graph, or None
+        where it cannot be captured (the stream is left usable either way)."""
+        rt = self._cuda.rt
+        mode = rt.cudaStreamCaptureMode.cudaStreamCaptureModeThreadLocal
+        try:
+            self._cuda.call("cudaStreamBeginCapture", self._stream, mode)
+        except EdgeVPRError:
+            return None
+        captured = self._context.execute_async_v3(int(self._stream))
+        try:
+            graph = self._cuda.call("cudaStreamEndCapture", self._stream)
+        except EdgeVPRError:
+            return None
+        try:
+            if not captured:
+                return None
+            instance = self._cuda.call("cudaGraphInstantiate", graph, 0)
+        except EdgeVPRError:
+            return None
+        finally:
+            self._cuda.call("cudaGraphDestroy", graph)
+        self._allocations.append(("cudaGraphExecDestroy", instance))
+        return instance
+
     def run(self, batch: np.ndarray) -> np.ndarray:
         """N x 3 x H x W with min_batch <= N <= max_batch -> N x D float32 (a fresh array)."""
         rt = self._cuda.rt
@@ -331,7 +326,7 @@ class TensorRTBackend:
         with self._lock:
             host_in = self._host_in[:n]
             host_in[...] = batch
-            self._context.set_input_shape(self.input_name, tuple(host_in.shape))
+            self._set_batch(n)
             self._cuda.call(
                 "cudaMemcpyAsync",
                 self._device_in,
@@ -340,8 +335,7 @@ class TensorRTBackend:
                 rt.cudaMemcpyKind.cudaMemcpyHostToDevice,
                 self._stream,
             )
-            if not self._context.execute_async_v3(int(self._stream)):
-                raise EdgeVPRError(f"TensorRT inference failed for {self.path}")
+            self._enqueue(n)
             host_out = self._host_out[:n]
             self._cuda.call(
                 "cudaMemcpyAsync",
@@ -357,6 +351,7 @@ class TensorRTBackend:
     def close(self) -> None:
         with self._lock:
             self._context = None
+            self._graphs.clear()
             for free, pointer in reversed(self._allocations):
                 self._cuda.call(free, pointer)
             self._allocations.clear()
