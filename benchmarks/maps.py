@@ -47,8 +47,7 @@ SEARCH_SPECS = {  # per map size: today's float map is built only where it fits 
     "100k": ["hnswlib", "hnswlib:pca256", "usearch:i8:pca256", "usearch:f16:pca256",
              "faiss-ivf:sq8:pca256", "faiss-ivf:pq:pca256", "faiss-hnsw:sq8:pca256",
              "faiss-ivf:sq8:pca256:store-f16"],
-    "1m": ["usearch:i8:pca256:store-f16", "faiss-ivf:sq8:pca256:store-f16",
-           "faiss-hnsw:sq8:pca256:store-f16"],
+    "1m": ["faiss-ivf:sq8:pca256:store-f16", "usearch:i8:pca256:store-f16"],
 }  # fmt: skip
 RECALL_SPECS = [("float (hnswlib)", "hnswlib", None, None), ("hnswlib pca", "hnswlib", None, 4),
                 ("usearch i8 pca", "usearch", "i8", 4), ("usearch f16 pca", "usearch", "f16", 4),

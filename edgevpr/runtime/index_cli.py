@@ -182,6 +182,12 @@ def build(
     else:
         placemap.save(out)
         what = f"{placemap.index_kind} ({placemap.storage})"
+    if placemap.projection is not None:
+        dims = placemap.projection.dims
+        fewer = f", fewer than --pca {options.pca}: the map's descriptors span no more" * (
+            dims < (options.pca or 0)
+        )
+        what += f", projected to {dims}-d{fewer}"
     checkpoint.remove()
     click.echo(
         f"wrote {out}: {len(placemap)} places"

@@ -41,11 +41,12 @@ DEFAULT_RERANK = 32
 # Exact search among a prior's candidates up to this many floats (candidates x dimension):
 # about a millisecond of NumPy here.
 EXACT_PRIOR_BUDGET = 1 << 21
-# Circles holding this share of the map or more are over-fetched; for kinds with a native
-# filter only the largest are (measured at 100k places, faiss-ivf: a 1 km prior, 8 % of the
-# map, took 1.67 ms over-fetched against 0.83 ms without a prior).
+# Circles holding this share of the map or more are over-fetched: the work then does not
+# grow with the circle (at 1M places, faiss-ivf, a 5 km prior holding 20 % of the map took
+# 14 ms through the native filter, most of it listing and measuring its 200k candidates).
+# Smaller circles go to the native filter; kinds without one over-fetch whenever scoring
+# the candidates exactly would cost more than EXACT_PRIOR_BUDGET.
 OVERFETCH_SHARE = 0.05
-NATIVE_OVERFETCH_SHARE = 0.5
 OVERFETCH_FACTOR = 2.0  # ask for this many times the places the share predicts
 MAX_OVERFETCH = 4096
 
@@ -134,10 +135,10 @@ class MapSearch:
         point = None if grid is None or frame is None else in_frame(prior, frame)
         live = len(self.records)
         if point is not None:
-            share = grid.count(*point, prior.radius_m) / max(live, 1)
-            # a native filter costs a candidate list; over-fetching costs a longer answer
-            threshold = NATIVE_OVERFETCH_SHARE if self.index.filters else OVERFETCH_SHARE
-            if share >= threshold:
+            inside = grid.count(*point, prior.radius_m)
+            share = inside / max(live, 1)
+            costly = inside * self.store.dim > EXACT_PRIOR_BUDGET and not self.index.filters
+            if share >= OVERFETCH_SHARE or costly:
                 found = self._overfetched(queries, k, prior, share)
                 if found is not None:
                     return found
@@ -152,22 +153,36 @@ class MapSearch:
             nothing = Found(np.zeros(0, np.int64), np.zeros(0, np.float32), np.zeros(0))
             return [nothing] * len(queries)
         ids, scores = self._among(queries, candidates, k)
-        order = np.argsort(candidates)
-        at = order[np.searchsorted(candidates, ids, sorter=order)]
-        return [Found(i, s, distance[a]) for i, s, a in zip(ids, scores, at, strict=True)]
+        pairs = zip(ids, scores, strict=True)
+        return [Found(i, s, self._distances(prior, ids=i)) for i, s in pairs]
 
     def _among(
         self, queries: np.ndarray, candidates: np.ndarray, k: int
     ) -> tuple[np.ndarray, np.ndarray]:
         k = min(k, len(candidates))
-        if len(candidates) * self.store.dim <= EXACT_PRIOR_BUDGET or not self.index.filters:
+        if len(candidates) * self.store.dim <= EXACT_PRIOR_BUDGET:
             return self.exact(queries, candidates, k)
         depth = min(max(k, self.rerank) if self.store.keeps else k, len(candidates))
+        if not self.index.filters:
+            return self._two_stage(queries, candidates, depth, k)
         try:
             ids, scores = self._proposed(queries, depth, np.sort(candidates))
         except FewerThanK:
-            return self.exact(queries, candidates, k)
+            return self._two_stage(queries, candidates, depth, k)
         return self._ranked(queries, ids, scores, k)
+
+    def _two_stage(
+        self, queries: np.ndarray, candidates: np.ndarray, depth: int, k: int
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """All candidates scored on the index's own compact vectors, the best ``depth``
+        re-ranked exactly: a fraction of the bytes of scoring them all at full precision."""
+        vectors = getattr(self.index, "vectors", None)
+        if vectors is None or not self.store.keeps:
+            return self.exact(queries, candidates, k)
+        scores = self._projected(queries) @ vectors(candidates).T
+        ids = np.broadcast_to(candidates, scores.shape)
+        best, _ = _top(ids, scores, depth)
+        return self._ranked(queries, best, np.zeros(best.shape, np.float32), k)
 
     def _overfetched(
         self, queries: np.ndarray, k: int, prior: GeoPrior, share: float
