@@ -4,8 +4,8 @@ Usage: python benchmarks/localize.py --trained CKPT [--untrained CKPT] [--data .
        [--out benchmarks/results/localize.md] [--big-map 100000] [--sections accuracy,cost,stream]
 
 Everything runs through the runtime, as it ships: each checkpoint is exported to ONNX, the
-runtime ``Embedder`` embeds the test splits, a ``PlaceMap`` (hnswlib) holds the database
-in travel order and a ``Localizer`` (route mode, no calibration) takes the queries one by
+runtime ``Embedder`` embeds the test splits, a ``PlaceMap`` (the default index) holds the
+database in travel order and a ``Localizer`` (route mode, no calibration) takes the queries one by
 one through ``update_descriptor``. A fix is right when it lies within 25 m of the query's
 true position.
 
@@ -17,7 +17,8 @@ true position.
 2. Cost of the filter per frame (the Localizer's time less its kNN search) against the
    embed time of a frame of MixVPR-Lite0 and of MixVPR-R50 4096 at 320x320 (ONNX Runtime,
    CPU, batch 1), on the nordland64 map and on a synthetic route of ``--big-map`` places of
-   4096-d descriptors (hnswlib M=8, ef_construction=40: only the build is cheaper).
+   4096-d descriptors in the default index (faiss IVF over int8 codes, float descriptors
+   stored for exact re-ranking, which the filter reads).
 3. Stream throughput, batch 1: the model alone on frames decoded and resized beforehand
    (``Embedder.embed_batch``), ``Embedder.stream`` over the files (decoding and resizing of
    the next frame overlap the embedding of this one) and ``Localizer.run`` over the files;
@@ -207,7 +208,7 @@ def synthetic_route(embedder: Embedder, places: int, frames: int) -> tuple[Place
         current = 0.9 * current + 0.45 * rng.standard_normal(dim).astype(np.float32)
         vectors[i] = current / np.linalg.norm(current)
     records = [PlaceRecord(east=10.0 * i, north=0.0, id=i) for i in range(places)]
-    place_map = PlaceMap.create(dim, embedder.fingerprint, M=8, ef_construction=40)
+    place_map = PlaceMap.create(dim, embedder.fingerprint)
     place_map.add(vectors, records)
     start = places // 3
     queries = vectors[start : start + frames] + 0.02 * rng.standard_normal((frames, dim))
