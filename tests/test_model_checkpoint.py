@@ -90,10 +90,10 @@ def test_official_file_with_a_missing_key_is_refused(tmp_path: Path) -> None:
     assert "\n" not in str(info.value)
 
 
-def test_state_dict_without_mixvpr_keys_is_refused(tmp_path: Path) -> None:
+def test_state_dict_of_no_known_family_is_refused(tmp_path: Path) -> None:
     path = tmp_path / "resnet.pth"
     torch.save(torchvision.models.resnet18(weights=None).state_dict(), path)
-    with pytest.raises(EdgeVPRError, match="not a MixVPR checkpoint"):
+    with pytest.raises(EdgeVPRError, match="not a checkpoint edgevpr knows.*MixVPR, Bag-of-Q"):
         load_checkpoint(path)
 
 

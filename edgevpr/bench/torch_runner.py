@@ -10,6 +10,7 @@ from typing import Any
 import torch
 
 from edgevpr.eval.torch_embedder import TorchEmbedder
+from edgevpr.model.vpr import flops_per_image
 
 
 def torch_reference(
@@ -50,10 +51,5 @@ def _wrapped(forward: Any, device: torch.device, half: bool, mode: str) -> Any:
 
 
 def count_flops(embedder: TorchEmbedder) -> float:
-    """FLOP per image from torch's own counter (2 per multiply-accumulate)."""
-    from torch.utils.flop_counter import FlopCounterMode
-
-    spec = embedder.spec
-    with torch.inference_mode(), FlopCounterMode(display=False) as counter:
-        embedder.model(torch.zeros(1, 3, spec.height, spec.width, device=embedder.device))
-    return float(counter.get_total_flops())
+    """FLOP per image (see ``flops_per_image``)."""
+    return flops_per_image(embedder.model)

@@ -48,6 +48,10 @@ def trace_to_onnx(model: torch.nn.Module, height: int, width: int, opset: int) -
     """Run torch's dynamo exporter quietly and return the in-memory ONNX model."""
     example = torch.zeros(2, 3, height, width)
     batch = torch.export.Dim("batch", min=1, max=MAX_BATCH)
+    with torch.no_grad():
+        # one call first: what a model computes once per input size in eval mode (a ViT's
+        # resized position table) is then a constant of the graph, not a Resize in it
+        model(example[:1])
     with tempfile.TemporaryDirectory() as tmp, warnings.catch_warnings():
         warnings.simplefilter("ignore")
         target = Path(tmp) / "model.onnx"

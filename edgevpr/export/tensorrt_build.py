@@ -301,9 +301,12 @@ def timing_cache_bytes(config: Any) -> bytes | None:
     return None if cache is None else bytes(cache.serialize())
 
 
-def layer_report(trt: Any, log: TrtLog, blob: bytes) -> dict[str, Any]:
+def layer_report(trt: Any, log: TrtLog, blob: bytes, options: EngineOptions) -> dict[str, Any]:
     """The engine inspector's layer list, and the layers whose outputs are FP32."""
-    engine = trt.Runtime(log.logger).deserialize_cuda_engine(blob)
+    runtime = trt.Runtime(log.logger)
+    if options.version_compatible:
+        runtime.engine_host_code_allowed = True  # the engine carries its lean runtime
+    engine = runtime.deserialize_cuda_engine(blob)
     if engine is None or not hasattr(engine, "create_engine_inspector"):
         return {"error": "the engine could not be inspected"}
     text = engine.create_engine_inspector().get_engine_information(
@@ -382,7 +385,7 @@ def build_engine(
         strongly_typed=strong,
         fp32_layers=pinned or keep,
     )
-    report = layer_report(trt, log, blob)
+    report = layer_report(trt, log, blob, options)
     write_header(engine_path, header)
     write_bytes_atomic(engine_path, blob)
     layers_file = engine_path.with_name(engine_path.name + ".layers.json")

@@ -114,6 +114,6 @@ def torchvision_model(torchvision, arch: str, pretrained: bool) -> nn.Module:
 def freeze_stages(backbone: nn.Module, count: int) -> None:
     """Stop gradients in the first ``count`` stages (the stem counts as stage 0)."""
     for stage in backbone.stages()[:count]:
-        for module in stage:
-            for param in module.parameters():
+        for part in stage:  # a module, or a parameter held outside any submodule
+            for param in [part] if isinstance(part, nn.Parameter) else part.parameters():
                 param.requires_grad_(False)

@@ -6,10 +6,8 @@ code to unpickle is refused, never executed.
 
 from __future__ import annotations
 
-import math
 import os
 import pickle
-import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -20,9 +18,9 @@ from edgevpr import __version__
 from edgevpr.errors import EdgeVPRError, first_line
 from edgevpr.files import atomic_open, file_sha256
 from edgevpr.model.config import ModelConfig
+from edgevpr.model.official import official_layout
 from edgevpr.model.vpr import VPRModel, build_model
 from edgevpr.provenance import utc_now
-from edgevpr.runtime.preprocess import PreprocessSpec
 
 FORMAT = "edgevpr.checkpoint"
 FORMAT_VERSION = 1
@@ -162,97 +160,26 @@ def load_strict(model: VPRModel, state: dict[str, torch.Tensor], path: Any) -> N
         raise EdgeVPRError(f"checkpoint {path} does not match its model: {summary}") from None
 
 
-# --- the MixVPR authors' checkpoints -------------------------------------------------------
-
-MIX_KEY = re.compile(r"^(.*?)aggregator\.mix\.(\d+)\.mix\.0\.weight$")
-
-
-def strip_prefix(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """Remove a wrapper prefix ('model.', 'module.', ...) in front of backbone/aggregator."""
-    for key in state:
-        match = MIX_KEY.match(key)
-        if match:
-            prefix = match.group(1)
-            if not prefix:
-                return state
-            return {k[len(prefix) :]: v for k, v in state.items() if k.startswith(prefix)}
-    raise EdgeVPRError("no MixVPR aggregator keys (aggregator.mix.N.mix.0.weight) found")
-
-
-def infer_backbone(state: dict[str, torch.Tensor]) -> str:
-    if "backbone.model.features.0.weight" in state:
-        return "vgg16"
-    if any(k.startswith("backbone.model.blocks.") for k in state):
-        return "efficientnet_lite0"
-    blocks = {
-        int(m.group(1)) for k in state if (m := re.match(r"backbone\.model\.layer3\.(\d+)\.", k))
-    }
-    if not blocks:
-        raise EdgeVPRError("cannot tell the backbone: no backbone.model.layer3 keys")
-    depth = max(blocks) + 1
-    bottleneck = "backbone.model.layer1.0.conv3.weight" in state
-    if not bottleneck:
-        return {2: "resnet18", 6: "resnet34"}.get(depth) or unknown_depth(depth)
-    conv2 = state["backbone.model.layer1.0.conv2.weight"]
-    grouped = conv2.shape[1] != conv2.shape[0]
-    if grouped and depth == 6:
-        return "resnext50_32x4d"
-    return {6: "resnet50", 23: "resnet101"}.get(depth) or unknown_depth(depth)
-
-
-def unknown_depth(depth: int) -> str:
-    raise EdgeVPRError(f"unsupported ResNet variant ({depth} blocks in layer3)")
-
-
-def infer_official_config(
-    state: dict[str, torch.Tensor], size: tuple[int, int] | None = None
-) -> ModelConfig:
-    """Read the MixVPR hyper-parameters off the tensor shapes."""
-    depth = len({int(m.group(2)) for k in state if (m := MIX_KEY.match(k))})
-    hw = state["aggregator.mix.0.mix.0.weight"].shape[0]
-    hidden = state["aggregator.mix.0.mix.1.weight"].shape[0]
-    out_channels = state["aggregator.channel_proj.weight"].shape[0]
-    out_rows = state["aggregator.row_proj.weight"].shape[0]
-    if size is None:
-        side = math.isqrt(hw)
-        if side * side != hw:
-            raise EdgeVPRError(
-                f"the mixer works on a {hw}-cell grid, which is not square: give the input size"
-            )
-        size = (side * 16, side * 16)
-    elif (size[0] // 16) * (size[1] // 16) != hw:
-        raise EdgeVPRError(f"input size {size[0]}x{size[1]} does not give the {hw}-cell grid")
-    return ModelConfig(
-        backbone=infer_backbone(state),
-        aggregator="mixvpr",
-        aggregator_params={
-            "mix_depth": depth,
-            "mlp_ratio": hidden / hw,
-            "out_channels": out_channels,
-            "out_rows": out_rows,
-        },
-        preprocess=PreprocessSpec(height=size[0], width=size[1]),
-    )
-
-
 def from_official(
     state: dict[str, torch.Tensor], path: Any, size: tuple[int, int] | None
 ) -> Checkpoint:
+    """A checkpoint of the authors' own layout (MixVPR, BoQ, SALAD), its configuration read
+    off the tensor shapes."""
+    layout = official_layout(state, path)
     try:
-        state = strip_prefix(state)
-        config = infer_official_config(state, size)
+        config, state = layout.read(state, size)
     except EdgeVPRError as exc:
-        raise EdgeVPRError(f"{path} is not a MixVPR checkpoint: {exc}") from None
+        raise EdgeVPRError(f"{path} is not a {layout.name} checkpoint: {exc}") from None
     except KeyError as exc:
-        raise EdgeVPRError(f"{path} is not a MixVPR checkpoint: missing {exc}") from None
+        raise EdgeVPRError(f"{path} is not a {layout.name} checkpoint: missing {exc}") from None
     # Lightning files may carry extra keys for the loss/miner; only the model's are loaded.
     state = {k: v for k, v in state.items() if k.startswith(("backbone.", "aggregator."))}
     model = build_model(config)
     load_strict(model, state, path)
     return Checkpoint(
         model=model.eval(),
-        source="mixvpr-official",
-        provenance={"origin": "MixVPR authors' release", "file": Path(path).name},
+        source=layout.source,
+        provenance={"origin": f"{layout.name} authors' release", "file": Path(path).name},
     )
 
 

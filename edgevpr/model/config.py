@@ -12,6 +12,8 @@ from edgevpr.errors import EdgeVPRError
 from edgevpr.model.registry import get_aggregator, get_backbone
 from edgevpr.runtime.preprocess import PreprocessSpec
 
+MAX_STAGES = 64  # a ViT counts each block as a stage
+
 
 @dataclass(frozen=True)
 class ModelConfig:
@@ -25,14 +27,24 @@ class ModelConfig:
     frozen_stages: int = 3
 
     def __post_init__(self) -> None:
-        get_aggregator(self.aggregator).checked(self.aggregator_params)
-        if self.preprocess.height % 16 or self.preprocess.width % 16:
+        aggregator = get_aggregator(self.aggregator)
+        aggregator.checked(self.aggregator_params)
+        backbone = get_backbone(self.backbone)
+        stride = backbone.stride
+        if self.preprocess.height % stride or self.preprocess.width % stride:
             raise EdgeVPRError(
                 f"input size {self.preprocess.height}x{self.preprocess.width} "
-                "must be a multiple of 16 (the backbone's stride)"
+                f"must be a multiple of {stride} (the {self.backbone} backbone's stride)"
             )
-        if not 0 <= self.frozen_stages <= 8:
-            raise EdgeVPRError(f"frozen_stages={self.frozen_stages} is out of range [0, 8]")
+        if aggregator.takes_token and not backbone.returns_token:
+            raise EdgeVPRError(
+                f"the {self.aggregator} aggregator reads a class token, which the "
+                f"{self.backbone} backbone does not give (use a DINOv2 backbone)"
+            )
+        if not 0 <= self.frozen_stages <= MAX_STAGES:
+            raise EdgeVPRError(
+                f"frozen_stages={self.frozen_stages} is out of range [0, {MAX_STAGES}]"
+            )
 
     @property
     def params(self) -> dict[str, Any]:
@@ -41,7 +53,8 @@ class ModelConfig:
 
     @property
     def feature_grid(self) -> tuple[int, int]:
-        return (self.preprocess.height // 16, self.preprocess.width // 16)
+        stride = get_backbone(self.backbone).stride
+        return (self.preprocess.height // stride, self.preprocess.width // stride)
 
     def with_size(self, height: int, width: int) -> ModelConfig:
         return replace(self, preprocess=replace(self.preprocess, height=height, width=width))
@@ -103,7 +116,30 @@ PRESETS: dict[str, ModelConfig] = {
     ),
     "gem_resnet50": ModelConfig("resnet50", "gem"),
     "cosplace_resnet50_512": ModelConfig("resnet50", "cosplace", {"out_dim": 512}),
-}
+    # MixVPR's successors (sizes as their authors test them). DINOv2 stages: the embeddings,
+    # then each block: BoQ trains the last 2 of 12 blocks, SALAD the last 4.
+    "boq_resnet50_16384": ModelConfig(
+        "resnet50", "boq", {"proj_channels": 512, "num_queries": 64, "row_dim": 32},
+        default_preprocess("resnet50", 384, 384),
+    ),
+    "boq_dinov2_12288": ModelConfig(
+        "dinov2_vitb14_raw", "boq", {"proj_channels": 384, "num_queries": 64, "row_dim": 32},
+        default_preprocess("dinov2_vitb14_raw", 322, 322), frozen_stages=11,
+    ),
+    "salad_dinov2_8448": ModelConfig(
+        "dinov2_vitb14", "salad", {"num_clusters": 64, "cluster_dim": 128, "token_dim": 256},
+        default_preprocess("dinov2_vitb14", 322, 322), frozen_stages=9,
+    ),
+    # compact heads of the published sizes (2112-d, 544-d); cluster counts chosen here
+    "salad_dinov2_2112": ModelConfig(
+        "dinov2_vitb14", "salad", {"num_clusters": 64, "cluster_dim": 32, "token_dim": 64},
+        default_preprocess("dinov2_vitb14", 322, 322), frozen_stages=9,
+    ),
+    "salad_dinov2_544": ModelConfig(
+        "dinov2_vitb14", "salad", {"num_clusters": 32, "cluster_dim": 16, "token_dim": 32},
+        default_preprocess("dinov2_vitb14", 322, 322), frozen_stages=9,
+    ),
+}  # fmt: skip
 
 
 def get_preset(name: str) -> ModelConfig:

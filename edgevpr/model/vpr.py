@@ -1,4 +1,5 @@
-"""The full VPR model: backbone (stride 16) + aggregator, built from a ModelConfig."""
+"""The full VPR model: backbone (a feature map at its stride) + aggregator, built from a
+ModelConfig."""
 
 from __future__ import annotations
 
@@ -18,6 +19,7 @@ class VPRModel(nn.Module):
         self.config = config
         self.backbone = get_backbone(config.backbone).factory(pretrained)
         self.aggregator = build_aggregator(config, self.backbone.out_channels)
+        self.takes_token = get_aggregator(config.aggregator).takes_token
 
     @property
     def descriptor_dim(self) -> int:
@@ -28,7 +30,10 @@ class VPRModel(nn.Module):
         freeze_stages(self.backbone, self.config.frozen_stages)
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
-        return self.aggregator(self.backbone(images))
+        features = self.backbone(images)
+        if isinstance(features, tuple) and not self.takes_token:
+            features = features[0]  # the map alone (a ViT gives its class token beside it)
+        return self.aggregator(features)
 
 
 def build_aggregator(config: ModelConfig, in_channels: int) -> nn.Module:
@@ -57,3 +62,16 @@ def build_model(config: ModelConfig | str, pretrained: bool = False) -> VPRModel
     if isinstance(config, str):
         config = get_preset(config)
     return VPRModel(config, pretrained=pretrained)
+
+
+def flops_per_image(model: VPRModel) -> float:
+    """FLOP for one image at the config's input size, from torch's own counter (2 per
+    multiply-accumulate). Counted with gradients on: the counter follows modules through
+    autograd hooks, which inference mode disables."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    spec = model.config.preprocess
+    parameter = next(model.parameters())
+    with FlopCounterMode(display=False) as counter:
+        model(torch.zeros(1, 3, spec.height, spec.width, device=parameter.device))
+    return float(counter.get_total_flops())
