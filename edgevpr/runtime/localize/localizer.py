@@ -21,8 +21,7 @@ import statistics
 import threading
 from collections import deque
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass, replace
-from pathlib import Path
+from dataclasses import replace
 from typing import Any
 
 import numpy as np
@@ -31,7 +30,6 @@ from edgevpr.errors import EdgeVPRError
 from edgevpr.runtime.checks import instance, real, whole
 from edgevpr.runtime.embedder import Embedder
 from edgevpr.runtime.geo import GeoPrior, check_prior, distances_m
-from edgevpr.runtime.images import decode_image
 from edgevpr.runtime.localize.area import AreaConfig, AreaTracker, Motion
 from edgevpr.runtime.localize.calibration import (
     Calibration,
@@ -50,18 +48,15 @@ from edgevpr.runtime.localize.fix import (
 )
 from edgevpr.runtime.localize.layout import PlaceLayout
 from edgevpr.runtime.localize.route import RouteConfig, RouteTracker, RowStats, z_scorer
+from edgevpr.runtime.localize.stream import StreamFrame, prepared_frame, stream_fixes
 from edgevpr.runtime.localize.vectorcache import VectorCache
-from edgevpr.runtime.pixels import DEFAULT_ENCODING, to_rgb8
+from edgevpr.runtime.pixels import DEFAULT_ENCODING
 from edgevpr.runtime.placemap import Neighbours, PlaceMap
-from edgevpr.runtime.preprocess import read_for_model
 from edgevpr.runtime.recognizer import Match, check_same_model, matches_of
 
 ROUTE, AREA, AUTO = "route", "area", "auto"
 MODES = (AUTO, ROUTE, AREA)
 STATS_SAMPLE = 512
-# A frame whose grey levels vary less than this (0-255) is blank: a covered lens, a black
-# or white frame. It is never accepted, and the trackers skip it.
-BLANK_STD = 2.0
 # Places a hypothesis outside a geo prior is marked down by (z-units a frame).
 OUTSIDE_PRIOR = 10.0
 # Hypotheses within this score (z-units) of the best spread the uncertainty radius.
@@ -70,17 +65,6 @@ SPREAD_SCORE = 0.05
 DEFAULT_REACH_SPACINGS = 3.0
 # Hypotheses looked at for the uncertainty radius, best first.
 SPREAD_HYPOTHESES = 50
-
-
-@dataclass(frozen=True)
-class StreamFrame:
-    """A frame with what its source knows about it (for :meth:`Localizer.run`)."""
-
-    image: Any  # pixels (in ``encoding``), a file path, or encoded bytes
-    timestamp: float | None = None
-    name: str | None = None
-    encoding: str = DEFAULT_ENCODING
-    odometry: tuple[float, float] | None = None  # metres east, north since the last frame
 
 
 class Localizer:
@@ -206,7 +190,7 @@ class Localizer:
         name: str | None = None,
     ) -> Fix:
         """One frame (pixels in ``encoding``, a path or encoded bytes) -> its fix."""
-        rgb, blank = self._prepared(frame, encoding)
+        rgb, blank = prepared_frame(frame, encoding, self.embedder.spec)
         descriptor = self.embedder.embed_image(rgb)
         return self.update_descriptor(
             descriptor,
@@ -446,54 +430,7 @@ class Localizer:
         lazily: the next batch is decoded and embedded while the current one is tracked,
         and memory stays bounded for an endless stream. ``on_unreadable(frame, error)``
         skips unreadable frames (by default they stop the stream)."""
-        prior = check_prior(prior)
-        # what the decoding thread learnt of each frame it passed on, in order
-        pending: deque[tuple[StreamFrame, bool]] = deque()
-
-        def prepared() -> Iterator[np.ndarray]:
-            for given in frames:
-                item = given if isinstance(given, StreamFrame) else StreamFrame(given, None)
-                try:
-                    rgb, blank = self._prepared(item.image, item.encoding or encoding)
-                except EdgeVPRError as exc:
-                    if on_unreadable is None:
-                        raise
-                    on_unreadable(item, exc)
-                    continue
-                pending.append((item, blank))
-                yield rgb
-
-        for _, descriptors in self.embedder.stream(prepared(), progress=progress):
-            for descriptor in descriptors:
-                item, blank = pending.popleft()
-                yield self.update_descriptor(
-                    descriptor,
-                    timestamp=item.timestamp,
-                    prior=prior,
-                    odometry=item.odometry,
-                    name=item.name or _name(item),
-                    blank=blank,
-                )
-
-    def _prepared(self, frame: Any, encoding: str) -> tuple[np.ndarray, bool]:
-        """A frame as RGB pixels (decoded as the model reads files), and whether it is blank."""
-        spec = self.embedder.spec
-        if isinstance(frame, np.ndarray):
-            rgb = to_rgb8(frame, encoding, "frame")
-        elif isinstance(frame, (str, os.PathLike)):
-            rgb = read_for_model(frame, spec)
-        elif isinstance(frame, (bytes, bytearray, memoryview)):
-            rgb = decode_image(bytes(frame), "frame", spec.decode_size)
-        else:
-            raise EdgeVPRError(
-                f"a frame must be pixels, a file path or encoded bytes, not {type(frame).__name__}"
-            )
-        step = max(1, min(rgb.shape[:2]) // 64)
-        return rgb, float(rgb[::step, ::step].std()) < BLANK_STD
-
-
-def _name(item: StreamFrame) -> str | None:
-    return str(Path(item.image)) if isinstance(item.image, (str, os.PathLike)) else None
+        return stream_fixes(self, frames, encoding, check_prior(prior), progress, on_unreadable)
 
 
 __all__ = ["AREA", "AUTO", "ROUTE", "Localizer", "Match", "StreamFrame"]

@@ -21,13 +21,11 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
 from edgevpr.errors import EdgeVPRError
-from edgevpr.provenance import utc_now
 from edgevpr.runtime.checks import file_path, place_ids, unit_rows, whole
 from edgevpr.runtime.geo import GeoPrior, check_prior
 from edgevpr.runtime.placemap.hnsw import (
@@ -35,15 +33,12 @@ from edgevpr.runtime.placemap.hnsw import (
     DEFAULT_EF_CONSTRUCTION,
     DEFAULT_M,
     INITIAL_CAPACITY,
-    MAX_PLACES,
-    check_params,
 )
-from edgevpr.runtime.placemap.kinds import FAISS_IVF, IndexKind, SearchIndex, index_kind
-from edgevpr.runtime.placemap.mapfile import MAX_DIM
+from edgevpr.runtime.placemap.kinds import FAISS_IVF
+from edgevpr.runtime.placemap.parts import MapParts, Neighbours, graph_params, new_parts
 from edgevpr.runtime.placemap.projection import Projection
-from edgevpr.runtime.placemap.records import NO_SOURCE, PlaceRecord, RecordTable, records_for
+from edgevpr.runtime.placemap.records import NO_SOURCE, PlaceRecord, records_for
 from edgevpr.runtime.placemap.search import DEFAULT_RERANK, Found, Frame, MapSearch, frame_of
-from edgevpr.runtime.placemap.vectors import VectorStore
 from edgevpr.runtime.rwlock import ReadWriteLock
 
 DEFAULT_K = 5  # places a query lists
@@ -55,42 +50,6 @@ ADD_CHUNK = 256
 # they load in 0.18 s with 88 MB of their own memory, and filter by a geo prior natively.
 DEFAULT_INDEX = FAISS_IVF
 DEFAULT_STORE = "f32"
-
-
-def _graph_params(params: dict[str, int]) -> dict[str, int]:
-    """M, ef_construction and ef from a kind's parameters (an IVF has none: defaults)."""
-    names = {"M": DEFAULT_M, "ef_construction": DEFAULT_EF_CONSTRUCTION, "ef": DEFAULT_EF}
-    return {name: int(params.get(name, default)) for name, default in names.items()}
-
-
-@dataclass(frozen=True)
-class Neighbours:
-    """The best places for one query, best first (fewer than k when a prior leaves fewer)."""
-
-    ids: np.ndarray
-    scores: np.ndarray
-    records: list[PlaceRecord]
-    distances_m: np.ndarray | None = None  # to the prior's position, when one was given
-
-    def __len__(self) -> int:
-        return len(self.ids)
-
-
-@dataclass
-class MapParts:
-    """Everything a map is made of (what ``persist`` reads and writes)."""
-
-    kind: IndexKind
-    index: SearchIndex
-    records: RecordTable
-    store: VectorStore
-    projection: Projection | None
-    rerank: int
-    fingerprint: str
-    model: dict[str, Any]
-    created: str
-    next_id: int = 0
-    sources: list[dict[str, Any]] | None = None
 
 
 class PlaceMap:
@@ -171,29 +130,8 @@ class PlaceMap:
         Returns:
             An empty :class:`PlaceMap`.
         """
-        dim = whole(dim, "descriptor dimension", 1, MAX_DIM)
-        if not isinstance(fingerprint, str) or not fingerprint:
-            raise EdgeVPRError("a place map needs the fingerprint of the model that embeds it")
-        M, ef_construction, ef = check_params(M, ef_construction, ef)
-        capacity = whole(capacity, "capacity", 1, MAX_PLACES)
-        rerank = whole(rerank, "rerank", 1, 100_000)
-        if model is not None and not isinstance(model, dict):
-            raise EdgeVPRError(f"model must be a dict, not {type(model).__name__}")
-        if projection is not None and (
-            not isinstance(projection, Projection) or projection.source_dim != dim
-        ):
-            raise EdgeVPRError(f"projection must be a Projection of {dim}-d descriptors")
-        kind = index_kind(index)
-        values = {"M": M, "ef_construction": ef_construction, "ef": ef, "capacity": capacity,
-                  "nprobe": ef, **(params or {})}  # fmt: skip
-        searched = dim if projection is None else projection.dims
-        built = kind.create(searched, storage, values)
-        vectors = VectorStore(dim, store)
-        if not vectors.keeps and not hasattr(built, "vectors"):
-            raise EdgeVPRError(f"a {kind.name} map needs its descriptors stored (store f32/f16)")
-        parts = MapParts(kind, built, RecordTable(), vectors, projection, rerank, fingerprint,
-                         dict(model or {}), utc_now())  # fmt: skip
-        return cls(parts)
+        return cls(new_parts(dim, fingerprint, M, ef_construction, ef, capacity, model, index,
+                             storage, projection, store, rerank, params))  # fmt: skip
 
     @classmethod
     def load(cls, path: str | os.PathLike[str], verify: bool = False) -> PlaceMap:
@@ -348,7 +286,7 @@ class PlaceMap:
             index=self._kind.name, storage=self._index.storage, projection=self._projection,
             store=self._store.kind, rerank=self._search.rerank,
             params={k: v for k, v in self._index.params().items() if k not in ("nlist",)},
-            **_graph_params(self._index.params()),
+            **graph_params(self._index.params()),
         )  # fmt: skip
         stripped = [PlaceRecord.checked({**r.to_dict(), "id": None}) for r in records]
         part.add(descriptors, stripped)

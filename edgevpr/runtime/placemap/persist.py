@@ -19,7 +19,6 @@ from edgevpr import __version__
 from edgevpr.errors import EdgeVPRError
 from edgevpr.provenance import utc_now
 from edgevpr.runtime.placemap.container import VERSION, MappedMap, read_version, write_sections
-from edgevpr.runtime.placemap.core import MapParts
 from edgevpr.runtime.placemap.hnsw import HnswIndex
 from edgevpr.runtime.placemap.kinds import FAISS_HNSW, HNSWLIB, SearchIndex, index_kind
 from edgevpr.runtime.placemap.mapfile import (
@@ -31,6 +30,7 @@ from edgevpr.runtime.placemap.mapfile import (
     parse_map_metadata,
     read_map_metadata,
 )
+from edgevpr.runtime.placemap.parts import MapParts
 from edgevpr.runtime.placemap.projection import Projection
 from edgevpr.runtime.placemap.records import RecordTable
 from edgevpr.runtime.placemap.search import DEFAULT_RERANK

@@ -25,7 +25,8 @@ from edgevpr.errors import EdgeVPRError
 from edgevpr.files import write_text_atomic
 from edgevpr.runtime.checks import file_path, unit_rows, whole
 from edgevpr.runtime.geo import GeoPrior, LocalProjection, check_prior
-from edgevpr.runtime.placemap.core import Neighbours, PlaceMap
+from edgevpr.runtime.placemap.core import PlaceMap
+from edgevpr.runtime.placemap.parts import Neighbours
 from edgevpr.runtime.placemap.search import in_frame
 
 MANIFEST = "tiles.json"
