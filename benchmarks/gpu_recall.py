@@ -18,7 +18,7 @@ import torch
 
 from edgevpr.bench.torch_runner import torch_reference
 from edgevpr.data.layout import read_split
-from edgevpr.runtime.placemap.records import record_for
+from edgevpr.runtime.placemap.place_record import record_for
 
 VARIANTS = [("fp32", "eager"), ("fp16", "eager"), ("fp32", "channels-last"),
             ("fp16", "channels-last"), ("fp32", "compiled"), ("fp16", "compiled")]  # fmt: skip

@@ -55,7 +55,7 @@ from edgevpr.runtime import Embedder, PlaceMap
 from edgevpr.runtime.localize import Localizer, precision_recall
 from edgevpr.runtime.localize.layout import traversal_order
 from edgevpr.runtime.localize.route import DEFAULT_SEEDS
-from edgevpr.runtime.placemap.records import PlaceRecord, record_for
+from edgevpr.runtime.placemap.place_record import PlaceRecord, record_for
 from edgevpr.runtime.preprocess import PreprocessSpec, normalize, read_for_model, resize_rgb
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"

@@ -39,8 +39,8 @@ from edgevpr.export.onnx_export import export_onnx
 from edgevpr.model import build_model, get_preset
 from edgevpr.model.checkpoint import load_checkpoint, save_checkpoint
 from edgevpr.runtime import Embedder, PlaceMap
+from edgevpr.runtime.placemap.place_record import record_for
 from edgevpr.runtime.placemap.projection import Projection
-from edgevpr.runtime.placemap.records import record_for
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
 SEARCH_SPECS = {  # per map size: today's float map is built only where it fits in memory

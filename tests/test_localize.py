@@ -35,7 +35,7 @@ from edgevpr.runtime.localize.rosmsg import navsat_fields, pixels_of, pose_field
 from edgevpr.runtime.localize.route import RouteConfig, RouteTracker
 from edgevpr.runtime.localize.vectorcache import VectorCache
 from edgevpr.runtime.placemap import PlaceMap
-from edgevpr.runtime.placemap.records import record_for
+from edgevpr.runtime.placemap.place_record import record_for
 
 PLACES = 40
 

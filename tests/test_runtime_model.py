@@ -370,7 +370,7 @@ def test_pytorch_exact_recall_equals_runtime_recall_on_corridor(
 # ------------------------------------------------------------------ recognizer
 @pytest.fixture(scope="module")
 def place_map(embedder: Embedder, places: dict[str, list[Path]]) -> PlaceMap:
-    from edgevpr.runtime.placemap.records import record_for
+    from edgevpr.runtime.placemap.place_record import record_for
 
     built = PlaceMap.create(embedder.descriptor_dim, embedder.fingerprint)
     built.add(embedder.embed_paths(places["database"]), [record_for(p) for p in places["database"]])

@@ -21,7 +21,7 @@ from edgevpr.eval.recall import Recalls, nearest, recall_at_n
 from edgevpr.runtime.localize.calibration import PRCurve, precision_recall
 from edgevpr.runtime.localize.layout import traversal_order
 from edgevpr.runtime.localize.route import RouteConfig, RouteTracker, RowStats, z_scorer
-from edgevpr.runtime.placemap.records import record_for
+from edgevpr.runtime.placemap.place_record import record_for
 
 STATS_SAMPLE = 512
 

@@ -31,7 +31,7 @@ from edgevpr.runtime.mapbuild import (
 from edgevpr.runtime.placemap import PlaceMap
 from edgevpr.runtime.placemap.kinds import INDEX_KINDS
 from edgevpr.runtime.placemap.mapfile import is_place_map
-from edgevpr.runtime.placemap.records import record_for
+from edgevpr.runtime.placemap.place_record import record_for
 from edgevpr.runtime.placemap.tiles import SUFFIX as TILES_SUFFIX
 from edgevpr.runtime.placemap.tiles import is_tiled_map, write_tiles
 from edgevpr.runtime.recognizer import check_same_model

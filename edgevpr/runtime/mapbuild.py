@@ -28,8 +28,8 @@ from edgevpr.files import write_bytes_atomic, write_text_atomic
 from edgevpr.runtime.embedder import Embedder
 from edgevpr.runtime.placemap import PlaceMap
 from edgevpr.runtime.placemap.core import DEFAULT_INDEX
+from edgevpr.runtime.placemap.place_record import record_for
 from edgevpr.runtime.placemap.projection import PCA, WHITENED, Projection
-from edgevpr.runtime.placemap.records import record_for
 
 CHUNK_IMAGES = 1024
 TRAIN_ROWS = 100_000  # descriptors the projection and a faiss index are fitted on, at most

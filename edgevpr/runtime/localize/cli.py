@@ -18,7 +18,7 @@ from edgevpr.runtime.localize.fix import Fix
 from edgevpr.runtime.localize.localizer import AUTO, MODES, Localizer
 from edgevpr.runtime.localize.sources import open_source
 from edgevpr.runtime.placemap import PlaceMap
-from edgevpr.runtime.placemap.records import record_for
+from edgevpr.runtime.placemap.place_record import record_for
 
 DEFAULT_RADIUS_M = 25.0
 

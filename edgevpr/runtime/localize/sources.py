@@ -20,7 +20,7 @@ from edgevpr.runtime.images import IMAGE_SUFFIXES, list_images
 from edgevpr.runtime.localize.layout import name_key, timestamp_value
 from edgevpr.runtime.localize.localizer import StreamFrame
 from edgevpr.runtime.localize.rosmsg import IMAGE_TYPES, frame_of, stamp_seconds
-from edgevpr.runtime.placemap.records import record_for
+from edgevpr.runtime.placemap.place_record import record_for
 
 BAG_SUFFIXES = (".bag", ".mcap", ".db3")
 VIDEO_SUFFIXES = (".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v", ".mpg", ".mpeg")

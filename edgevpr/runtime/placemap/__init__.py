@@ -10,7 +10,7 @@ from edgevpr.runtime.placemap.core import (
     PlaceMap,
 )
 from edgevpr.runtime.placemap.hnsw import DEFAULT_EF, DEFAULT_EF_CONSTRUCTION, DEFAULT_M
-from edgevpr.runtime.placemap.records import PlaceRecord
+from edgevpr.runtime.placemap.place_record import PlaceRecord
 
 __all__ = [
     "ADD_CHUNK",

@@ -36,8 +36,9 @@ from edgevpr.runtime.placemap.hnsw import (
 )
 from edgevpr.runtime.placemap.kinds import FAISS_IVF
 from edgevpr.runtime.placemap.parts import MapParts, Neighbours, graph_params, new_parts
+from edgevpr.runtime.placemap.place_record import PlaceRecord, records_for
 from edgevpr.runtime.placemap.projection import Projection
-from edgevpr.runtime.placemap.records import NO_SOURCE, PlaceRecord, records_for
+from edgevpr.runtime.placemap.records import NO_SOURCE
 from edgevpr.runtime.placemap.search import DEFAULT_RERANK, Found, Frame, MapSearch, frame_of
 from edgevpr.runtime.rwlock import ReadWriteLock
 

@@ -34,7 +34,7 @@ from edgevpr.errors import EdgeVPRError
 from edgevpr.files import atomic_open
 from edgevpr.provenance import utc_now
 from edgevpr.runtime.placemap.hnsw import check_params
-from edgevpr.runtime.placemap.records import PlaceRecord
+from edgevpr.runtime.placemap.place_record import PlaceRecord
 
 MAGIC = b"EDGEVPRMAP\r\n\x1a\n"
 FORMAT_NAME = "edgevpr.placemap"

@@ -20,8 +20,9 @@ from edgevpr.runtime.placemap.hnsw import (
 )
 from edgevpr.runtime.placemap.kinds import IndexKind, SearchIndex, index_kind
 from edgevpr.runtime.placemap.mapfile import MAX_DIM
+from edgevpr.runtime.placemap.place_record import PlaceRecord
 from edgevpr.runtime.placemap.projection import Projection
-from edgevpr.runtime.placemap.records import PlaceRecord, RecordTable
+from edgevpr.runtime.placemap.records import RecordTable
 from edgevpr.runtime.placemap.vectors import VectorStore
 
 
