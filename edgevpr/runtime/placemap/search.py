@@ -41,11 +41,12 @@ DEFAULT_RERANK = 32
 # Exact search among a prior's candidates up to this many floats (candidates x dimension):
 # about a millisecond of NumPy here.
 EXACT_PRIOR_BUDGET = 1 << 21
-# Circles holding this share of the map or more are over-fetched: the work then does not
-# grow with the circle (at 1M places, faiss-ivf, a 5 km prior holding 20 % of the map took
-# 14 ms through the native filter, most of it listing and measuring its 200k candidates).
-# Smaller circles go to the native filter; kinds without one over-fetch whenever scoring
-# the candidates exactly would cost more than EXACT_PRIOR_BUDGET.
+# Circles with more places than EXACT_PRIOR_BUDGET allows to score, holding this share of
+# the map or more, are over-fetched: the work then does not grow with the circle (at 1M
+# places, faiss-ivf, a 5 km prior holding about 20 % of the map took 14 ms through the native
+# filter, most of it listing and measuring its candidates). Smaller circles go to the native
+# filter; kinds without one over-fetch whenever scoring the candidates exactly would cost
+# more than EXACT_PRIOR_BUDGET.
 OVERFETCH_SHARE = 0.05
 OVERFETCH_FACTOR = 2.0  # ask for this many times the places the share predicts
 MAX_OVERFETCH = 4096
@@ -137,8 +138,9 @@ class MapSearch:
         if point is not None:
             inside = grid.count(*point, prior.radius_m)
             share = inside / max(live, 1)
-            costly = inside * self.store.dim > EXACT_PRIOR_BUDGET and not self.index.filters
-            if share >= OVERFETCH_SHARE or costly:
+            # few places are scored exactly, whatever share of the map they are
+            many = inside * self.store.dim > EXACT_PRIOR_BUDGET
+            if many and (share >= OVERFETCH_SHARE or not self.index.filters):
                 found = self._overfetched(queries, k, prior, share)
                 if found is not None:
                     return found
