@@ -51,6 +51,8 @@ def test_the_calls_a_new_user_tried(
     refused(lambda: Embedder(exported["onnx"], threads="2"), "threads must be a whole number")
     refused(lambda: PlaceMap.create("512", "x"), "descriptor dimension must be a whole number")
     refused(lambda: PlaceMap.load(None), "place map must be a file path")
+    refused(lambda: PlaceMap.load("m\x00.vprmap"), "place map .* holds a NUL byte")
+    refused(lambda: embedder.embed_paths(["a\x00.jpg"]), "image .* holds a NUL byte")
     refused(lambda: small_map.remove(["a"]), r"place ids must be whole numbers, not \['a'\]")
     refused(lambda: small_map.record("x"), "place id must be a whole number, not 'x'")
     refused(lambda: PlaceMap.create(512, "x", capacity=10**12), "capacity must be between")

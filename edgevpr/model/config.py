@@ -101,6 +101,13 @@ def mixvpr(
     )
 
 
+def salad(clusters: int, cluster_dim: int, token_dim: int) -> ModelConfig:
+    """DINOv2-SALAD at 322 x 322, training the last 4 of its 12 blocks."""
+    params = {"num_clusters": clusters, "cluster_dim": cluster_dim, "token_dim": token_dim}
+    return ModelConfig("dinov2_vitb14", "salad", params,
+                       default_preprocess("dinov2_vitb14", 322, 322), frozen_stages=9)  # fmt: skip
+
+
 # Named configurations, built with ``build_model(name)`` (a registry in the manner of timm).
 PRESETS: dict[str, ModelConfig] = {
     "mixvpr_resnet50_4096": mixvpr("resnet50", 1024, 4),
@@ -126,19 +133,10 @@ PRESETS: dict[str, ModelConfig] = {
         "dinov2_vitb14_raw", "boq", {"proj_channels": 384, "num_queries": 64, "row_dim": 32},
         default_preprocess("dinov2_vitb14_raw", 322, 322), frozen_stages=11,
     ),
-    "salad_dinov2_8448": ModelConfig(
-        "dinov2_vitb14", "salad", {"num_clusters": 64, "cluster_dim": 128, "token_dim": 256},
-        default_preprocess("dinov2_vitb14", 322, 322), frozen_stages=9,
-    ),
+    "salad_dinov2_8448": salad(64, 128, 256),
     # compact heads of the published sizes (2112-d, 544-d); cluster counts chosen here
-    "salad_dinov2_2112": ModelConfig(
-        "dinov2_vitb14", "salad", {"num_clusters": 64, "cluster_dim": 32, "token_dim": 64},
-        default_preprocess("dinov2_vitb14", 322, 322), frozen_stages=9,
-    ),
-    "salad_dinov2_544": ModelConfig(
-        "dinov2_vitb14", "salad", {"num_clusters": 32, "cluster_dim": 16, "token_dim": 32},
-        default_preprocess("dinov2_vitb14", 322, 322), frozen_stages=9,
-    ),
+    "salad_dinov2_2112": salad(64, 32, 64),
+    "salad_dinov2_544": salad(32, 16, 32),
 }  # fmt: skip
 
 

@@ -48,6 +48,8 @@ def file_path(value: Any, name: str) -> Path:
     """A path given as ``str`` or ``os.PathLike`` (not None, bytes or a number)."""
     if not isinstance(value, (str, os.PathLike)) or (isinstance(value, str) and not value):
         raise EdgeVPRError(f"{name} must be a file path, not {shown(value)}")
+    if "\x00" in os.fsdecode(value):  # no file can have it; os.stat raises ValueError
+        raise EdgeVPRError(f"{name} {shown(value)} holds a NUL byte: no file has that name")
     return Path(value)
 
 

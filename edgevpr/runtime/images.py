@@ -23,6 +23,7 @@ import cv2
 import numpy as np
 
 from edgevpr.errors import EdgeVPRError
+from edgevpr.runtime.checks import file_path
 from edgevpr.runtime.orientation import (
     apply_orientation,
     jpeg_header,
@@ -65,11 +66,9 @@ def read_image(
     ``min_size`` (height, width): the size the caller will shrink the image to; a JPEG much
     larger than it may be decoded at a reduced scale that stays well above it.
     """
-    path = Path(path)
+    path = file_path(path, "image")
     try:
         size = path.stat().st_size
-    except ValueError as exc:  # a NUL byte in the path: no file can have that name
-        raise EdgeVPRError(f"cannot read image {path!r}: {exc}") from None
     except OSError as exc:
         raise EdgeVPRError(f"cannot read image {path}: {exc.strerror or exc}") from None
     if not path.is_file():

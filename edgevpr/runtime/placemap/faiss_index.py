@@ -34,6 +34,12 @@ def lists_for(rows: int) -> int:
     return max(1, min(int(4 * math.sqrt(rows)), rows // MIN_PER_LIST))
 
 
+def _training_sample(vectors: np.ndarray) -> np.ndarray:
+    """At most TRAIN_ROWS of ``vectors``, drawn the same way every time, in their order."""
+    picks = np.random.default_rng(0).permutation(len(vectors))[:TRAIN_ROWS]
+    return np.ascontiguousarray(vectors[np.sort(picks)])
+
+
 def _threads(queries: int) -> None:
     faiss.omp_set_num_threads(1 if queries == 1 else usable_cores())
 
@@ -121,9 +127,8 @@ class FaissIvfIndex:
             index = faiss.IndexIVFScalarQuantizer(
                 quantizer, self.dim, nlist, QUANTIZERS[self.storage], faiss.METRIC_INNER_PRODUCT
             )
-        picks = np.random.default_rng(0).permutation(len(vectors))[:TRAIN_ROWS]
         _threads(2)
-        index.train(np.ascontiguousarray(vectors[np.sort(picks)]))
+        index.train(_training_sample(vectors))
         index.own_fields = True
         quantizer.this.disown()
         self._params["trained_rows"] = len(vectors)
@@ -234,8 +239,7 @@ class FaissHnswIndex:
             inner = faiss.IndexHNSWSQ(self.dim, QUANTIZERS[self.storage], self._params["M"],
                                       faiss.METRIC_INNER_PRODUCT)  # fmt: skip
         inner.hnsw.efConstruction = self._params["ef_construction"]
-        picks = np.random.default_rng(0).permutation(len(vectors))[:TRAIN_ROWS]
-        inner.train(np.ascontiguousarray(vectors[np.sort(picks)]))
+        inner.train(_training_sample(vectors))
         self._index = faiss.IndexIDMap2(inner)
         self._index.own_fields = True
         inner.this.disown()

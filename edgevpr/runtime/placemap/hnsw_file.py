@@ -105,14 +105,7 @@ def check_graph(index: np.ndarray, layout: IndexLayout) -> None:
     level0_end = HEADER.size + count * layout.block
     if index.size < level0_end:
         raise BrokenIndex("level 0 is cut short")
-    blocks = index[HEADER.size : level0_end].reshape(count, layout.block)
-    neighbours = np.ascontiguousarray(blocks[:, :2]).view("<u2").ravel()
-    if count and (neighbours.max() > layout.max_m0 or blocks[:, 2].max() > 1 or blocks[:, 3].any()):
-        raise BrokenIndex("a level-0 neighbour list is malformed")
-    ids = np.ascontiguousarray(blocks[:, ID_BYTES : layout.data_offset]).view("<u4")
-    used = np.arange(layout.max_m0) < neighbours[:, None].astype(np.int64)
-    if (ids[used] >= count).any():
-        raise BrokenIndex("a level-0 neighbour id points past the last element")
+    blocks = _check_level0(index[:level0_end], layout)
     labels = np.ascontiguousarray(blocks[:, layout.label_offset :]).view("<u8").ravel()
     if (labels >= 2**63).any() or len(np.unique(labels)) != count:
         raise BrokenIndex("labels are out of range or repeated")
@@ -213,8 +206,9 @@ def check_state(sections: dict[str, np.ndarray], dim: int, m: int, ef_constructi
             "link_lists": arrays["link_lists"].view(np.int8)}  # fmt: skip
 
 
-def _check_level0(index: np.ndarray, layout: IndexLayout) -> None:
-    """Level 0 as in a version-1 file (after a header), without its upper levels."""
+def _check_level0(index: np.ndarray, layout: IndexLayout) -> np.ndarray:
+    """Level 0 (after a header, as in a version-1 file): every neighbour list and id; its
+    blocks, one row an element."""
     count = layout.count
     blocks = index[HEADER.size :].reshape(count, layout.block)
     neighbours = np.ascontiguousarray(blocks[:, :2]).view("<u2").ravel()
@@ -224,6 +218,7 @@ def _check_level0(index: np.ndarray, layout: IndexLayout) -> None:
     used = np.arange(layout.max_m0) < neighbours[:, None].astype(np.int64)
     if (ids[used] >= count).any():
         raise BrokenIndex("a level-0 neighbour id points past the last element")
+    return blocks
 
 
 def _check_levels(levels: np.ndarray, layout: IndexLayout) -> None:
