@@ -305,11 +305,11 @@ def _rewritten_map(
 ) -> Path:  # fmt: skip
     """``good`` with its metadata (or sections) edited and every checksum made valid again:
     a map that passes the integrity check and lies inside."""
-    from edgevpr.runtime.placemap.container import MappedMap, write_sections
+    from edgevpr.runtime.placemap.container import MapFile, write_sections
 
-    mapped = MappedMap(good)
+    mapped = MapFile(good)
     metadata = json.loads(json.dumps(mapped.metadata))
-    sections = {n: np.array(a) for n, a in mapped.sections.items()}
+    sections = {n: np.array(a) for n, a in mapped.arrays().items()}
     if edit is not None:
         edit(metadata)
     if edit_sections is not None:

@@ -122,7 +122,10 @@ def kill_while_saving(kind: str, target: Path, a: Path, b: Path, moment: str) ->
 
 def only_temporary_files_beside(target: Path, before: set[str]) -> None:
     appeared = {p.name for p in target.parent.iterdir()} - before - {target.name}
-    torn = [n for n in appeared if not (n.startswith(f".{target.name}.") and n.endswith(".tmp"))]
+    # a kill may leave the writer's temporary files and its (then unheld) lock file
+    leftovers = (f".{target.name}.lock",)
+    torn = [n for n in appeared if n not in leftovers
+            and not (n.startswith(f".{target.name}.") and n.endswith(".tmp"))]  # fmt: skip
     assert not torn, f"files other than the writer's temporary ones appeared: {torn}"
 
 

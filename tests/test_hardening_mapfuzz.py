@@ -1,11 +1,14 @@
-"""Property tests of the place-map loader: any change to a valid map file's bytes is either
-loaded as the identical map or refused with a one-line EdgeVPRError - never another
-exception, never a crash. Also for forgeries, whose checksums are made valid again after the
-change: those reach the metadata parser and hnswlib, which trusts what it is given (a forged
-index crashed it before the index was checked). Version-1 files are fuzzed the same way."""
+"""Property tests of the place-map loader, for every index kind: any change to a valid map
+file's bytes is either loaded as the identical map or refused with a one-line EdgeVPRError -
+never another exception, never a crash. Also for forgeries, whose checksums are made valid
+again after the change: those reach the metadata parser and the index libraries (hnswlib,
+faiss, usearch), which trust what they are given; a forged map that loads answers true to
+its own content (live places, exact scores). Version-1 files are fuzzed the same way.
+``benchmarks/integrity_fuzz.py`` runs the same surfaces at length, in worker processes."""
 
 from __future__ import annotations
 
+import importlib.util
 import json
 from pathlib import Path
 
@@ -16,22 +19,34 @@ from hypothesis import strategies as st
 
 from edgevpr.errors import EdgeVPRError
 from edgevpr.runtime.placemap import PlaceMap
-from edgevpr.runtime.placemap.container import HEADER, MappedMap, write_sections
+from edgevpr.runtime.placemap.container import HEADER, MapFile, write_sections
+from edgevpr.runtime.placemap.kinds import INDEX_KINDS, IndexKind
 
 DIM = 16
 PLACES = 40
 FUZZ = settings(
-    max_examples=150,
+    max_examples=100,
     deadline=None,
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture],
 )
 
 
-@pytest.fixture(scope="module")
-def original(tmp_path_factory: pytest.TempPathFactory) -> Path:
+def _available(kind: IndexKind) -> bool:
+    return kind.needs is None or importlib.util.find_spec(kind.needs) is not None
+
+
+KIND_SPECS = [pytest.param((k.name, storage), id=f"{k.name}-{storage}",
+                           marks=pytest.mark.skipif(not _available(k), reason=f"{k.needs} absent"))
+              for k in INDEX_KINDS.values() for storage in k.storages]  # fmt: skip
+
+
+@pytest.fixture(scope="module", params=KIND_SPECS)
+def original(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A small map with coordinates, a removed place and enough places for upper levels."""
+    kind, storage = request.param
     rng = np.random.default_rng(3)
-    placemap = PlaceMap.create(DIM, "f" * 64, M=4, ef_construction=20)
+    placemap = PlaceMap.create(DIM, "f" * 64, M=4, ef_construction=20, index=kind,
+                               storage=storage)  # fmt: skip
     records = [{"path": f"img{i}.jpg", "east": float(i), "north": 2.0 * i} for i in range(PLACES)]
     placemap.add(rng.standard_normal((PLACES, DIM)).astype(np.float32), records)
     placemap.remove([7])
@@ -41,12 +56,18 @@ def original(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def probe(path: Path) -> np.ndarray:
-    """Everything a user does with a map, so that a bad one shows itself."""
+    """Everything a user does with a map, so that a bad one shows itself; every answer must
+    be true to the map as loaded (a live place, its exact score, best first)."""
     loaded = PlaceMap.load(path)
     queries = np.random.default_rng(0).standard_normal((8, loaded.descriptor_dim))
-    ids, _ = loaded.search(queries.astype(np.float32), k=5)
-    loaded.query(queries.astype(np.float32), k=3)
-    loaded.add(queries[:2].astype(np.float32))
+    queries = (queries / np.linalg.norm(queries, axis=1, keepdims=True)).astype(np.float32)
+    ids, scores = loaded.search(queries, k=5)
+    live = set(loaded.ids().tolist())
+    for row, found in enumerate(ids):
+        assert set(found.tolist()) <= live
+        assert np.allclose(loaded.descriptors(found) @ queries[row], scores[row], atol=1e-3)
+    loaded.query(queries, k=3)
+    loaded.add(queries[:2])
     return ids
 
 
@@ -86,9 +107,9 @@ def test_any_flip_or_cut_is_refused_or_changes_nothing(
 def forge(original: Path, target: Path, edit_metadata=None, edit_index=None) -> None:  # noqa: ANN001
     """Rewrite ``original`` with its metadata and/or the bytes of its index sections edited
     (``edit_index(name, bytearray) -> bytes``) and every checksum valid."""
-    mapped = MappedMap(original)
+    mapped = MapFile(original)
     metadata = json.loads(json.dumps(mapped.metadata))
-    sections = {n: np.array(a) for n, a in mapped.sections.items()}
+    sections = {n: np.array(a) for n, a in mapped.arrays().items()}
     del mapped
     if edit_metadata is not None:
         edit_metadata(metadata)
@@ -106,7 +127,7 @@ def forge(original: Path, target: Path, edit_metadata=None, edit_index=None) -> 
 def test_forged_index_bytes_never_crash_the_loader(
     original: Path, tmp_path: Path, data: st.DataObject
 ) -> None:
-    target = data.draw(st.sampled_from(sorted(n for n in MappedMap(original).sections
+    target = data.draw(st.sampled_from(sorted(n for n in MapFile(original).sections
                                               if n.startswith("index."))))  # fmt: skip
 
     def edit(name: str, index: bytearray) -> bytes:

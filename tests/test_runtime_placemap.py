@@ -232,10 +232,11 @@ def test_truncated_map_is_a_one_line_error(saved_map: Path, cut: str) -> None:
 
 
 def test_flipped_byte_is_caught_by_the_checksum(saved_map: Path) -> None:
+    entries = {e.name: e for e in container.MapFile(saved_map).entries}
     data = bytearray(saved_map.read_bytes())
-    data[len(data) // 2] ^= 0x40
+    data[entries["records.floats"].offset + 3] ^= 0x40
     saved_map.write_bytes(bytes(data))
-    with pytest.raises(EdgeVPRError, match="checksum"):
+    with pytest.raises(EdgeVPRError, match="checksum mismatch in records.floats"):
         PlaceMap.load(saved_map)
 
 
@@ -270,7 +271,7 @@ def test_extra_bytes_after_the_end_are_refused(saved_map: Path) -> None:
 
 
 def test_file_is_a_json_header_and_aligned_numeric_sections(saved_map: Path) -> None:
-    mapped = container.MappedMap(saved_map)
+    mapped = container.MapFile(saved_map)
     metadata = mapped.metadata
     assert metadata["format"] == "edgevpr.placemap" and metadata["descriptor_dim"] == DIM
     assert metadata["places"] == 200 and metadata["index"]["kind"] == "hnswlib"

@@ -10,8 +10,12 @@ final LayerNorm (DINOv2's own output, as SALAD uses it) and without (the last bl
 as BoQ uses it).
 
 The position embedding is learnt for a 37 x 37 grid (518 px). Another input size gets it
-resized bicubically; in eval mode the resized table is computed once per size and weights
-version and kept, so an exported graph holds it as a constant instead of a resize.
+resized as DINOv2's own ``interpolate_pos_encoding`` does: bicubic, no antialiasing, by the
+scale factor (grid + 0.1) / 37 rather than to the grid's size (its ``interpolate_offset``,
+kept by every published model), so each cell reads the source position DINOv2 reads (at
+322 px the centre cell reads 18.0, where resizing to the size would read 17.92). In eval
+mode the resized table is computed once per size and weights version and kept, so an
+exported graph holds it as a constant instead of a resize.
 """
 
 from __future__ import annotations
@@ -27,6 +31,7 @@ from edgevpr.model.registry import register_backbone
 
 PATCH = 14
 PRETRAINED_GRID = 37  # DINOv2's 518 x 518 training size
+INTERPOLATE_OFFSET = 0.1  # DINOv2's interpolate_offset
 ARCHS = {  # name: (embed dim, depth, heads)
     "dinov2_vits14": (384, 12, 6),
     "dinov2_vitb14": (768, 12, 12),
@@ -146,7 +151,10 @@ class DinoV2Backbone(nn.Module):
         cls, patches = self.pos_embed[:, :1], self.pos_embed[:, 1:]
         dim = patches.shape[-1]
         table = patches.reshape(1, PRETRAINED_GRID, PRETRAINED_GRID, dim).permute(0, 3, 1, 2)
-        table = F.interpolate(table, size=grid, mode="bicubic", align_corners=False)
+        scale = tuple((cells + INTERPOLATE_OFFSET) / PRETRAINED_GRID for cells in grid)
+        table = F.interpolate(table, scale_factor=scale, mode="bicubic", align_corners=False)
+        if tuple(table.shape[-2:]) != grid:  # the offset keeps floor(37 * scale) == grid
+            raise EdgeVPRError(f"the position table came out {tuple(table.shape[-2:])}, not {grid}")
         return torch.cat([cls, table.permute(0, 2, 3, 1).reshape(1, -1, dim)], dim=1)
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

@@ -17,6 +17,7 @@ import numpy as np
 
 from edgevpr.defaults import defaults_of
 from edgevpr.errors import EdgeVPRError
+from edgevpr.files import exclusive
 from edgevpr.runtime.cli import PathArg, expand_images, model_options, open_embedder
 from edgevpr.runtime.embedder import Embedder
 from edgevpr.runtime.images import list_images
@@ -33,7 +34,7 @@ from edgevpr.runtime.placemap.kinds import INDEX_KINDS
 from edgevpr.runtime.placemap.mapfile import is_place_map
 from edgevpr.runtime.placemap.place_record import record_for
 from edgevpr.runtime.placemap.tiles import SUFFIX as TILES_SUFFIX
-from edgevpr.runtime.placemap.tiles import is_tiled_map, write_tiles
+from edgevpr.runtime.placemap.tiles import TiledMap, is_tiled_map, write_tiles
 from edgevpr.runtime.recognizer import check_same_model
 
 MAP = defaults_of(MapOptions)
@@ -145,58 +146,59 @@ def build(
     _check_output(out, tile_size)
     if whiten and not pca:
         raise EdgeVPRError("--whiten needs --pca D")
-    paths = list_images(images_dir)
-    if not paths:
-        raise EdgeVPRError(f"no images in {images_dir}")
-    embedder = open_embedder(model, batch, threads, providers)
-    options = MapOptions(index=index_kind, storage=storage, pca=pca, whiten=whiten,
-                         fit_on=_descriptors_file(pca_from, embedder), store=store,
-                         rerank=rerank, M=m, ef_construction=ef_construction, ef=ef,
-                         params={"nlist": nlist} if nlist else {})  # fmt: skip
-    checkpoint = _checkpoint(out, embedder, paths, fresh)
-    skipped: list[Path] = []
+    with exclusive(out, str(out)):  # nothing else writes OUT or its work folder meanwhile
+        paths = list_images(images_dir)
+        if not paths:
+            raise EdgeVPRError(f"no images in {images_dir}")
+        embedder = open_embedder(model, batch, threads, providers)
+        options = MapOptions(index=index_kind, storage=storage, pca=pca, whiten=whiten,
+                             fit_on=_descriptors_file(pca_from, embedder), store=store,
+                             rerank=rerank, M=m, ef_construction=ef_construction, ef=ef,
+                             params={"nlist": nlist} if nlist else {})  # fmt: skip
+        checkpoint = _checkpoint(out, embedder, paths, fresh)
+        skipped: list[Path] = []
 
-    def report(path: Path, exc: EdgeVPRError) -> None:
-        skipped.append(path)
-        click.echo(f"warning: skipped {exc}", err=True)
+        def report(path: Path, exc: EdgeVPRError) -> None:
+            skipped.append(path)
+            click.echo(f"warning: skipped {exc}", err=True)
 
-    on_unreadable = report if skip_unreadable else None
-    try:
-        if ray_address is not None:
-            from edgevpr.runtime.raybuild import embed_on_ray
+        on_unreadable = report if skip_unreadable else None
+        try:
+            if ray_address is not None:
+                from edgevpr.runtime.raybuild import embed_on_ray
 
-            embed_on_ray(model, checkpoint, ray_address, ray_workers, embedder.batch_size,
-                         not quiet, on_unreadable)  # fmt: skip
+                embed_on_ray(model, checkpoint, ray_address, ray_workers, embedder.batch_size,
+                             not quiet, on_unreadable)  # fmt: skip
+            else:
+                embed_here(embedder, checkpoint, not quiet, on_unreadable)
+        except BaseException:
+            if not checkpoint.done:  # nothing to resume from
+                checkpoint.remove()
+            raise
+        if not checkpoint.done:
+            raise EdgeVPRError(f"none of the {len(paths)} images in {images_dir} could be read")
+        placemap = build_from_checkpoint(checkpoint, embedder, options)
+        if tile_size is not None:
+            manifest = write_tiles(placemap, out, tile_size)
+            what = f"{len(manifest['tiles'])} tiles of {tile_size:g} m"
         else:
-            embed_here(embedder, checkpoint, not quiet, on_unreadable)
-    except BaseException:
-        if not checkpoint.done:  # nothing to resume from
-            checkpoint.remove()
-        raise
-    if not checkpoint.done:
-        raise EdgeVPRError(f"none of the {len(paths)} images in {images_dir} could be read")
-    placemap = build_from_checkpoint(checkpoint, embedder, options)
-    if tile_size is not None:
-        manifest = write_tiles(placemap, out, tile_size)
-        what = f"{len(manifest['tiles'])} tiles of {tile_size:g} m"
-    else:
-        placemap.save(out)
-        what = f"{placemap.index_kind} ({placemap.storage})"
-    if placemap.projection is not None:
-        dims = placemap.projection.dims
-        fewer = f", fewer than --pca {options.pca}: the map's descriptors span no more" * (
-            dims < (options.pca or 0)
+            placemap.save(out)
+            what = f"{placemap.index_kind} ({placemap.storage})"
+        if placemap.projection is not None:
+            dims = placemap.projection.dims
+            fewer = f", fewer than --pca {options.pca}: the map's descriptors span no more" * (
+                dims < (options.pca or 0)
+            )
+            what += f", projected to {dims}-d{fewer}"
+        checkpoint.remove()
+        click.echo(
+            f"wrote {out}: {len(placemap)} places"
+            + (f" ({len(skipped)} unreadable skipped)" if skipped else "")
+            + f", {embedder.descriptor_dim}-d, {what}, coordinates: "
+            + f"{placemap.coordinate_kind() or 'none'}"
+            + without_coordinates(placemap, placemap.ids().tolist())
+            + f", {time.perf_counter() - started:.1f} s with {embedder.backend}"
         )
-        what += f", projected to {dims}-d{fewer}"
-    checkpoint.remove()
-    click.echo(
-        f"wrote {out}: {len(placemap)} places"
-        + (f" ({len(skipped)} unreadable skipped)" if skipped else "")
-        + f", {embedder.descriptor_dim}-d, {what}, coordinates: "
-        + f"{placemap.coordinate_kind() or 'none'}"
-        + without_coordinates(placemap, placemap.ids().tolist())
-        + f", {time.perf_counter() - started:.1f} s with {embedder.backend}"
-    )
 
 
 def _check_output(out: Path, tile_size: float | None) -> None:
@@ -209,9 +211,9 @@ def _check_output(out: Path, tile_size: float | None) -> None:
 
 def _checkpoint(out: Path, embedder: Embedder, paths: list[Path], fresh: bool) -> EmbedCheckpoint:
     folder = partial_folder(out)
-    if fresh and folder.is_dir():
+    if fresh and folder.exists():
         remove_partial(folder)
-    checkpoint = EmbedCheckpoint(folder, embedder.fingerprint, paths)
+    checkpoint = EmbedCheckpoint(folder, embedder.fingerprint, paths, embedder.descriptor_dim)
     if checkpoint.done:
         click.echo(f"resuming: {checkpoint.done} of {len(paths)} images already embedded "
                    f"(in {folder})", err=True)  # fmt: skip
@@ -250,23 +252,25 @@ def add(
     threads: int | None,
     providers: tuple[str, ...],
 ) -> None:
-    """Add IMAGES (files or folders) to MAP, which is then replaced atomically."""
-    placemap = PlaceMap.load(map_path)
-    embedder = open_embedder(model, batch, threads, providers)
-    check_same_model(embedder, placemap)
-    paths = new_images(placemap, expand_images(images))
-    if not paths:
-        raise EdgeVPRError("every image is already in the map; the map is unchanged")
-    added, skipped = add_images(placemap, embedder, paths, quiet, skip_unreadable)
-    if not added:
-        raise EdgeVPRError("none of the images could be read; the map is unchanged")
-    placemap.save(map_path)
-    click.echo(
-        f"added {len(added)} places to {map_path} (ids {added[0]}..{added[-1]})"
-        + without_coordinates(placemap, added)
-        + (f", {len(skipped)} unreadable skipped" if skipped else "")
-        + f"; it now has {len(placemap)}"
-    )
+    """Add IMAGES (files or folders) to MAP, which is then replaced atomically. MAP is
+    locked meanwhile: another command changing it is refused in one line."""
+    with exclusive(map_path, str(map_path)):
+        placemap = PlaceMap.load(map_path)
+        embedder = open_embedder(model, batch, threads, providers)
+        check_same_model(embedder, placemap)
+        paths = new_images(placemap, expand_images(images))
+        if not paths:
+            raise EdgeVPRError("every image is already in the map; the map is unchanged")
+        added, skipped = add_images(placemap, embedder, paths, quiet, skip_unreadable)
+        if not added:
+            raise EdgeVPRError("none of the images could be read; the map is unchanged")
+        placemap.save(map_path)
+        click.echo(
+            f"added {len(added)} places to {map_path} (ids {added[0]}..{added[-1]})"
+            + without_coordinates(placemap, added)
+            + (f", {len(skipped)} unreadable skipped" if skipped else "")
+            + f"; it now has {len(placemap)}"
+        )
 
 
 @index.command("remove")
@@ -274,9 +278,10 @@ def add(
 @click.argument("ids", nargs=-1, required=True, type=int)
 def remove(map_path: Path, ids: tuple[int, ...]) -> None:
     """Remove places by id from MAP (all or none), which is then replaced atomically."""
-    placemap = PlaceMap.load(map_path)
-    placemap.remove(list(ids))
-    placemap.save(map_path)
+    with exclusive(map_path, str(map_path)):
+        placemap = PlaceMap.load(map_path)
+        placemap.remove(list(ids))
+        placemap.save(map_path)
     click.echo(f"removed {len(set(ids))} places from {map_path}; it now has {len(placemap)}")
 
 
@@ -299,13 +304,30 @@ def info(map_path: Path, as_json: bool) -> None:
 
 
 
+@index.command("verify")
+@click.argument("maps", nargs=-1, required=True, type=PathArg)
+def verify(maps: tuple[Path, ...]) -> None:
+    """Check MAPS (place maps or tiled maps) completely: every section's checksum, every
+    index structure, the index's places against the records, and every stored descriptor
+    against its check value (a query checks only the rows it reads)."""
+    for map_path in maps:
+        started = time.perf_counter()
+        files = ([map_path / t.file for t in TiledMap.load(map_path).tiles.values()]
+                 if is_tiled_map(map_path) else [map_path])  # fmt: skip
+        places = sum(len(PlaceMap.load(path, verify=True)) for path in files)
+        size = sum(path.stat().st_size for path in files)
+        click.echo(f"ok: {map_path}: {places} places, {size / 1e6:.1f} MB in {len(files)} "
+                   f"file(s) checked in {time.perf_counter() - started:.1f} s")  # fmt: skip
+
+
 @index.command("compact")
 @click.argument("map_path", metavar="MAP", type=PathArg)
 def compact(map_path: Path) -> None:
     """Rewrite MAP without its removed places (the index rebuilt over the live ones)."""
-    before = map_path.stat().st_size if map_path.is_file() else 0
-    placemap = PlaceMap.load(map_path)
-    placemap.compact()
-    placemap.save(map_path)
+    with exclusive(map_path, str(map_path)):
+        before = map_path.stat().st_size if map_path.is_file() else 0
+        placemap = PlaceMap.load(map_path)
+        placemap.compact()
+        placemap.save(map_path)
     click.echo(f"compacted {map_path}: {len(placemap)} places, "
                f"{before / 1e6:.1f} -> {map_path.stat().st_size / 1e6:.1f} MB")  # fmt: skip

@@ -10,10 +10,10 @@ a finished build removes the folder. The map is then built from the chunks: the 
 
 from __future__ import annotations
 
+import fnmatch
 import hashlib
 import io
 import json
-import shutil
 import sys
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -23,8 +23,8 @@ from typing import Any
 import numpy as np
 from tqdm import tqdm
 
-from edgevpr.errors import EdgeVPRError
-from edgevpr.files import write_bytes_atomic, write_text_atomic
+from edgevpr.errors import EdgeVPRError, first_line
+from edgevpr.files import remove_tree, write_bytes_atomic, write_text_atomic
 from edgevpr.runtime.embedder import Embedder
 from edgevpr.runtime.placemap import PlaceMap
 from edgevpr.runtime.placemap.core import DEFAULT_INDEX
@@ -34,6 +34,7 @@ from edgevpr.runtime.placemap.projection import PCA, WHITENED, Projection
 CHUNK_IMAGES = 1024
 TRAIN_ROWS = 100_000  # descriptors the projection and a faiss index are fitted on, at most
 MANIFEST = "manifest.json"
+CHUNK_GLOB = "chunk-*.npz"
 PARTIAL_SUFFIX = ".partial"
 Skipped = Callable[[Path, EdgeVPRError], None]
 
@@ -56,11 +57,18 @@ class MapOptions:
 
 
 class EmbedCheckpoint:
-    """The work folder of one build: which images are embedded (or unreadable) so far."""
+    """The work folder of one build: which images are embedded (or unreadable) so far.
 
-    def __init__(self, folder: Path, fingerprint: str, paths: list[Path]) -> None:
+    Each chunk file is named by the sha256 of its contents and checked when read: its
+    arrays' names, types and shapes, indices in range and held by no other chunk,
+    descriptors finite. A chunk that fails is refused by name (``--fresh`` starts over).
+    The caller holds the output's lock (``files.exclusive``) for the folder's lifetime.
+    """
+
+    def __init__(self, folder: Path, fingerprint: str, paths: list[Path], dim: int) -> None:
         self.folder = folder
         self.paths = paths
+        self.dim = dim
         identity = {"fingerprint": fingerprint, "images": _list_hash(paths), "count": len(paths)}
         manifest = folder / MANIFEST
         if folder.exists() and (not manifest.is_file() or _read_json(manifest) != identity):
@@ -72,45 +80,86 @@ class EmbedCheckpoint:
         if not manifest.is_file():
             write_text_atomic(manifest, json.dumps(identity))
         self._done = np.zeros(len(paths), bool)
+        self._embedded = 0
         for chunk in self.chunks():
-            try:
-                with np.load(chunk) as data:
-                    indices = data["indices"]
-            except (OSError, ValueError, KeyError) as exc:
-                raise EdgeVPRError(f"{chunk} is unreadable ({exc}); build with --fresh") from None
-            if indices.size and (indices.min() < 0 or indices.max() >= len(paths)):
-                raise EdgeVPRError(f"{chunk} does not belong to this build; build with --fresh")
+            indices, ok, _ = self._checked(chunk)
             self._done[indices] = True
+            self._embedded += int(ok.sum())
 
     def chunks(self) -> list[Path]:
-        return sorted(self.folder.glob("chunk-*.npz"))
+        return sorted(self.folder.glob(CHUNK_GLOB))
 
     @property
     def done(self) -> int:
         return int(self._done.sum())
+
+    @property
+    def embedded(self) -> int:
+        """Images embedded (readable ones): the places the map will hold."""
+        return self._embedded
 
     def pending(self) -> np.ndarray:
         return np.flatnonzero(~self._done)
 
     def write(self, indices: np.ndarray, descriptors: np.ndarray, ok: np.ndarray) -> None:
         """One chunk: descriptors of ``indices`` (rows where ``ok`` is False: unreadable)."""
+        descriptors = descriptors.astype(np.float32)
+        if not np.isfinite(descriptors[ok]).all():
+            bad = indices[ok][~np.isfinite(descriptors[ok]).all(axis=1)]
+            raise EdgeVPRError(f"the model gave NaN or infinity for {self.paths[int(bad[0])]}")
         buffer = io.BytesIO()
         np.savez(buffer, indices=indices.astype(np.int64), ok=ok.astype(bool),
-                 descriptors=descriptors.astype(np.float32))  # fmt: skip
-        name = f"chunk-{int(indices.min()):010d}-{len(self.chunks()):06d}.npz"
-        write_bytes_atomic(self.folder / name, buffer.getvalue())
+                 descriptors=descriptors)  # fmt: skip
+        data = buffer.getvalue()
+        name = f"chunk-{int(indices.min()):010d}-{hashlib.sha256(data).hexdigest()}.npz"
+        write_bytes_atomic(self.folder / name, data)
         self._done[indices] = True
+        self._embedded += int(ok.sum())
 
     def read(self) -> Iterator[tuple[np.ndarray, np.ndarray]]:
         """(indices, descriptors) of the embedded images, chunk by chunk (unreadable ones
-        left out)."""
+        left out), each chunk checked again as it is read."""
+        seen = np.zeros(len(self.paths), bool)
         for chunk in self.chunks():
-            with np.load(chunk) as data:
-                ok = data["ok"]
-                yield data["indices"][ok], data["descriptors"][ok]
+            indices, ok, descriptors = self._checked(chunk, seen)
+            yield indices[ok], descriptors[ok]
+
+    def _checked(
+        self, chunk: Path, seen: np.ndarray | None = None
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """A chunk's (indices, ok, descriptors), everything checked; ``seen`` marks the
+        images earlier chunks held (the constructor's own marks otherwise)."""
+        refuse = f"{chunk} is not a chunk of this build"
+        if chunk.is_symlink() or not chunk.is_file():
+            raise EdgeVPRError(f"{refuse} (not a plain file); build with --fresh")
+        data = chunk.read_bytes()
+        if hashlib.sha256(data).hexdigest() != chunk.stem.rsplit("-", 1)[-1]:
+            raise EdgeVPRError(f"{chunk} changed after it was written; build with --fresh")
+        try:
+            with np.load(io.BytesIO(data), allow_pickle=False) as arrays:
+                if sorted(arrays.files) != ["descriptors", "indices", "ok"]:
+                    raise ValueError("other arrays")
+                indices, ok, descriptors = arrays["indices"], arrays["ok"], arrays["descriptors"]
+        except (OSError, ValueError, EOFError) as exc:
+            raise EdgeVPRError(f"{chunk} is unreadable ({first_line(exc)}); build with --fresh"
+                               ) from None  # fmt: skip
+        count = len(indices)
+        if (indices.dtype != np.int64 or ok.dtype != bool or descriptors.dtype != np.float32
+                or ok.shape != (count,) or descriptors.shape != (count, self.dim)):  # fmt: skip
+            raise EdgeVPRError(f"{refuse} (its arrays have other types or shapes)")
+        marks = self._done if seen is None else seen
+        if count and (indices.min() < 0 or indices.max() >= len(self.paths)
+                      or len(np.unique(indices)) != count or marks[indices].any()):  # fmt: skip
+            raise EdgeVPRError(f"{refuse} (its images are out of range or in another chunk); "
+                               "build with --fresh")  # fmt: skip
+        if not np.isfinite(descriptors[ok]).all():
+            raise EdgeVPRError(f"{chunk} holds NaN or infinite descriptors; build with --fresh")
+        if seen is not None:
+            seen[indices] = True
+        return indices, ok, descriptors
 
     def remove(self) -> None:
-        shutil.rmtree(self.folder, ignore_errors=True)
+        remove_tree(self.folder)
 
 
 def _list_hash(paths: list[Path]) -> str:
@@ -123,7 +172,7 @@ def _list_hash(paths: list[Path]) -> str:
 def _read_json(path: Path) -> Any:
     try:
         return json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError):
+    except (OSError, json.JSONDecodeError, UnicodeDecodeError):
         return None
 
 
@@ -132,10 +181,24 @@ def partial_folder(out: Path) -> Path:
 
 
 def remove_partial(folder: Path) -> None:
-    """Remove an interrupted build's folder (only one that is one: it has a manifest)."""
-    if not (folder / MANIFEST).is_file():
+    """Remove an interrupted build's folder: only one that holds nothing but what a build
+    writes (its manifest, chunks and their temporary files), whatever state it was left in."""
+    if folder.is_symlink() or not folder.is_dir():
         raise EdgeVPRError(f"{folder} is not an interrupted build's folder; not removed")
-    shutil.rmtree(folder)
+    strangers = [p.name for p in folder.iterdir() if not _ours(p)]
+    if strangers:
+        raise EdgeVPRError(f"{folder} holds files no build writes ({strangers[0]}, ...); "
+                           "not removed")  # fmt: skip
+    remove_tree(folder)
+
+
+def _ours(path: Path) -> bool:
+    """A file a build writes in its folder (atomic writes leave ``.<name>.*.tmp``)."""
+    name = path.name
+    return path.is_file() and not path.is_symlink() and (
+        name == MANIFEST or fnmatch.fnmatch(name, CHUNK_GLOB)
+        or (name.startswith(".") and name.endswith(".tmp"))
+    )  # fmt: skip
 
 
 # ------------------------------------------------------------------ embedding
@@ -188,6 +251,11 @@ def build_from_checkpoint(
     for indices, descriptors in _in_order(checkpoint):
         records = [record_for(checkpoint.paths[i]) for i in indices.tolist()]
         placemap.add(descriptors, records, source=source)
+    if len(placemap) != checkpoint.embedded:  # never a map of fewer places than embedded
+        raise EdgeVPRError(
+            f"the map holds {len(placemap)} places where {checkpoint.embedded} images were "
+            f"embedded; nothing written (see {checkpoint.folder})"
+        )
     return placemap
 
 

@@ -20,9 +20,10 @@ from typing import Any
 
 import numpy as np
 
-from edgevpr.errors import EdgeVPRError
+from edgevpr.errors import EdgeVPRError, first_line
 from edgevpr.files import write_text_atomic
 from edgevpr.provenance import utc_now
+from edgevpr.runtime.checks import real, whole
 
 FORMAT = "edgevpr.localizer-calibration"
 FORMAT_VERSION = 1
@@ -34,6 +35,12 @@ SIDECAR_SUFFIX = ".localizer.json"
 DEFAULT_THRESHOLDS = {"route": 0.5, "area": 0.45}
 THRESHOLD_LENGTH = 10
 UNCALIBRATED_SPREAD = 0.1  # margin over which the uncalibrated confidence rises 0.27 -> 0.73
+MODES = ("route", "area", "single")
+# A margin is a difference of z-values (best path minus its best rival, never below 0): a
+# few units at most on real data; the caps only refuse what no fit can write.
+MAX_MARGIN = 1000.0
+MAX_CURVE_POINTS = 10_000
+MAX_LENGTH = 100_000
 
 
 @dataclass(frozen=True)
@@ -134,18 +141,41 @@ class Calibration:
         if data.get("format_version") != FORMAT_VERSION:
             raise EdgeVPRError(f"{path} has calibration version {data.get('format_version')}")
         try:
-            curve = [(float(m), float(p)) for m, p in data["curve"]]
-            return cls(
-                fingerprint=str(data["fingerprint"]),
-                mode=str(data["mode"]),
-                length=int(data["length"]),
-                threshold=float(data["threshold"]),
-                precision=float(data["precision"]),
-                curve=curve,
-                source=dict(data.get("source") or {}),
-            )
-        except (KeyError, TypeError, ValueError) as exc:
-            raise EdgeVPRError(f"calibration {path} is broken ({exc})") from None
+            return cls.checked(data)
+        except (KeyError, TypeError, ValueError, EdgeVPRError) as exc:
+            raise EdgeVPRError(f"calibration {path} is broken ({first_line(exc)})") from None
+
+    @classmethod
+    def checked(cls, data: dict[str, Any]) -> Calibration:
+        """From a calibration file's fields, each in its range: a threshold a margin can
+        take, a curve of finite margins rising with precisions in [0, 1] that never fall
+        (what :meth:`fit` writes). Anything else would accept every frame or give
+        confidences outside [0, 1]."""
+        fingerprint, mode, source = data["fingerprint"], data["mode"], data.get("source") or {}
+        if not isinstance(fingerprint, str) or not fingerprint or not isinstance(source, dict):
+            raise ValueError("fingerprint must be a string and source an object")
+        if mode not in MODES:
+            raise ValueError(f"mode must be one of {', '.join(MODES)}, not {mode!r}")
+        curve = data["curve"]
+        if not isinstance(curve, list) or not 1 <= len(curve) <= MAX_CURVE_POINTS:
+            raise ValueError(f"the curve must be a list of 1 to {MAX_CURVE_POINTS} points")
+        points = np.array([[real(m, "a curve margin"), real(p, "a curve precision")]
+                           for m, p in curve], np.float64)  # fmt: skip
+        if (np.abs(points[:, 0]) > MAX_MARGIN).any() or (np.diff(points[:, 0]) < 0).any():
+            raise ValueError("the curve's margins are not rising within the margin range")
+        precisions = points[:, 1]
+        if (precisions < 0).any() or (precisions > 1).any() or (np.diff(precisions) < 0).any():
+            raise ValueError("the curve's precisions are not rising within [0, 1]")
+        threshold = real(data["threshold"], "threshold")
+        if not 0.0 <= threshold <= MAX_MARGIN:
+            raise ValueError(f"threshold {threshold:g} is outside [0, {MAX_MARGIN:g}]")
+        precision = real(data["precision"], "precision")
+        if not 0.0 < precision <= 1.0:
+            raise ValueError(f"precision {precision:g} is outside (0, 1]")
+        return cls(fingerprint=fingerprint, mode=mode,
+                   length=whole(data["length"], "length", 1, MAX_LENGTH), threshold=threshold,
+                   precision=precision, curve=[(float(m), float(p)) for m, p in points],
+                   source=dict(source))  # fmt: skip
 
     @classmethod
     def fit(

@@ -26,6 +26,7 @@ from typing import Any
 import numpy as np
 
 from edgevpr.errors import EdgeVPRError
+from edgevpr.files import exclusive, file_identity
 from edgevpr.runtime.checks import file_path, place_ids, unit_rows, whole
 from edgevpr.runtime.geo import GeoPrior, check_prior
 from edgevpr.runtime.placemap.hnsw import (
@@ -74,7 +75,10 @@ class PlaceMap:
                                     projection=Projection.fit(sample, 256))
     """
 
-    def __init__(self, parts: MapParts, source: os.PathLike[str] | None = None) -> None:
+    def __init__(
+        self, parts: MapParts, source: os.PathLike[str] | None = None,
+        identity: tuple[int, ...] | None = None,
+    ) -> None:  # fmt: skip
         self._parts = parts
         self._kind, self._index = parts.kind, parts.index
         self._records, self._store = parts.records, parts.store
@@ -87,6 +91,7 @@ class PlaceMap:
         # the FP32 model and extended with the INT8 one of the same checkpoint
         self._sources: list[dict[str, Any]] = list(parts.sources or [])
         self._source = None if source is None else file_path(source, "place map")
+        self._identity = identity  # of the file at ``source`` when this map was read
         self._search = MapSearch(self._index, self._records, self._store, self._projection,
                                  parts.rerank)  # fmt: skip
         self._lock = ReadWriteLock()
@@ -136,13 +141,26 @@ class PlaceMap:
 
     @classmethod
     def load(cls, path: str | os.PathLike[str], verify: bool = False) -> PlaceMap:
-        """Load a map file: header and every section's checksum verified before anything is
-        parsed (``verify``: the large descriptor section too, see ``container``), every
-        problem a one-line EdgeVPRError naming the file."""
+        """Load a map file: the header and every section's checksum verified before anything
+        is parsed, each index structure checked before its library reads it, the index's
+        places compared with the records; every problem a one-line EdgeVPRError naming the
+        file. Stored descriptors are verified row by row as queries read them; ``verify``
+        checks them all now (see :meth:`verify`)."""
         from edgevpr.runtime.placemap.persist import read_map
 
         path = file_path(path, "place map")
-        return cls(read_map(path, verify), path)
+        before = file_identity(path)
+        parts = read_map(path, verify)
+        if file_identity(path) != before:
+            raise EdgeVPRError(f"place map {path} changed while it was being loaded; load it again")
+        return cls(parts, path, before)
+
+    def verify(self) -> None:
+        """Read every stored descriptor of the file the map was loaded from, checking each
+        row against its check value and the section against its checksum (what
+        ``edgevpr index verify`` does; a map of a million 4096-d places reads 16 GB)."""
+        with self._lock.reading():
+            self._store.verify()
 
     # ---------------------------------------------------------------- properties
     @property
@@ -431,12 +449,25 @@ class PlaceMap:
     def save(self, path: str | os.PathLike[str]) -> None:
         """Write the map to one file atomically (temporary file, fsync, rename): readers of
         ``path`` see the old map or the new one, never a torn file. Removed places are left
-        out; an index holding many of them is rebuilt first (see ``persist``)."""
+        out; an index holding many of them is rebuilt first (see ``persist``).
+
+        No work is lost to another writer: the write holds ``path``'s lock (another edgevpr
+        command changing it: one EdgeVPRError line), and saving over the file this map was
+        loaded from is refused when that file has changed since (another process saved
+        there: load it again and redo the change)."""
         from edgevpr.runtime.placemap.persist import write_map_file
 
         path = file_path(path, "place map")
-        with self._lock.reading():
+        with exclusive(path, "the map on disk"), self._lock.reading():
+            if self._source is not None and _same_file(path, self._source):
+                if file_identity(path) != self._identity:
+                    raise EdgeVPRError(
+                        f"place map {path} changed on disk since this map was loaded from it "
+                        "(another command saved it); load it again and redo the change"
+                    )
             write_map_file(path, self._parts_now())
+            if self._source is not None and _same_file(path, self._source):
+                self._identity = file_identity(path)
 
     # ---------------------------------------------------------------- validation
     def _unit_rows(self, descriptors: np.ndarray, what: str) -> np.ndarray:
@@ -447,3 +478,10 @@ class PlaceMap:
         if unknown:
             shown_ids = ", ".join(map(str, unknown[:5])) + (" ..." if len(unknown) > 5 else "")
             raise EdgeVPRError(f"no place with id {shown_ids} in this map")
+
+
+def _same_file(path: os.PathLike[str], other: os.PathLike[str]) -> bool:
+    """Whether two paths name one place (the file itself may be gone or replaced)."""
+    return os.path.abspath(path) == os.path.abspath(other) or (
+        os.path.exists(path) and os.path.exists(other) and os.path.samefile(path, other)
+    )

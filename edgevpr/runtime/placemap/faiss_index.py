@@ -14,8 +14,9 @@ from typing import Any
 import faiss
 import numpy as np
 
-from edgevpr.errors import EdgeVPRError
+from edgevpr.errors import EdgeVPRError, first_line
 from edgevpr.runtime.embedder import usable_cores
+from edgevpr.runtime.placemap.faiss_file import BrokenFaiss, check_faiss_index
 from edgevpr.runtime.placemap.kinds import FewerThanK, allowed_mask, checked_params, given_params
 
 # nlist 0: chosen from the data (and again as the map grows); capacity: places expected
@@ -44,11 +45,12 @@ def _threads(queries: int) -> None:
     faiss.omp_set_num_threads(1 if queries == 1 else usable_cores())
 
 
-def _bitmap(allowed: np.ndarray, size: int) -> tuple[Any, np.ndarray]:
-    """A faiss selector for ``allowed`` ids, and the bits it points to (keep them alive)."""
-    mask = allowed_mask(allowed, size)
-    bits = np.packbits(mask, bitorder="little")
-    return faiss.IDSelectorBitmap(len(mask), faiss.swig_ptr(bits)), bits
+def _bitmap(allowed: np.ndarray) -> tuple[Any, np.ndarray]:
+    """A faiss selector for ``allowed`` ids, and the bits it points to (keep them alive).
+    faiss's ``IDSelectorBitmap(n, bitmap)`` takes the bitmap's length in bytes: an id past
+    the last byte is not a member, and nothing is read beyond the bits given."""
+    bits = np.packbits(allowed_mask(allowed), bitorder="little")
+    return faiss.IDSelectorBitmap(len(bits), faiss.swig_ptr(bits)), bits
 
 
 def _results(distances: np.ndarray, labels: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
@@ -61,16 +63,20 @@ def _serialized(index: Any) -> dict[str, np.ndarray]:
     return {"index": faiss.serialize_index(index)}
 
 
-def _deserialized(sections: dict[str, np.ndarray], dim: int, where: str) -> Any:
+def _deserialized(sections: dict[str, np.ndarray], dim: int, storage: str, where: str) -> Any:
+    """The index in ``sections`` (private bytes, checked field by field first, see
+    ``faiss_file``)."""
     data = sections.get("index")
-    if data is None:
+    if data is None or data.dtype != np.uint8 or data.ndim != 1:
         raise EdgeVPRError(f"{where} has no faiss index section")
+    try:
+        check_faiss_index(data, dim, storage)
+    except BrokenFaiss as exc:
+        raise EdgeVPRError(f"{where} has a broken faiss index ({exc})") from None
     try:
         index = faiss.deserialize_index(np.ascontiguousarray(data))
     except (RuntimeError, MemoryError) as exc:
-        raise EdgeVPRError(f"{where} has a broken faiss index ({exc})") from None
-    if index.d != dim or index.metric_type != faiss.METRIC_INNER_PRODUCT:
-        raise EdgeVPRError(f"{where}: its faiss index does not fit its metadata")
+        raise EdgeVPRError(f"{where} has a broken faiss index ({first_line(exc)})") from None
     return index
 
 
@@ -98,9 +104,7 @@ class FaissIvfIndex:
     def load(
         cls, sections: dict[str, np.ndarray], dim: int, storage: str, params: dict, where: str
     ) -> FaissIvfIndex:
-        index = _deserialized(sections, dim, where)
-        if not isinstance(index, faiss.IndexIVF):
-            raise EdgeVPRError(f"{where}: its faiss index is not inverted lists")
+        index = _deserialized(sections, dim, storage, where)
         loaded = cls.create(dim, storage, {**params, "from_file": True})
         loaded._index = index
         return loaded
@@ -173,7 +177,7 @@ class FaissIvfIndex:
             # lists: probing twice as many (100k places, 1 km prior, 8 % of the map) gave
             # top-1 1.000 against 0.995, 1.78 ms against 1.59.
             wider = min(nlist, FILTERED_PROBES * nprobe)
-            selector, bits = _bitmap(allowed, int(self._index.ntotal))
+            selector, bits = _bitmap(allowed)
             params = faiss.SearchParametersIVF(nprobe=wider, sel=selector)
         _threads(len(queries))
         distances, labels = self._index.search(np.ascontiguousarray(queries), k, params=params)
@@ -184,6 +188,14 @@ class FaissIvfIndex:
         if self._index is None:
             return {}
         return _serialized(self._index)
+
+    def labels(self) -> np.ndarray:
+        if self._index is None:
+            return np.zeros(0, np.int64)
+        invlists = self._index.invlists
+        held = [faiss.rev_swig_ptr(invlists.get_ids(n), invlists.list_size(n)).copy()
+                for n in range(invlists.nlist) if invlists.list_size(n)]  # fmt: skip
+        return np.concatenate(held).astype(np.int64) if held else np.zeros(0, np.int64)
 
     def memory_bytes(self) -> int:
         if self._index is None:
@@ -214,9 +226,7 @@ class FaissHnswIndex:
     def load(
         cls, sections: dict[str, np.ndarray], dim: int, storage: str, params: dict, where: str
     ) -> FaissHnswIndex:
-        index = _deserialized(sections, dim, where)
-        if not isinstance(index, faiss.IndexIDMap2):
-            raise EdgeVPRError(f"{where}: its faiss index is not an id-mapped HNSW graph")
+        index = _deserialized(sections, dim, storage, where)
         loaded = cls.create(dim, storage, {**params, "from_file": True})
         loaded._index = index
         return loaded
@@ -262,7 +272,7 @@ class FaissHnswIndex:
         if allowed is None:
             params = faiss.SearchParametersHNSW(efSearch=max(self._params["ef"], k))
         else:
-            selector, bits = _bitmap(allowed, int(allowed.max(initial=0)) + 1)
+            selector, bits = _bitmap(allowed)
             params = faiss.SearchParametersHNSW(efSearch=max(self._params["ef"], k), sel=selector)
         _threads(len(queries))
         distances, labels = self._index.search(np.ascontiguousarray(queries), k, params=params)
@@ -271,6 +281,12 @@ class FaissHnswIndex:
 
     def sections(self) -> dict[str, np.ndarray]:
         return {} if self._index is None else _serialized(self._index)
+
+    def labels(self) -> np.ndarray:
+        """Every id the graph holds: removed places too (see the class)."""
+        if self._index is None:
+            return np.zeros(0, np.int64)
+        return faiss.vector_to_array(self._index.id_map).astype(np.int64)
 
     def memory_bytes(self) -> int:
         if self._index is None:

@@ -28,6 +28,7 @@ from edgevpr.runtime.placemap.hnsw_file import (
     check_graph,
     check_layout,
     check_state,
+    deleted_labels,
     read_layout,
 )
 from edgevpr.runtime.placemap.kinds import FewerThanK
@@ -82,6 +83,7 @@ class HnswIndex:
         self.ef = ef
         # hnswlib's pickled state does not carry this flag: a restored index appends
         self.replaces_deleted = True
+        self._deleted: set[int] = set()  # labels marked deleted (hnswlib has no query for it)
         index.set_ef(ef)
 
     @classmethod
@@ -136,6 +138,7 @@ class HnswIndex:
             raise EdgeVPRError(f"{where} has a broken index ({exc})") from None
         loaded = cls(index, dim, M, ef_construction, ef)
         loaded.replaces_deleted = False
+        loaded._deleted = set(deleted_labels(state).tolist())
         return loaded
 
     def sections(self) -> dict[str, np.ndarray]:
@@ -183,8 +186,10 @@ class HnswIndex:
         """Elements in the graph, removed ones included."""
         return self._index.element_count
 
-    def labels(self) -> set[int]:
-        return set(self._index.get_ids_list())
+    def labels(self) -> np.ndarray:
+        """The labels of the elements not marked deleted."""
+        held = np.asarray(self._index.get_ids_list(), np.int64)
+        return np.setdiff1d(held, np.fromiter(self._deleted, np.int64, len(self._deleted)))
 
     def params(self) -> dict[str, int]:
         return {"M": self.M, "ef_construction": self.ef_construction, "ef": self.ef}
@@ -205,6 +210,7 @@ class HnswIndex:
     def remove(self, ids: np.ndarray) -> None:
         for place_id in ids.tolist():
             self._index.mark_deleted(place_id)
+            self._deleted.add(place_id)
 
     # ------------------------------------------------------------------ search
     def search(

@@ -218,6 +218,9 @@ def _check_level0(index: np.ndarray, layout: IndexLayout) -> np.ndarray:
     used = np.arange(layout.max_m0) < neighbours[:, None].astype(np.int64)
     if (ids[used] >= count).any():
         raise BrokenIndex("a level-0 neighbour id points past the last element")
+    vectors = np.ascontiguousarray(blocks[:, layout.data_offset : layout.label_offset])
+    if not np.isfinite(vectors.view("<f4")).all():
+        raise BrokenIndex("a stored vector is not finite")
     return blocks
 
 
@@ -266,3 +269,11 @@ def _check_lookup(arrays: dict[str, np.ndarray], index: np.ndarray, layout: Inde
     labels = np.ascontiguousarray(blocks[:, layout.label_offset :]).view("<u8").ravel()
     if (labels >= 2**63).any() or not np.array_equal(labels[internal.astype(np.int64)], external):
         raise BrokenIndex("labels are out of range or do not match the lookup")
+
+
+def deleted_labels(state: dict) -> np.ndarray:
+    """The labels of the elements a checked state marks deleted."""
+    count, block = state["cur_element_count"], state["size_data_per_element"]
+    blocks = state["data_level0"].view(np.uint8).reshape(count, block)
+    labels = np.ascontiguousarray(blocks[:, state["label_offset"] :]).view("<u8").ravel()
+    return labels[(blocks[:, 2] & 1) != 0].astype(np.int64)

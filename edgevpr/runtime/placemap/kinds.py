@@ -2,8 +2,10 @@
 CLI and the benchmark. A new kind is one row here and one module with its class.
 
 Every kind answers the same few verbs over rows of (projected) float32 vectors labelled
-with place ids: add, remove, search (optionally among an allowed set of ids), sections (its
-bytes for the map file) and load (back from them). Scores are the kind's inner products;
+with place ids: add, remove, search (optionally among an allowed set of ids), labels (the
+ids it holds, removed ones excluded: a loaded map compares them with its records), sections
+(its bytes for the map file) and load (back from them, every structure checked before the
+library that owns it reads it). Scores are the kind's inner products;
 the map re-ranks the best candidates exactly where it keeps full-precision descriptors.
 """
 
@@ -45,6 +47,8 @@ class SearchIndex(Protocol):
     def set_search_breadth(self, breadth: int) -> None: ...
 
     def sections(self) -> dict[str, np.ndarray]: ...
+
+    def labels(self) -> np.ndarray: ...
 
     def memory_bytes(self) -> int: ...
 
@@ -145,17 +149,8 @@ def given_params(params: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in params.items() if k != "from_file"}
 
 
-def allowed_mask(allowed: np.ndarray, size: int) -> np.ndarray:
-    """A boolean mask over ids 0..size-1 from an array of allowed ids."""
-    mask = np.zeros(max(size, int(allowed.max(initial=-1)) + 1), bool)
+def allowed_mask(allowed: np.ndarray) -> np.ndarray:
+    """A boolean mask over ids 0..max(allowed) from an array of allowed ids."""
+    mask = np.zeros(int(allowed.max(initial=-1)) + 1, bool)
     mask[allowed] = True
     return mask
-
-
-def checked_results(ids: np.ndarray, scores: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-    """(ids, scores) as int64 / float32, ``FewerThanK`` where a row has a missing result
-    (-1, as faiss and hnswlib pad)."""
-    ids = np.asarray(ids, np.int64)
-    if ids.shape[1] < k or (ids < 0).any():
-        raise FewerThanK
-    return ids, np.asarray(scores, np.float32)

@@ -18,7 +18,15 @@ import numpy as np
 from edgevpr import __version__
 from edgevpr.errors import EdgeVPRError
 from edgevpr.provenance import utc_now
-from edgevpr.runtime.placemap.container import VERSION, MappedMap, read_version, write_sections
+from edgevpr.runtime.placemap.container import (
+    ROW_CHECKS,
+    VECTORS,
+    VERSION,
+    MapFile,
+    read_version,
+    write_sections,
+)
+from edgevpr.runtime.placemap.filerows import FileRows
 from edgevpr.runtime.placemap.hnsw import HnswIndex
 from edgevpr.runtime.placemap.kinds import FAISS_HNSW, HNSWLIB, SearchIndex, index_kind
 from edgevpr.runtime.placemap.mapfile import (
@@ -59,7 +67,7 @@ def write_map_file(path: Path, parts: MapParts) -> None:
     columns, zones = parts.records.columns(len(parts.sources or []))
     sections: dict[str, Any] = {f"records.{n}": a for n, a in columns.items()}
     if parts.store.keeps:
-        sections["vectors"] = parts.store.section(parts.records.live_rows())
+        sections[VECTORS], sections[ROW_CHECKS] = parts.store.section(parts.records.live_rows())
     if parts.projection is not None:
         sections.update({f"projection.{n}": a for n, a in parts.projection.arrays().items()})
     sections.update({f"index.{n}": a for n, a in index.sections().items()})
@@ -128,7 +136,7 @@ def file_facts(path: Path) -> dict[str, Any]:
         header, metadata = read_map_metadata(path)
         sections = {"metadata": header.metadata_length, "index": header.index_length}
     else:
-        mapped = MappedMap(path)
+        mapped = MapFile(path)
         metadata = mapped.metadata
         sections = {e.name: e.length for e in mapped.entries}
     return {"format_version": version, "sections": sections,
@@ -158,10 +166,10 @@ def read_map(path: Path, verify: bool = False) -> MapParts:
 
 def _read_version2(path: Path, verify: bool) -> MapParts:
     where = f"place map {path}"
-    mapped = MappedMap(path, verify_all=verify)
+    mapped = MapFile(path, verify_all=verify)
     meta, sections = mapped.metadata, mapped.sections
     try:
-        return _parts(meta, sections, where)
+        return _parts(meta, sections, mapped.rows, where)
     except (KeyError, TypeError, ValueError, AttributeError) as exc:
         raise EdgeVPRError(f"{where} has broken metadata ({type(exc).__name__}: {exc})") from None
     except EdgeVPRError as exc:
@@ -169,7 +177,9 @@ def _read_version2(path: Path, verify: bool) -> MapParts:
         raise EdgeVPRError(message if str(path) in message else f"{where}: {message}") from None
 
 
-def _parts(meta: dict[str, Any], sections: dict[str, np.ndarray], where: str) -> MapParts:
+def _parts(
+    meta: dict[str, Any], sections: dict[str, np.ndarray], rows: FileRows | None, where: str
+) -> MapParts:
     if meta.get("format") != FORMAT_NAME:
         raise EdgeVPRError(f"{where} has metadata of another format")
     dim = _whole(meta["descriptor_dim"], "descriptor_dim", 1, MAX_DIM)
@@ -187,7 +197,7 @@ def _parts(meta: dict[str, Any], sections: dict[str, np.ndarray], where: str) ->
     if len(ids) != meta["places"] or (len(ids) and ids[-1] >= next_id):
         raise ValueError("the records disagree with the header")
     projection = _projection(meta["projection"], sections, dim)
-    store = _store(meta["store"], sections, dim, len(ids))
+    store = _store(meta["store"], rows, dim, len(ids))
     described = meta["index"]
     kind = index_kind(described["kind"])
     params = described["params"]
@@ -196,6 +206,9 @@ def _parts(meta: dict[str, Any], sections: dict[str, np.ndarray], where: str) ->
     searched = dim if projection is None else projection.dims
     index_sections = {n[len("index."):]: a for n, a in sections.items() if n.startswith("index.")}
     index = kind.load(index_sections, searched, described["storage"], params, where)
+    if not np.array_equal(np.sort(index.labels()), ids):
+        raise EdgeVPRError(f"{where} is inconsistent: its index holds other places than its "
+                           f"records; {REBUILD_HINT}")  # fmt: skip
     rerank = _whole(meta["rerank"], "rerank", 1, 100_000)
     return MapParts(kind, index, records, store, projection, rerank, fingerprint, dict(model),
                     str(meta.get("created", "")), next_id, list(sources))  # fmt: skip
@@ -211,15 +224,16 @@ def _projection(meta: Any, sections: dict[str, np.ndarray], dim: int) -> Project
     return projection
 
 
-def _store(kind: Any, sections: dict[str, np.ndarray], dim: int, places: int) -> VectorStore:
+def _store(kind: Any, rows: FileRows | None, dim: int, places: int) -> VectorStore:
     if kind == NONE:
+        if rows is not None:
+            raise ValueError("descriptors are stored in a map that says it keeps none")
         return VectorStore(dim, NONE)
     if kind not in STORES:
         raise ValueError(f"unknown descriptor store {kind!r}")
-    vectors = sections["vectors"]
-    if vectors.shape != (places, dim):
+    if rows is None or rows.shape != (places, dim):
         raise ValueError("the stored descriptors do not fit the records")
-    return VectorStore(dim, kind, vectors)
+    return VectorStore(dim, kind, rows)
 
 
 def _whole(value: Any, name: str, low: int, high: int) -> int:
@@ -238,8 +252,7 @@ def _read_version1(path: Path) -> MapParts:
             index_path, contents.dim, contents.params, len(contents.records), where
         )
     ids = np.asarray([r.id for r in contents.records], np.int64)
-    labels = index.labels()
-    if any(i not in labels for i in ids.tolist()) or len(ids) > index.stored:
+    if not np.isin(ids, index.labels()).all() or len(ids) > index.stored:
         raise EdgeVPRError(f"{where} is inconsistent: records and index disagree")
     records = RecordTable()
     records.append(ids, contents.records, contents.sources_of_records)

@@ -132,29 +132,62 @@ class MapSearch:
 
     # ------------------------------------------------------------------ with a prior
     def with_prior(self, queries: np.ndarray, k: int, prior: GeoPrior) -> list[Found]:
-        grid, frame = self._geo()
-        point = None if grid is None or frame is None else in_frame(prior, frame)
-        live = len(self.records)
+        """Each query's best k places within the prior's circle. Whatever path found them,
+        every answer is checked against the circle here: a query whose answer holds a
+        place outside it (an index that ignored its filter) is answered exactly instead."""
+        found = self._searched_with_prior(queries, k, prior)
+        out = []
+        for row, answer in enumerate(found):
+            distance = np.nan_to_num(answer.distances_m, nan=np.inf)
+            if (distance > prior.radius_m).any():
+                answer = self._exact_in_circle(queries[row : row + 1], k, prior)[0]
+            out.append(answer)
+        return out
+
+    def _searched_with_prior(self, queries: np.ndarray, k: int, prior: GeoPrior) -> list[Found]:
+        point = self._point(prior)
         if point is not None:
-            inside = grid.count(*point, prior.radius_m)
-            share = inside / max(live, 1)
+            grid, _ = self._geo()
+            inside = grid.count(*point, prior.radius_m)  # type: ignore[union-attr]
+            share = inside / max(len(self.records), 1)
             # few places are scored exactly, whatever share of the map they are
             many = inside * self.store.dim > EXACT_PRIOR_BUDGET
             if many and (share >= OVERFETCH_SHARE or not self.index.filters):
                 found = self._overfetched(queries, k, prior, share)
                 if found is not None:
                     return found
-            candidates, rows = grid.within(*point, prior.radius_m)
+        return self._in_circle(queries, k, prior, point, exact=False)
+
+    def _exact_in_circle(self, queries: np.ndarray, k: int, prior: GeoPrior) -> list[Found]:
+        return self._in_circle(queries, k, prior, self._point(prior), exact=True)
+
+    def _point(self, prior: GeoPrior) -> tuple[float, float] | None:
+        """The prior's position in the grid's frame (None: no grid, or not placeable)."""
+        grid, frame = self._geo()
+        return None if grid is None or frame is None else in_frame(prior, frame)
+
+    def _in_circle(
+        self, queries: np.ndarray, k: int, prior: GeoPrior, point: tuple[float, float] | None,
+        exact: bool,
+    ) -> list[Found]:  # fmt: skip
+        """Search among the places inside the circle, listed (by the grid where there is
+        one) and measured exactly."""
+        if point is not None:
+            grid, _ = self._geo()
+            candidates, rows = grid.within(*point, prior.radius_m)  # type: ignore[union-attr]
         else:
             candidates = self.records.live_ids()
             rows = np.arange(len(candidates))
         distance = self._distances(prior, rows=rows)
         inside = np.nan_to_num(distance, nan=np.inf) <= prior.radius_m
-        candidates, distance = candidates[inside], distance[inside]
+        candidates = candidates[inside]
         if not len(candidates):
             nothing = Found(np.zeros(0, np.int64), np.zeros(0, np.float32), np.zeros(0))
             return [nothing] * len(queries)
-        ids, scores = self._among(queries, candidates, k)
+        if exact:
+            ids, scores = self.exact(queries, candidates, min(k, len(candidates)))
+        else:
+            ids, scores = self._among(queries, candidates, k)
         pairs = zip(ids, scores, strict=True)
         return [Found(i, s, self._distances(prior, ids=i)) for i, s in pairs]
 

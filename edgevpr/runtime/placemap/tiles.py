@@ -13,7 +13,9 @@ from __future__ import annotations
 import json
 import math
 import os
+import secrets
 import shutil
+import tempfile
 from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,10 +23,10 @@ from typing import Any
 
 import numpy as np
 
-from edgevpr.errors import EdgeVPRError
+from edgevpr.errors import EdgeVPRError, first_line
 from edgevpr.files import write_text_atomic
 from edgevpr.runtime.checks import file_path, unit_rows, whole
-from edgevpr.runtime.geo import GeoPrior, LocalProjection, check_prior
+from edgevpr.runtime.geo import GeoPrior, LocalProjection, check_prior, is_utm_zone
 from edgevpr.runtime.placemap.core import PlaceMap
 from edgevpr.runtime.placemap.parts import Neighbours
 from edgevpr.runtime.placemap.search import in_frame
@@ -34,6 +36,13 @@ FORMAT = "edgevpr.tiledmap"
 VERSION = 1
 SUFFIX = ".vprtiles"
 DEFAULT_MAX_TILES = 9  # a 3 x 3 neighbourhood
+# A city of 100 km x 100 km in 250 m tiles is 160k tiles; the caps keep a forged manifest
+# from costing minutes and gigabytes (1e6 tiles took 8.8 s and 815 MB to read).
+MAX_MANIFEST_TILES = 250_000
+MAX_MANIFEST_BYTES = 64 << 20
+MIN_TILE_M, MAX_TILE_M = 1.0, 1e7
+MAX_CELL = 1 << 40  # tile indices: a tile of 1 m at 1e12 m is beyond any map
+TILE_FIELDS = ("key", "ix", "iy", "places", "first_id", "file")
 
 
 @dataclass(frozen=True)
@@ -60,36 +69,40 @@ class TiledMap:
         self.max_tiles = whole(max_tiles, "max_tiles", 1, 10_000)
         where = f"tiled map {folder}"
         try:
-            self.tile_size_m = float(manifest["tile_size_m"])
-            self.fingerprint = str(manifest["fingerprint"])
-            self.descriptor_dim = whole(manifest["descriptor_dim"], "descriptor_dim", 1)
-            frame = manifest["frame"]
-            self._frame = (LocalProjection(bool(frame["planar"]), float(frame["lat0"]),
-                                           float(frame["lon0"])),
-                           frozenset(frame["utm_zones"]))  # fmt: skip
-            self.tiles = {t["key"]: Tile(**t) for t in manifest["tiles"]}
-        except (KeyError, TypeError, ValueError) as exc:
-            raise EdgeVPRError(f"{where} has a broken manifest ({exc})") from None
-        if not self.tile_size_m > 0 or manifest.get("format") != FORMAT:
-            raise EdgeVPRError(f"{where} has a broken manifest")
-        for tile in self.tiles.values():
-            if Path(tile.file).name != tile.file:  # tiles live in the folder, nowhere else
-                raise EdgeVPRError(f"{where} names a tile outside its folder: {tile.file}")
+            if manifest.get("format") != FORMAT or manifest.get("version") != VERSION:
+                raise ValueError("not a version-1 tiled map manifest")
+            self.tile_size_m = _number(manifest["tile_size_m"], "tile_size_m", MIN_TILE_M,
+                                       MAX_TILE_M)  # fmt: skip
+            self.fingerprint = manifest["fingerprint"]
+            if not isinstance(self.fingerprint, str) or not self.fingerprint:
+                raise ValueError("fingerprint is not a string")
+            self.descriptor_dim = whole(manifest["descriptor_dim"], "descriptor_dim", 1, 65536)
+            self._frame = _frame(manifest["frame"])
+            self.tiles = _tiles(manifest["tiles"])
+        except (KeyError, TypeError, ValueError, EdgeVPRError) as exc:
+            raise EdgeVPRError(f"{where} has a broken manifest ({first_line(exc)})") from None
+        self._cells = np.array([(t.ix, t.iy) for t in self.tiles.values()], np.int64).reshape(-1, 2)
+        self._keys = list(self.tiles)
         self._loaded: OrderedDict[str, PlaceMap] = OrderedDict()
         self._ef: int | None = None
         self.source = folder
 
     @classmethod
     def load(cls, folder: str | os.PathLike[str], max_tiles: int = DEFAULT_MAX_TILES) -> TiledMap:
-        """Read the manifest (tiles load on demand)."""
-        folder = Path(folder)
+        """Read the manifest, every entry checked (tiles load on demand)."""
+        folder = file_path(folder, "tiled map")
         manifest = folder / MANIFEST
         if not manifest.is_file():
             raise EdgeVPRError(f"{folder} is not a tiled map (no {MANIFEST})")
         try:
-            data = json.loads(manifest.read_text())
-        except (OSError, json.JSONDecodeError, UnicodeDecodeError) as exc:
-            raise EdgeVPRError(f"tiled map {folder} has an unreadable manifest ({exc})") from None
+            if manifest.stat().st_size > MAX_MANIFEST_BYTES:
+                raise EdgeVPRError(f"tiled map {folder} has a manifest over "
+                                   f"{MAX_MANIFEST_BYTES >> 20} MB")  # fmt: skip
+            data = json.loads(manifest.read_text(encoding="utf-8"))
+        except (OSError, json.JSONDecodeError, UnicodeDecodeError, RecursionError) as exc:
+            raise EdgeVPRError(
+                f"tiled map {folder} has an unreadable manifest ({first_line(exc)})"
+            ) from None
         if not isinstance(data, dict):
             raise EdgeVPRError(f"tiled map {folder} has a broken manifest")
         return cls(folder, data, max_tiles)
@@ -115,32 +128,47 @@ class TiledMap:
         if key in self._loaded:
             self._loaded.move_to_end(key)
             return self._loaded[key]
-        tile = PlaceMap.load(self.folder / self.tiles[key].file)
+        entry = self.tiles[key]
+        path = self.folder / entry.file
+        if path.is_symlink():  # a tile is a file of the folder, never one elsewhere
+            raise EdgeVPRError(f"tile {key} of {self.folder} is a symbolic link; not followed")
+        tile = PlaceMap.load(path)
         if self._ef is not None:
             tile.set_ef(self._ef)
         if tile.fingerprint != self.fingerprint:
             raise EdgeVPRError(f"tile {key} of {self.folder} was made by another model")
+        ids = tile.ids()
+        if len(ids) != entry.places or (len(ids) and ids[-1] >= entry.places):
+            raise EdgeVPRError(f"tile {key} of {self.folder} holds other places than its "
+                               "manifest says")  # fmt: skip
         self._loaded[key] = tile
         while len(self._loaded) > self.max_tiles:
             self._loaded.popitem(last=False)
         return tile
 
     def tiles_near(self, prior: GeoPrior) -> list[str]:
-        """Keys of the tiles the prior's circle overlaps (nearest first)."""
+        """Keys of the tiles the prior's circle overlaps (nearest first). The work is the
+        smaller of the cells the circle's square covers and the tiles the map has: a prior
+        far larger than a tile walks the manifest, never every empty cell."""
         point = in_frame(prior, self._frame)
         if point is None:
             raise EdgeVPRError("this prior cannot be placed in the tiled map's frame")
         x, y = point
         size, reach = self.tile_size_m, prior.radius_m
-        keys = []
-        for ix in range(math.floor((x - reach) / size), math.floor((x + reach) / size) + 1):
-            for iy in range(math.floor((y - reach) / size), math.floor((y + reach) / size) + 1):
-                near_x = min(max(x, ix * size), (ix + 1) * size)
-                near_y = min(max(y, iy * size), (iy + 1) * size)
-                gap = math.hypot(x - near_x, y - near_y)
-                if gap <= reach and f"{ix}_{iy}" in self.tiles:
-                    keys.append((gap, f"{ix}_{iy}"))
-        return [key for _, key in sorted(keys)]
+        low = (math.floor((x - reach) / size), math.floor((y - reach) / size))
+        high = (math.floor((x + reach) / size), math.floor((y + reach) / size))
+        cells = (high[0] - low[0] + 1) * (high[1] - low[1] + 1)
+        if cells <= len(self._keys):
+            keys = [f"{ix}_{iy}" for ix in range(low[0], high[0] + 1)
+                    for iy in range(low[1], high[1] + 1)]  # fmt: skip
+            cell = np.array([[int(k.split("_")[0]), int(k.split("_")[1])] for k in keys
+                             if k in self.tiles], np.int64).reshape(-1, 2)  # fmt: skip
+        else:
+            cell = self._cells
+        near = np.clip(np.array([x, y]), cell * size, (cell + 1) * size)
+        gap = np.hypot(x - near[:, 0], y - near[:, 1])
+        order = np.lexsort((cell[:, 1], cell[:, 0], gap))
+        return [f"{cell[i, 0]}_{cell[i, 1]}" for i in order if gap[i] <= reach]
 
     def query(self, descriptors: np.ndarray, k: int = 5, prior: GeoPrior | None = None
               ) -> list[Neighbours]:  # fmt: skip
@@ -174,21 +202,31 @@ def _merged(parts: list[tuple[int, Neighbours]], k: int) -> Neighbours:
 
 def write_tiles(placemap: PlaceMap, folder: str | os.PathLike[str], tile_size_m: float) -> dict:
     """Split ``placemap`` into tiles of ``tile_size_m`` metres in ``folder`` (replaced as a
-    whole: a new folder is written beside it and swapped in). Every place needs a position.
+    whole: a new folder is written beside it under a name of its own and swapped in; the
+    previous tiled map, and only it, is then removed). Every place needs a position.
     Returns the manifest."""
     folder = file_path(folder, "tiled map")
-    if not tile_size_m > 0:
-        raise EdgeVPRError(f"the tile size must be positive, not {tile_size_m}")
-    if folder.exists() and not (folder / MANIFEST).is_file():
+    tile_size_m = _number(tile_size_m, "the tile size", MIN_TILE_M, MAX_TILE_M)
+    if folder.exists() and not is_tiled_map(folder):
         raise EdgeVPRError(f"refusing to overwrite {folder}: it is not a tiled map")
     ids, xy, frame = placemap.positions()
     if len(ids) and not np.isfinite(xy).all():
         missing = int((~np.isfinite(xy).all(axis=1)).sum())
         raise EdgeVPRError(f"{missing} places have no position: a tiled map needs them all")
     cells = np.floor(xy / tile_size_m).astype(np.int64)
-    work = folder.with_name(folder.name + ".writing")
-    shutil.rmtree(work, ignore_errors=True)
-    work.mkdir(parents=True)
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    work = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", suffix=".writing", dir=folder.parent))
+    try:
+        manifest = _write_tile_files(placemap, work, ids, cells, tile_size_m, frame)
+        _swap_in(work, folder)
+    except BaseException:
+        shutil.rmtree(work, ignore_errors=True)
+        raise
+    return manifest
+
+
+def _write_tile_files(placemap: PlaceMap, work: Path, ids: np.ndarray, cells: np.ndarray,
+                      tile_size_m: float, frame: Any) -> dict:  # fmt: skip
     tiles, first_id = [], 0
     for cell in np.unique(cells, axis=0):
         members = ids[(cells == cell).all(axis=1)]
@@ -205,13 +243,67 @@ def write_tiles(placemap: PlaceMap, folder: str | os.PathLike[str], tile_size_m:
                           "lon0": projection.lon0, "utm_zones": sorted(zones)},
                 "places": len(ids), "tiles": tiles}  # fmt: skip
     write_text_atomic(work / MANIFEST, json.dumps(manifest, indent=1))
-    old = folder.with_name(folder.name + ".old")
-    shutil.rmtree(old, ignore_errors=True)
-    if folder.exists():
-        folder.rename(old)
-    work.rename(folder)
-    shutil.rmtree(old, ignore_errors=True)
     return manifest
+
+
+def _swap_in(work: Path, folder: Path) -> None:
+    """Put the finished ``work`` folder at ``folder``: the tiled map there (checked to be
+    one) moves aside under a fresh name and is removed; nothing else is touched."""
+    if not folder.exists():
+        work.rename(folder)
+        return
+    old = folder.with_name(f".{folder.name}.old-{secrets.token_hex(6)}")
+    folder.rename(old)
+    try:
+        work.rename(folder)
+    except OSError:
+        old.rename(folder)
+        raise
+    shutil.rmtree(old, ignore_errors=True)
+
+
+def _number(value: Any, name: str, low: float, high: float) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise EdgeVPRError(f"{name} must be a number, not {type(value).__name__}")
+    if not low <= float(value) <= high:
+        raise EdgeVPRError(f"{name} must be between {low:g} and {high:g}, not {value!r}")
+    return float(value)
+
+
+def _frame(frame: Any) -> tuple[LocalProjection, frozenset]:
+    if not isinstance(frame, dict) or not isinstance(frame["planar"], bool):
+        raise ValueError("frame is malformed")
+    zones = frame["utm_zones"]
+    if not isinstance(zones, list) or not all(isinstance(z, str) and is_utm_zone(z)
+                                             for z in zones):  # fmt: skip
+        raise ValueError("frame's UTM zones are malformed")
+    lat0, lon0 = _number(frame["lat0"], "lat0", -90, 90), _number(frame["lon0"], "lon0", -180, 180)
+    return LocalProjection(frame["planar"], lat0, lon0), frozenset(zones)
+
+
+def _tiles(items: Any) -> dict[str, Tile]:
+    """The manifest's tiles, each entry checked: one key per cell, one file per tile, in the
+    folder, and id ranges that do not overlap."""
+    if not isinstance(items, list) or len(items) > MAX_MANIFEST_TILES:
+        raise ValueError(f"tiles must be a list of at most {MAX_MANIFEST_TILES:,} entries")
+    tiles: dict[str, Tile] = {}
+    for item in items:
+        if not isinstance(item, dict) or sorted(item) != sorted(TILE_FIELDS):
+            raise ValueError(f"a tile entry must have exactly {', '.join(TILE_FIELDS)}")
+        tile = Tile(key=item["key"], ix=whole(item["ix"], "ix", -MAX_CELL, MAX_CELL),
+                    iy=whole(item["iy"], "iy", -MAX_CELL, MAX_CELL),
+                    places=whole(item["places"], "places", 0, 2**40),
+                    first_id=whole(item["first_id"], "first_id", 0, 2**50),
+                    file=item["file"])  # fmt: skip
+        if tile.key != f"{tile.ix}_{tile.iy}" or tile.key in tiles:
+            raise ValueError(f"tile key {tile.key!r} is repeated or not its cell")
+        if not isinstance(tile.file, str) or tile.file != f"tile_{tile.key}.vprmap":
+            raise ValueError(f"tile {tile.key} names the file {tile.file!r}")
+        tiles[tile.key] = tile
+    spans = sorted((t.first_id, t.first_id + t.places) for t in tiles.values())
+    if any(end > start for (_, end), (start, _) in zip(spans, spans[1:], strict=False)):
+        raise ValueError("tiles' id ranges overlap")
+    return tiles
 
 
 def is_tiled_map(path: str | os.PathLike[str]) -> bool:

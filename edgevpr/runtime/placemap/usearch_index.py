@@ -1,6 +1,6 @@
 """The usearch index kind: an HNSW graph whose vectors are stored as int8, float16 or
-float32, searched straight from the map file's memory map after loading (``Index.view``:
-nothing is copied until the map is changed).
+float32. A map's index bytes are checked first (``usearch_file``) and then loaded into
+usearch's own memory: a loaded map never reads from its file's index section again.
 
 Scores: usearch's inner-product distance is 1 - <a, b> for float vectors and -<a, b> over
 the int8 codes (each component scaled by 127) for int8 ones; both are turned back into an
@@ -12,10 +12,11 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
-from usearch.index import Index, MetricKind, ScalarKind
+from usearch.index import Index, ScalarKind
 
-from edgevpr.errors import EdgeVPRError
+from edgevpr.errors import EdgeVPRError, first_line
 from edgevpr.runtime.placemap.kinds import FewerThanK, checked_params, given_params
+from edgevpr.runtime.placemap.usearch_file import BrokenUsearch, check_usearch_index
 
 DEFAULTS = {"M": 16, "ef_construction": 128, "ef": 128}
 INT8_SCALE = 127.0
@@ -27,7 +28,6 @@ class UsearchIndex:
 
     def __init__(self, index: Index, dim: int, storage: str, params: dict[str, int]) -> None:
         self._index = index
-        self._backing: np.ndarray | None = None  # the mapped file a viewed index reads
         self.dim = dim
         self.storage = storage
         self._params = dict(params)
@@ -50,27 +50,18 @@ class UsearchIndex:
         cls, sections: dict[str, np.ndarray], dim: int, storage: str, params: dict, where: str
     ) -> UsearchIndex:
         data = sections.get("index")
-        if data is None:
+        if data is None or data.dtype != np.uint8 or data.ndim != 1:
             raise EdgeVPRError(f"{where} has no usearch index section")
-        view = memoryview(data)
         try:
-            meta = Index.metadata(view)
-        except Exception as exc:  # usearch raises its own RuntimeError subclasses
+            check_usearch_index(data, dim, storage)
+        except BrokenUsearch as exc:
             raise EdgeVPRError(f"{where} has a broken usearch index ({exc})") from None
-        if (
-            not meta
-            or meta["dimensions"] != dim
-            or meta["kind_scalar"] != SCALARS[storage]
-            or meta["kind_metric"] != MetricKind.IP
-        ):
-            raise EdgeVPRError(f"{where}: its usearch index does not fit its metadata")
         loaded = cls.create(dim, storage, {**params, "from_file": True})
         try:
-            loaded._index.view(view)
-        except Exception as exc:
-            raise EdgeVPRError(f"{where} has a broken usearch index ({exc})") from None
+            loaded._index.load(memoryview(np.ascontiguousarray(data)))
+        except Exception as exc:  # usearch raises its own RuntimeError subclasses
+            raise EdgeVPRError(f"{where} has a broken usearch index ({first_line(exc)})") from None
         loaded._index.expansion_search = loaded._params["ef"]
-        loaded._backing = data
         return loaded
 
     def params(self) -> dict[str, int]:
@@ -80,18 +71,10 @@ class UsearchIndex:
         self._params["ef"] = breadth
         self._index.expansion_search = breadth
 
-    def _writable(self) -> None:
-        """A viewed index is read-only: copy it into memory before the first change."""
-        if self._backing is not None:
-            self._index.load(memoryview(self._backing))
-            self._backing = None
-
     def add(self, vectors: np.ndarray, ids: np.ndarray, threads: int) -> None:
-        self._writable()
         self._index.add(ids.astype(np.uint64), vectors, threads=max(threads, 0))
 
     def remove(self, ids: np.ndarray) -> None:
-        self._writable()
         self._index.remove(ids.astype(np.uint64))
 
     def search(
@@ -119,5 +102,8 @@ class UsearchIndex:
     def sections(self) -> dict[str, np.ndarray]:
         return {"index": np.frombuffer(self._index.save(), np.uint8)}
 
+    def labels(self) -> np.ndarray:
+        return np.asarray(self._index.keys, np.int64)
+
     def memory_bytes(self) -> int:
-        return 0 if self._backing is not None else int(self._index.memory_usage)
+        return int(self._index.memory_usage)

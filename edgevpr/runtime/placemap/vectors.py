@@ -1,9 +1,9 @@
 """Full-precision descriptors of a map's places, by record row: what exact re-ranking,
 exact search among a prior's few candidates and ``PlaceMap.descriptors`` read.
 
-Rows loaded from a map file stay in its memory map (only the rows a query touches are read
-from disk); rows added since live in memory, and in an unnamed temporary file once they pass
-``SPILL_BYTES`` (a million 4096-d float32 descriptors are 16 GB).
+Rows loaded from a map file stay in it and are read, verified, where a query needs them
+(``filerows``); rows added since live in memory, and in an unnamed temporary file once they
+pass ``SPILL_BYTES`` (a million 4096-d float32 descriptors are 16 GB).
 """
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ from collections.abc import Iterator
 import numpy as np
 
 from edgevpr.errors import EdgeVPRError
+from edgevpr.runtime.placemap.filerows import FileRows, row_checks
 
 STORES = {"f32": np.float32, "f16": np.float16}
 NONE = "none"
@@ -58,65 +59,100 @@ class GrowingRows:
 
 
 class VectorStore:
-    """Descriptors by record row (float32 or float16), or none at all (``kind`` "none")."""
+    """Descriptors by record row (float32 or float16), or none at all (``kind`` "none"):
+    those of a loaded file (``base``) followed by those added since."""
 
-    def __init__(self, dim: int, kind: str, base: np.ndarray | None = None) -> None:
+    def __init__(self, dim: int, kind: str, base: FileRows | None = None) -> None:
         if kind != NONE and kind not in STORES:
             raise EdgeVPRError(f"the descriptor store must be one of f32, f16, none, not {kind!r}")
         self.dim = dim
         self.kind = kind
-        dtype = np.dtype(STORES.get(kind, np.float32))
-        self._base = np.zeros((0, dim), dtype) if base is None else base
-        if base is not None and (base.ndim != 2 or base.shape[1] != dim or base.dtype != dtype):
+        self.dtype = np.dtype(STORES.get(kind, np.float32))
+        if base is not None and (base.shape[1] != dim or base.dtype != self.dtype):
             raise EdgeVPRError(f"the stored descriptors are not {kind} rows of {dim}")
-        self._added = GrowingRows(dim, dtype)
+        self._base = base
+        self._added = GrowingRows(dim, self.dtype)
 
     @property
     def keeps(self) -> bool:
         return self.kind != NONE
 
+    @property
+    def loaded(self) -> int:
+        """Rows that come from the file the map was loaded from."""
+        return 0 if self._base is None else len(self._base)
+
     def __len__(self) -> int:
-        return len(self._base) + len(self._added)
+        return self.loaded + len(self._added)
 
     def append(self, vectors: np.ndarray) -> None:
         if self.keeps:
-            self._added.extend(vectors.astype(self._base.dtype, copy=False))
+            self._added.extend(vectors.astype(self.dtype, copy=False))
 
     def get(self, rows: np.ndarray) -> np.ndarray:
         """float32 descriptors of ``rows`` (record rows, any order)."""
+        return self.raw(rows).astype(np.float32)
+
+    def raw(self, rows: np.ndarray) -> np.ndarray:
+        """Descriptors of ``rows`` as stored (float16 or float32)."""
         if not self.keeps:
             raise EdgeVPRError(
                 "this map keeps no full-precision descriptors (it was built with --store none)"
             )
-        rows = np.asarray(rows, np.int64)
-        base = len(self._base)
+        rows = np.asarray(rows, np.int64).reshape(-1)
+        base = self.loaded
         if not len(self._added) or (rows.size and rows.max() < base):
-            return self._base[rows].astype(np.float32)
-        out = np.empty((len(rows), self.dim), np.float32)
+            return self._base.read(rows) if self._base is not None else self._added.array[rows]
+        out = np.empty((len(rows), self.dim), self.dtype)
         old = rows < base
-        out[old] = self._base[rows[old]]
+        if old.any():
+            out[old] = self._base.read(rows[old])  # type: ignore[union-attr]
         out[~old] = self._added.array[rows[~old] - base]
         return out
 
-    def section(self, rows: np.ndarray) -> np.ndarray | RowChunks:
-        """The given rows for a map file: the base itself when nothing else is asked (no
-        copy of a large mapping), else the rows chunk by chunk."""
-        if len(rows) == len(self._base) and not len(self._added) and (
-            not len(rows) or (rows[0] == 0 and rows[-1] == len(rows) - 1)
-        ):
-            return self._base
-        return RowChunks(self, rows)
+    def verify(self) -> None:
+        """Every loaded row against its check value and the file's checksum."""
+        if self._base is not None:
+            self._base.verify()
+
+    def section(self, rows: np.ndarray) -> tuple[RowChunks, RowChecks]:
+        """The given rows for a map file, and their check values (written after them)."""
+        chunks = RowChunks(self, rows)
+        return chunks, RowChecks(chunks)
 
 
 class RowChunks:
-    """Rows of a store, written a chunk at a time (never all in memory at once)."""
+    """Rows of a store, written a chunk at a time (never all in memory at once), each
+    loaded one verified as it is read: a damaged map is never copied into a new file with
+    fresh checksums."""
 
     def __init__(self, store: VectorStore, rows: np.ndarray) -> None:
         self._store, self._rows = store, rows
-        self.dtype = np.dtype(STORES[store.kind])
+        self.dtype = store.dtype
         self.shape = (len(rows), store.dim)
         self.nbytes = len(rows) * store.dim * self.dtype.itemsize
+        self.checks = np.zeros(len(rows), np.uint64)
+        self.done = 0
 
     def chunks(self) -> Iterator[np.ndarray]:
         for start in range(0, len(self._rows), WRITE_ROWS):
-            yield self._store.get(self._rows[start : start + WRITE_ROWS]).astype(self.dtype)
+            block = self._store.raw(self._rows[start : start + WRITE_ROWS])
+            stop = start + len(block)
+            self.checks[start:stop] = row_checks(block, np.arange(start, stop))
+            self.done = stop
+            yield block
+
+
+class RowChecks:
+    """The check values of the rows a :class:`RowChunks` wrote (see ``filerows``)."""
+
+    def __init__(self, rows: RowChunks) -> None:
+        self._rows = rows
+        self.dtype = np.dtype(np.uint64)
+        self.shape = (rows.shape[0],)
+        self.nbytes = 8 * rows.shape[0]
+
+    def chunks(self) -> Iterator[np.ndarray]:
+        if self._rows.done != self.shape[0]:
+            raise EdgeVPRError("the check values were asked for before their rows were written")
+        yield self._rows.checks
