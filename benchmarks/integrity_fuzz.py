@@ -242,6 +242,13 @@ def table(counts: dict, mutations: int, seconds: float) -> str:
         f"Machine: {describe_cpu(machine_info())}; {mutations} mutations per index kind, "
         f"storage and surface; {seconds:.0f} s. Command: `python benchmarks/integrity_fuzz.py "
         f"--mutations {mutations}`.", "",
+        "refused: one EdgeVPRError line. equal: loaded, every answer equal to the clean "
+        "map's (a raw flip in a stored descriptor no query read loads: that row is refused "
+        "when read). other: loaded with other content the format allows (a forged "
+        "coordinate, path, parameter, descriptor value near the original, or index code), "
+        "every answer true to that content: live places, exact scores, inside the prior. "
+        "wrong: an answer untrue to the loaded map. crash: the worker process died. hang: "
+        "no answer within the timeout.", "",
         "| kind, storage | surface | " + " | ".join(OUTCOMES) + " |",
         "|---|---|" + "---|" * len(OUTCOMES),
     ]  # fmt: skip

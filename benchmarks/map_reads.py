@@ -31,12 +31,14 @@ from edgevpr.runtime.geo import GeoPrior
 from edgevpr.runtime.placemap import PlaceMap
 path, queries_path, xy_path = sys.argv[1:4]
 queries, xy = np.load(queries_path), np.load(xy_path)
-rss = lambda: resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+def rss():
+    with open("/proc/self/statm") as fh:
+        return int(fh.read().split()[1]) * resource.getpagesize() / 2**20
 before = rss()
 started = time.perf_counter()
 placemap = PlaceMap.load(path)
 load = time.perf_counter() - started
-out = {"load_s": load, "peak_rss_mb_over_start": rss() - before}
+out = {"load_s": load, "rss_mb": rss() - before}
 for label, radius in (("none", None), ("100 m", 100.0), ("1 km", 1000.0)):
     times = []
     for q, (x, y) in zip(queries, xy):
@@ -97,16 +99,17 @@ def main() -> None:
         size_mb = files[0].stat().st_size / 1e6
         trees = {"this tree": here} | ({"baseline": args.baseline} if args.baseline else {})
         rows = {name: measure(tree, files) for name, tree in trees.items()}
-    lines = [f"# Reading a map through checked private copies\n",
+    lines = ["# Reading a map through checked private copies\n",
              f"Machine: {describe_cpu(machine_info())}. Map: {args.places:,} places, 4096-d, "
              f"faiss-ivf sq8 over PCA 256, float16 store ({size_mb:,.0f} MB). One fresh "
-             "process per tree; medians of 280 queries, top-10. Command: `python "
+             "process per tree (RSS: resident memory the load added, file pages included); "
+             "medians of 280 queries, top-10. Command: `python "
              f"benchmarks/map_reads.py --places {args.places}"
              + (" --baseline <tree>`." if args.baseline else "`."), "",
-             "| tree | load s | peak RSS over start MB | p50 no prior ms | p50 100 m ms | "
+             "| tree | load s | RSS after load MB | p50 no prior ms | p50 100 m ms | "
              "p50 1 km ms |", "|---|---|---|---|---|---|"]  # fmt: skip
     for name, row in rows.items():
-        lines.append(f"| {name} | {row['load_s']:.2f} | {row['peak_rss_mb_over_start']:.0f} | "
+        lines.append(f"| {name} | {row['load_s']:.2f} | {row['rss_mb']:.0f} | "
                      f"{row['none']:.3f} | {row['100 m']:.3f} | {row['1 km']:.3f} |")  # fmt: skip
     write_text_atomic(args.out, "\n".join(lines) + "\n")
     print("\n".join(lines))

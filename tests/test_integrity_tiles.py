@@ -169,3 +169,17 @@ def test_a_calibration_in_range_gives_confidences_in_range(tmp_path: Path) -> No
     loaded = Calibration.load(path)
     for margin in (-5.0, 0.0, 0.3, 0.7, 2.0, float("nan"), float("inf")):
         assert 0.0 <= loaded.confidence(margin) <= 1.0
+
+
+def test_verify_checks_every_descriptor_of_each_tile_it_loads(tiled: Path) -> None:
+    from edgevpr.runtime.placemap.container import MapFile
+
+    tile = tiled / TiledMap.load(tiled).tiles_near(GeoPrior(500.0, 500.0, 1.0))[0].join(
+        ["tile_", ".vprmap"])  # fmt: skip
+    entry = next(e for e in MapFile(tile).entries if e.name == "vectors")
+    with open(tile, "r+b") as fh:
+        fh.seek(entry.offset + entry.length - 3)
+        fh.write(b"\x7f")
+    prior = GeoPrior(500.0, 500.0, 400.0)
+    with pytest.raises(EdgeVPRError, match="fails its check"):
+        TiledMap.load(tiled, verify=True).query(np.ones(DIM, np.float32), k=3, prior=prior)

@@ -116,6 +116,17 @@ def format_recognition(result: Recognition) -> list[str]:
     return lines
 
 
+VERIFY_HELP = ("Check every stored descriptor of MAP before the first query (a full read; "
+               "without it each query checks the rows it reads).")
+
+
+def load_any_map(path: Path, verify: bool) -> PlaceMap | TiledMap:
+    """A map file or a tiled map's folder; ``verify``: every stored descriptor checked."""
+    if is_tiled_map(path):
+        return TiledMap.load(path, verify=verify)
+    return PlaceMap.load(path, verify=verify)
+
+
 @click.command()
 @click.argument("map_path", metavar="MAP", type=PathArg)
 @click.argument("images", nargs=-1, required=True, type=PathArg)
@@ -156,6 +167,7 @@ def format_recognition(result: Recognition) -> list[str]:
     help="Search breadth for this run (default: the map's).",
 )
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@click.option("--verify", is_flag=True, help=VERIFY_HELP)
 @model_options
 def query(
     map_path: Path,
@@ -166,13 +178,14 @@ def query(
     prior_latlon: str | None,
     ef: int | None,
     as_json: bool,
+    verify: bool,
     batch: int | None,
     threads: int | None,
     providers: tuple[str, ...],
 ) -> None:
     """Recognise the places in IMAGE... (files or folders) using MAP built by --model (a
     map file, or a tiled map's folder: then --prior is required)."""
-    placemap = TiledMap.load(map_path) if is_tiled_map(map_path) else PlaceMap.load(map_path)
+    placemap = load_any_map(map_path, verify)
     geo_prior = prior_for(placemap, prior, prior_latlon)
     if ef is not None:
         placemap.set_ef(ef)

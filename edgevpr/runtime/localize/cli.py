@@ -13,7 +13,7 @@ import numpy as np
 
 from edgevpr.errors import EdgeVPRError
 from edgevpr.files import atomic_open
-from edgevpr.runtime.cli import PathArg, model_options, open_embedder
+from edgevpr.runtime.cli import VERIFY_HELP, PathArg, model_options, open_embedder
 from edgevpr.runtime.localize.fix import Fix
 from edgevpr.runtime.localize.localizer import AUTO, MODES, Localizer
 from edgevpr.runtime.localize.sources import open_source
@@ -87,6 +87,7 @@ DEFAULT_RADIUS_M = 25.0
 @click.option("--limit", type=click.IntRange(1), default=None, help="Only the first N frames.")
 @click.option("--skip-unreadable", is_flag=True, help="Warn about and skip unreadable frames.")
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
+@click.option("--verify", is_flag=True, help=VERIFY_HELP)
 @model_options
 def localize(
     map_path: Path,
@@ -105,6 +106,7 @@ def localize(
     limit: int | None,
     skip_unreadable: bool,
     quiet: bool,
+    verify: bool,
     batch: int | None,
     threads: int | None,
     providers: tuple[str, ...],
@@ -113,7 +115,7 @@ def localize(
     MAP, writing one JSON line per frame to OUT (atomically: a failed run leaves OUT as it
     was). Prints how many fixes were accepted and, where frame names carry coordinates
     (@east@north@... names), their error."""
-    placemap = PlaceMap.load(map_path)
+    placemap = PlaceMap.load(map_path, verify=verify)
     frames = open_source(source, topic)
     localizer = Localizer(
         open_embedder(model, batch, threads, providers),

@@ -110,11 +110,13 @@ class FileRows:
     def __len__(self) -> int:
         return self.shape[0]
 
-    def read(self, rows: np.ndarray) -> np.ndarray:
-        """Rows by number (any order, repeats allowed), in the file's dtype, verified."""
+    def read(self, rows: np.ndarray, dtype: np.dtype | None = None) -> np.ndarray:
+        """Rows by number (any order, repeats allowed), verified, as ``dtype`` (default:
+        the file's; float16 rows are converted once, and checked in the conversion)."""
         rows = np.asarray(rows, np.int64)
+        dtype = self.dtype if dtype is None else np.dtype(dtype)
         if not rows.size:
-            return np.zeros((0, self.shape[1]), self.dtype)
+            return np.zeros((0, self.shape[1]), dtype)
         unique, inverse = np.unique(rows, return_inverse=True)
         out = np.empty((len(unique), self.shape[1]), self.dtype)
         runs = np.flatnonzero(np.diff(unique) != 1) + 1
@@ -122,8 +124,10 @@ class FileRows:
             offset = self._offset + int(unique[start]) * self._row_bytes
             read_exactly(self._file.fd, out[start:stop].reshape(-1).view(np.uint8), offset,
                          self._where)  # fmt: skip
-        self._check(out, unique)
-        return out[inverse.reshape(-1)]
+        self._check_values(out, unique)
+        converted = out.astype(dtype, copy=False)
+        self._check_norms(converted if dtype == np.float32 else out.astype(np.float32), unique)
+        return converted[inverse.reshape(-1)]
 
     def blocks(self) -> Iterator[np.ndarray]:
         """Every row in order, a verified block at a time."""
@@ -142,14 +146,19 @@ class FileRows:
             raise EdgeVPRError(f"{self._where} is corrupt (checksum mismatch in vectors); "
                                f"{REBUILD_HINT}")  # fmt: skip
 
-    def _check(self, rows: np.ndarray, numbers: np.ndarray) -> None:
+    def _check_values(self, rows: np.ndarray, numbers: np.ndarray) -> None:
         bad = np.flatnonzero(row_checks(rows, numbers) != self.checks[numbers])
         if len(bad):
             raise EdgeVPRError(
                 f"{self._where} changed on disk or is damaged (stored descriptor of row "
                 f"{int(numbers[bad[0]])} fails its check); load it again or {REBUILD_HINT}"
             )
-        norms = np.linalg.norm(rows.astype(np.float32), axis=1)
+
+    def _check_norms(self, rows: np.ndarray, numbers: np.ndarray) -> None:
+        """float32 ``rows`` are unit vectors (a forged row of huge values would win every
+        query)."""
+        with np.errstate(over="ignore", invalid="ignore"):
+            norms = np.sqrt(np.einsum("ij,ij->i", rows, rows))
         broken = ~(np.abs(norms - 1.0) <= NORM_TOLERANCE)  # NaN and infinity included
         if broken.any():
             row = int(numbers[np.argmax(broken)])

@@ -64,8 +64,11 @@ class TiledMap:
         found = city.query(descriptor, k=5, prior=GeoPrior(east, north, 300.0))[0]
     """
 
-    def __init__(self, folder: Path, manifest: dict[str, Any], max_tiles: int) -> None:
+    def __init__(
+        self, folder: Path, manifest: dict[str, Any], max_tiles: int, verify: bool = False
+    ) -> None:
         self.folder = folder
+        self._verify = verify
         self.max_tiles = whole(max_tiles, "max_tiles", 1, 10_000)
         where = f"tiled map {folder}"
         try:
@@ -88,8 +91,12 @@ class TiledMap:
         self.source = folder
 
     @classmethod
-    def load(cls, folder: str | os.PathLike[str], max_tiles: int = DEFAULT_MAX_TILES) -> TiledMap:
-        """Read the manifest, every entry checked (tiles load on demand)."""
+    def load(
+        cls, folder: str | os.PathLike[str], max_tiles: int = DEFAULT_MAX_TILES,
+        verify: bool = False,
+    ) -> TiledMap:  # fmt: skip
+        """Read the manifest, every entry checked (tiles load on demand; ``verify``: each
+        with every stored descriptor checked, see ``PlaceMap.load``)."""
         folder = file_path(folder, "tiled map")
         manifest = folder / MANIFEST
         if not manifest.is_file():
@@ -105,7 +112,7 @@ class TiledMap:
             ) from None
         if not isinstance(data, dict):
             raise EdgeVPRError(f"tiled map {folder} has a broken manifest")
-        return cls(folder, data, max_tiles)
+        return cls(folder, data, max_tiles, verify)
 
     def __len__(self) -> int:
         return sum(t.places for t in self.tiles.values())
@@ -132,7 +139,7 @@ class TiledMap:
         path = self.folder / entry.file
         if path.is_symlink():  # a tile is a file of the folder, never one elsewhere
             raise EdgeVPRError(f"tile {key} of {self.folder} is a symbolic link; not followed")
-        tile = PlaceMap.load(path)
+        tile = PlaceMap.load(path, verify=self._verify)
         if self._ef is not None:
             tile.set_ef(self._ef)
         if tile.fingerprint != self.fingerprint:

@@ -91,22 +91,23 @@ class VectorStore:
 
     def get(self, rows: np.ndarray) -> np.ndarray:
         """float32 descriptors of ``rows`` (record rows, any order)."""
-        return self.raw(rows).astype(np.float32)
+        return self.raw(rows, np.dtype(np.float32))
 
-    def raw(self, rows: np.ndarray) -> np.ndarray:
-        """Descriptors of ``rows`` as stored (float16 or float32)."""
+    def raw(self, rows: np.ndarray, dtype: np.dtype | None = None) -> np.ndarray:
+        """Descriptors of ``rows`` as stored (float16 or float32), or as ``dtype``."""
+        dtype = self.dtype if dtype is None else dtype
         if not self.keeps:
             raise EdgeVPRError(
                 "this map keeps no full-precision descriptors (it was built with --store none)"
             )
         rows = np.asarray(rows, np.int64).reshape(-1)
         base = self.loaded
-        if not len(self._added) or (rows.size and rows.max() < base):
-            return self._base.read(rows) if self._base is not None else self._added.array[rows]
-        out = np.empty((len(rows), self.dim), self.dtype)
+        if self._base is not None and (not len(self._added) or (rows.size and rows.max() < base)):
+            return self._base.read(rows, dtype)
+        out = np.empty((len(rows), self.dim), dtype)
         old = rows < base
         if old.any():
-            out[old] = self._base.read(rows[old])  # type: ignore[union-attr]
+            out[old] = self._base.read(rows[old], dtype)  # type: ignore[union-attr]
         out[~old] = self._added.array[rows[~old] - base]
         return out
 
