@@ -15,18 +15,18 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from edgevpr.core.preprocess import preprocess
 from edgevpr.export.onnx_export import export_onnx
 from edgevpr.export.quantize import Int8Options, quantize_int8
 from edgevpr.model import build_model, get_preset
 from edgevpr.model.checkpoint import load_checkpoint, save_checkpoint
 from edgevpr.runtime.embedder import Embedder
-from edgevpr.runtime.preprocess import preprocess
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "corridor" / "images" / "test"
 
 
 def corridor_images(count: int) -> list[np.ndarray]:
-    from edgevpr.runtime.images import list_images, read_image
+    from edgevpr.core.images import list_images, read_image
 
     files = list_images(DATA / "database")
     picks = np.linspace(0, len(files) - 1, count).round().astype(int)

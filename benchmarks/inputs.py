@@ -36,11 +36,11 @@ from torchvision.transforms import InterpolationMode
 from torchvision.transforms.v2 import functional as tvf
 
 from edgevpr.bench.machine import describe_cpu, machine_info
+from edgevpr.core.images import decode_image
+from edgevpr.core.orientation import apply_orientation
+from edgevpr.core.pixels import to_rgb8
+from edgevpr.core.preprocess import PreprocessSpec, normalize, resize_rgb
 from edgevpr.model import build_model, get_preset
-from edgevpr.runtime.images import decode_image
-from edgevpr.runtime.orientation import apply_orientation
-from edgevpr.runtime.pixels import to_rgb8
-from edgevpr.runtime.preprocess import PreprocessSpec, normalize, resize_rgb
 
 PHOTOS = ("chelsea", "coffee", "rocket", "astronaut", "hubble_deep_field", "retina")
 SIZES = ((96, 128), (320, 320))
@@ -201,7 +201,7 @@ def reduced_decode_table(
         for name, image in images.items()
         if name.startswith("mosaic")
     }
-    import edgevpr.runtime.images as images_module
+    import edgevpr.core.images as images_module
 
     kept = images_module.REDUCED_DECODE_MARGIN
     for describer in describers:

@@ -35,11 +35,11 @@ from queue import Empty
 import numpy as np
 
 from edgevpr.bench.machine import describe_cpu, machine_info
-from edgevpr.files import write_text_atomic
+from edgevpr.core.files import write_text_atomic
 from edgevpr.runtime.placemap import PlaceMap, PlaceRecord
-from edgevpr.runtime.placemap.container import MapFile, write_sections
-from edgevpr.runtime.placemap.filerows import row_checks
-from edgevpr.runtime.placemap.kinds import INDEX_KINDS
+from edgevpr.runtime.placemap.fileformat.container import MapFile, write_sections
+from edgevpr.runtime.placemap.fileformat.filerows import row_checks
+from edgevpr.runtime.placemap.kinds import INDEX_KINDS, FewerThanK
 from edgevpr.runtime.placemap.projection import Projection
 
 DIM, PLACES = 16, 120
@@ -70,8 +70,9 @@ def clean_map(kind: str, storage: str, path: Path) -> None:
     vectors = rng.standard_normal((PLACES, DIM)).astype(np.float32)
     vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
     projection = Projection.fit(vectors, 8) if kind != "hnswlib" else None
-    placemap = PlaceMap.create(DIM, "f" * 64, index=kind, storage=storage,
-                               projection=projection, M=4, ef_construction=20)  # fmt: skip
+    graph = INDEX_KINDS[kind].own({"M": 4, "ef_construction": 20})
+    placemap = PlaceMap.create(DIM, "f" * 64, index=kind, storage=storage, projection=projection,
+                               **graph)  # fmt: skip
     placemap.add(vectors, [PlaceRecord(path=f"{i}.jpg", east=float(i), north=float(i % 7))
                            for i in range(PLACES)])  # fmt: skip
     placemap.remove([5, 17])
@@ -80,8 +81,8 @@ def clean_map(kind: str, storage: str, path: Path) -> None:
 
 def probe(path: str) -> object:
     """Everything a user does with a map; its answers (or the refusal) as plain data."""
-    from edgevpr.errors import EdgeVPRError
-    from edgevpr.runtime.geo import GeoPrior
+    from edgevpr.core.errors import EdgeVPRError
+    from edgevpr.core.geo import GeoPrior
 
     try:
         loaded = PlaceMap.load(path)
@@ -94,7 +95,7 @@ def probe(path: str) -> object:
             loaded.projection.apply(queries)  # fmt: skip
         try:
             loaded._index.search(np.ascontiguousarray(projected), 5)
-        except Exception:  # the index may answer FewerThanK: only a crash matters here
+        except FewerThanK:  # too few live places in its walk: only a crash matters here
             pass
         loaded.add(queries[:2])
         return {"ids": ids.tolist(), "scores": np.round(scores, 4).tolist(),
@@ -132,56 +133,75 @@ def worker(jobs: mp.Queue, results: mp.Queue) -> None:
 
 
 def mutate(clean: Path, target: Path, surface: str, rng: np.random.Generator) -> None:
+    """Write ``clean`` changed on ``surface`` to ``target`` (forged surfaces with every
+    checksum valid again)."""
     if surface == "raw":
-        data = bytearray(clean.read_bytes())
-        choice = rng.integers(3)
-        if choice == 0:
-            for _ in range(rng.integers(1, 5)):
-                data[rng.integers(len(data))] ^= int(rng.integers(1, 256))
-        elif choice == 1:
-            data = data[: rng.integers(len(data))]
-        else:
-            data += bytes(rng.integers(0, 256, rng.integers(1, 64)).astype(np.uint8))
-        target.write_bytes(bytes(data))
+        target.write_bytes(_raw_mutation(bytearray(clean.read_bytes()), rng))
         return
     mapped = MapFile(clean)
     metadata = json.loads(json.dumps(mapped.metadata))
     arrays = {n: np.array(a) for n, a in mapped.arrays().items()}
     del mapped
-    if surface == "index":
-        name = str(rng.choice(sorted(n for n in arrays if n.startswith("index."))))
-        raw = bytearray(arrays[name].tobytes())
-        for _ in range(rng.integers(1, 7)):
-            if raw:
-                raw[rng.integers(len(raw))] = int(rng.integers(256))
-        if rng.random() < 0.3:
-            raw = raw[: rng.integers(len(raw) + 1)]
-        dtype = arrays[name].dtype
-        arrays[name] = np.frombuffer(bytes(raw[: len(raw) // dtype.itemsize * dtype.itemsize]),
-                                     dtype).copy()  # fmt: skip
-    elif surface == "metadata":
-        key = str(rng.choice(METADATA_KEYS))
-        value = JSON_VALUES[rng.integers(len(JSON_VALUES))]
-        if key.startswith("params."):
-            metadata["index"]["params"][key.split(".")[1]] = value
-        elif key.startswith("index."):
-            metadata["index"][key.split(".")[1]] = value
-        else:
-            metadata[key] = value
-    elif surface == "records":
-        name = str(rng.choice(sorted(n for n in arrays if n.startswith("records."))))
-        flat = arrays[name].reshape(-1)
-        if flat.size:
-            at = rng.integers(flat.size)
-            values = [0, 1, -1, 7, 255, 32767] if flat.dtype.kind in "iub" else \
-                [np.nan, np.inf, -1e9, 91.0, 0.5]  # fmt: skip
-            flat[at] = np.array(values[rng.integers(len(values))]).astype(flat.dtype)
-    else:  # vectors: values changed, row checks recomputed
-        vectors = arrays["vectors"]
-        row = rng.integers(len(vectors))
-        vectors[row, rng.integers(DIM)] = rng.choice([np.nan, np.inf, 1e30, -3.0, 0.0, 0.7])
-        arrays["vectors.check"] = row_checks(vectors, np.arange(len(vectors)))
+    FORGERIES[surface](metadata, arrays, rng)
     write_sections(target, metadata, arrays)
+
+
+def _raw_mutation(data: bytearray, rng: np.random.Generator) -> bytes:
+    choice = rng.integers(3)
+    if choice == 0:
+        for _ in range(rng.integers(1, 5)):
+            data[rng.integers(len(data))] ^= int(rng.integers(1, 256))
+    elif choice == 1:
+        data = data[: rng.integers(len(data))]
+    else:
+        data += bytes(rng.integers(0, 256, rng.integers(1, 64)).astype(np.uint8))
+    return bytes(data)
+
+
+def _forge_index(metadata: dict, arrays: dict, rng: np.random.Generator) -> None:
+    name = str(rng.choice(sorted(n for n in arrays if n.startswith("index."))))
+    raw = bytearray(arrays[name].tobytes())
+    for _ in range(rng.integers(1, 7)):
+        if raw:
+            raw[rng.integers(len(raw))] = int(rng.integers(256))
+    if rng.random() < 0.3:
+        raw = raw[: rng.integers(len(raw) + 1)]
+    dtype = arrays[name].dtype
+    arrays[name] = np.frombuffer(bytes(raw[: len(raw) // dtype.itemsize * dtype.itemsize]),
+                                 dtype).copy()  # fmt: skip
+
+
+def _forge_metadata(metadata: dict, arrays: dict, rng: np.random.Generator) -> None:
+    key = str(rng.choice(METADATA_KEYS))
+    value = JSON_VALUES[rng.integers(len(JSON_VALUES))]
+    if key.startswith("params."):
+        metadata["index"]["params"][key.split(".")[1]] = value
+    elif key.startswith("index."):
+        metadata["index"][key.split(".")[1]] = value
+    else:
+        metadata[key] = value
+
+
+def _forge_records(metadata: dict, arrays: dict, rng: np.random.Generator) -> None:
+    name = str(rng.choice(sorted(n for n in arrays if n.startswith("records."))))
+    flat = arrays[name].reshape(-1)
+    if flat.size:
+        values = [0, 1, -1, 7, 255, 32767] if flat.dtype.kind in "iub" else \
+            [np.nan, np.inf, -1e9, 91.0, 0.5]  # fmt: skip
+        flat[rng.integers(flat.size)] = np.array(values[rng.integers(len(values))]).astype(
+            flat.dtype)  # fmt: skip
+
+
+def _forge_vectors(metadata: dict, arrays: dict, rng: np.random.Generator) -> None:
+    """A stored value changed, the row checks recomputed."""
+    vectors = arrays["vectors"]
+    vectors[rng.integers(len(vectors)), rng.integers(DIM)] = rng.choice(
+        [np.nan, np.inf, 1e30, -3.0, 0.0, 0.7])  # fmt: skip
+    arrays["vectors.check"] = row_checks(vectors, np.arange(len(vectors)))
+
+
+FORGERIES = {"index": _forge_index, "metadata": _forge_metadata, "records": _forge_records,
+             "vectors": _forge_vectors}  # fmt: skip
 
 
 def _outcome(answer: object, expected: object) -> str:

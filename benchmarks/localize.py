@@ -47,6 +47,7 @@ import numpy as np
 import torch
 
 from edgevpr.bench.machine import describe_cpu, machine_info
+from edgevpr.core.preprocess import PreprocessSpec, normalize, read_for_model, resize_rgb
 from edgevpr.data.layout import read_split
 from edgevpr.export.onnx_export import export_onnx
 from edgevpr.model import build_model, get_preset
@@ -56,7 +57,6 @@ from edgevpr.runtime.localize import Localizer, precision_recall
 from edgevpr.runtime.localize.layout import traversal_order
 from edgevpr.runtime.localize.route import DEFAULT_SEEDS
 from edgevpr.runtime.placemap.place_record import PlaceRecord, record_for
-from edgevpr.runtime.preprocess import PreprocessSpec, normalize, read_for_model, resize_rgb
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
 RADIUS_M = 25.0
@@ -183,16 +183,16 @@ def embed_ms(embedder: Embedder, repeats: int = 20) -> float:
     return median_ms(lambda: embedder.embed_batch(batch), repeats)
 
 
-def filter_ms(embedder: Embedder, place_map: PlaceMap, queries: np.ndarray) -> tuple[float, float]:
+def filter_ms(embedder: Embedder, placemap: PlaceMap, queries: np.ndarray) -> tuple[float, float]:
     """(median ms a frame of the whole update, of its kNN search alone)."""
-    localizer = Localizer(embedder, place_map, length=10, calibration=None)
+    localizer = Localizer(embedder, placemap, length=10, calibration=None)
     k = max(localizer.k, DEFAULT_SEEDS)  # what the Localizer asks of the map
     updates, searches = [], []
     for query in queries:
         start = time.perf_counter()
         localizer.update_descriptor(query)
         middle = time.perf_counter()
-        place_map.query(query, k=k)
+        placemap.query(query, k=k)
         updates.append(middle - start)
         searches.append(time.perf_counter() - middle)
     return 1000 * statistics.median(updates), 1000 * statistics.median(searches)
@@ -208,11 +208,11 @@ def synthetic_route(embedder: Embedder, places: int, frames: int) -> tuple[Place
         current = 0.9 * current + 0.45 * rng.standard_normal(dim).astype(np.float32)
         vectors[i] = current / np.linalg.norm(current)
     records = [PlaceRecord(east=10.0 * i, north=0.0, id=i) for i in range(places)]
-    place_map = PlaceMap.create(dim, embedder.fingerprint)
-    place_map.add(vectors, records)
+    placemap = PlaceMap.create(dim, embedder.fingerprint)
+    placemap.add(vectors, records)
     start = places // 3
     queries = vectors[start : start + frames] + 0.02 * rng.standard_normal((frames, dim))
-    return place_map, queries.astype(np.float32)
+    return placemap, queries.astype(np.float32)
 
 
 def cost_rows(lite0: Embedder, r50: Embedder, nordland: RouteSet, big: int) -> list[list[str]]:
@@ -221,8 +221,8 @@ def cost_rows(lite0: Embedder, r50: Embedder, nordland: RouteSet, big: int) -> l
     update, search = filter_ms(lite0, nordland.map, nordland.queries[:400])
     rows.append(["nordland64 (Lite0 512-d)", str(len(nordland.map)), update, search])
     if big:
-        place_map, queries = synthetic_route(r50, big, 300)
-        update, search = filter_ms(r50, place_map, queries)
+        placemap, queries = synthetic_route(r50, big, 300)
+        update, search = filter_ms(r50, placemap, queries)
         rows.append([f"synthetic route (R50 {r50.descriptor_dim}-d)", str(big), update, search])
     table = []
     for name, places, update, search in rows:
@@ -233,7 +233,7 @@ def cost_rows(lite0: Embedder, r50: Embedder, nordland: RouteSet, big: int) -> l
     return table
 
 
-def stream_row(name: str, embedder: Embedder, paths: list[Path], place_map: PlaceMap) -> list:
+def stream_row(name: str, embedder: Embedder, paths: list[Path], placemap: PlaceMap) -> list:
     """Frames a second of the model alone (frames decoded and resized beforehand), of
     ``Embedder.stream`` over the files (decoding overlapped) and of ``Localizer.run``."""
     spec = embedder.spec
@@ -246,7 +246,7 @@ def stream_row(name: str, embedder: Embedder, paths: list[Path], place_map: Plac
     start = time.perf_counter()
     streamed = sum(len(d) for _, d in embedder.stream(paths))
     stream = streamed / (time.perf_counter() - start)
-    localizer = Localizer(embedder, place_map, length=10, calibration=None)
+    localizer = Localizer(embedder, placemap, length=10, calibration=None)
     start = time.perf_counter()
     localized = sum(1 for _ in localizer.run(paths))
     localize = localized / (time.perf_counter() - start)

@@ -27,7 +27,7 @@ import numpy as np
 MEASURE = r"""
 import json, resource, sys, time
 import numpy as np
-from edgevpr.runtime.geo import GeoPrior
+from edgevpr.core.geo import GeoPrior
 from edgevpr.runtime.placemap import PlaceMap
 path, queries_path, xy_path = sys.argv[1:4]
 queries, xy = np.load(queries_path), np.load(xy_path)
@@ -91,7 +91,7 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results/map_reads.md"))
     args = parser.parse_args()
     from edgevpr.bench.machine import describe_cpu, machine_info
-    from edgevpr.files import write_text_atomic
+    from edgevpr.core.files import write_text_atomic
 
     here = Path(__file__).resolve().parents[1]
     with tempfile.TemporaryDirectory(prefix="edgevpr-reads-") as tmp:

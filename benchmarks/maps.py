@@ -114,11 +114,11 @@ def recall_rows(name: str, embedder: Embedder) -> list[list[str]]:
         dims = embedder.descriptor_dim
         for label, kind, storage, divisor in RECALL_SPECS:
             projection = Projection.fit(vectors, dims // divisor) if divisor else None
-            place_map = PlaceMap.create(dims, embedder.fingerprint, index=kind, storage=storage,
+            placemap = PlaceMap.create(dims, embedder.fingerprint, index=kind, storage=storage,
                                         projection=projection)  # fmt: skip
-            place_map.add(vectors, [record_for(p) for p in database])
-            ids, _ = place_map.search(queries, k=1)
-            rows_of = np.searchsorted(place_map.ids(), ids[:, 0])
+            placemap.add(vectors, [record_for(p) for p in database])
+            ids, _ = placemap.search(queries, k=1)
+            rows_of = np.searchsorted(placemap.ids(), ids[:, 0])
             error = np.linalg.norm(places[rows_of] - truth, axis=1)
             pca = f"pca{dims // divisor}" if divisor else "-"
             rows.append([name, dataset, label, pca, f"{100 * np.mean(error <= RADIUS_M):.1f}"])

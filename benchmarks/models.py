@@ -26,13 +26,13 @@ import numpy as np
 import torch
 
 from edgevpr.bench.machine import describe_cpu, machine_info
+from edgevpr.core.images import read_image
+from edgevpr.core.preprocess import preprocess
 from edgevpr.export.pipeline import Exporter, ExportOptions
 from edgevpr.export.quantize import Int8Options
 from edgevpr.model import build_model
 from edgevpr.model.checkpoint import save_checkpoint
 from edgevpr.model.vpr import flops_per_image
-from edgevpr.runtime.images import read_image
-from edgevpr.runtime.preprocess import preprocess
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
 MODELS = ["mixvpr_resnet50_4096", "boq_resnet50_16384", "boq_dinov2_12288",

@@ -13,8 +13,8 @@ import sys
 import click
 
 from edgevpr import __version__
-from edgevpr.errors import EdgeVPRError
-from edgevpr.extras import EXTRA_FOR_MODULE
+from edgevpr.core.errors import EdgeVPRError
+from edgevpr.core.extras import EXTRA_FOR_MODULE
 
 # command name -> "module:attribute"; each stage owns its own click commands.
 COMMANDS = {
@@ -24,10 +24,10 @@ COMMANDS = {
     "train": ("edgevpr.train.cli:train", "Train a VPR model."),
     "eval": ("edgevpr.eval.cli:evaluate", "Recall@N of a checkpoint or exported model."),
     "export": ("edgevpr.export.cli:export", "Export to ONNX / INT8 / TensorRT with parity gates."),
-    "index": ("edgevpr.runtime.index_cli:index", "Build, compact and inspect place maps."),
-    "query": ("edgevpr.runtime.cli:query", "Recognise places in query images."),
+    "index": ("edgevpr.runtime.commands.index:index", "Build, compact and inspect place maps."),
+    "query": ("edgevpr.runtime.commands.query:query", "Recognise places in query images."),
     "localize": (
-        "edgevpr.runtime.localize.cli:localize",
+        "edgevpr.runtime.commands.localize:localize",
         "Track a position over frames, a video or a ROS bag.",
     ),
     "bench": ("edgevpr.bench.cli:bench", "Latency tables per backend, precision and batch."),
@@ -88,7 +88,7 @@ def main(argv: list[str] | None = None) -> None:
     except KeyboardInterrupt:
         click.echo("interrupted", err=True)
         sys.exit(130)
-    except Exception as exc:  # noqa: BLE001 - last line of defence: no traceback for users
+    except Exception as exc:
         if os.environ.get("EDGEVPR_DEBUG"):
             raise
         click.echo(

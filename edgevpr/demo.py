@@ -16,7 +16,7 @@ from pathlib import Path
 
 import click
 
-from edgevpr.errors import EdgeVPRError
+from edgevpr.core.errors import EdgeVPRError
 
 
 def synth_step(work: Path) -> list[str]:

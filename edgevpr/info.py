@@ -39,20 +39,14 @@ def describe_preset(name: str) -> dict[str, Any] | None:
     return {**facts, "gflop_per_image": round(flops_per_image(model) / 1e9, 2)}
 
 
-def print_description(info: dict[str, Any]) -> None:
-    width = max(len(k) for k in info)
-    for key, value in info.items():
-        if isinstance(value, (dict, list)):
-            value = json.dumps(value, sort_keys=True)
-        click.echo(f"{key:<{width}}  {value}")
-
-
 @click.command()
 @click.argument("file", type=click.Path(path_type=Path))
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
 def info(file: Path, as_json: bool) -> None:
     """Describe a checkpoint (.pt/.ckpt), ONNX model, TensorRT engine, place map or preset
     (e.g. boq_dinov2_12288)."""
+    from edgevpr.runtime.describe import print_description
+
     description = describe_file(file)
     if as_json:
         click.echo(json.dumps(description, indent=2, sort_keys=True, default=str))

@@ -1,6 +1,8 @@
 from __future__ import annotations
 
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import NamedTuple
 
 import pytest
 
@@ -52,3 +54,67 @@ def embedder(exported: dict[str, Path]) -> Embedder:
     return Embedder(exported["onnx"], providers=["cpu"])
 
 
+
+
+# ------------------------------------------------------------------ shared helpers
+class CliResult(NamedTuple):
+    code: int
+    out: str
+    err: str
+
+
+@pytest.fixture
+def cli(capfd: pytest.CaptureFixture[str]) -> Callable[..., CliResult]:
+    """``cli("index", "build", ...)`` (or one list of arguments): ``edgevpr`` run in this
+    process; its exit code and what it printed, caught at the file-descriptor level so that
+    anything a native library prints is seen too."""
+    from edgevpr.cli import main
+
+    def run(*argv: object) -> CliResult:
+        if len(argv) == 1 and isinstance(argv[0], (list, tuple)):
+            argv = tuple(argv[0])
+        capfd.readouterr()
+        try:
+            main([str(a) for a in argv])
+            code = 0
+        except SystemExit as exc:
+            code = exc.code if isinstance(exc.code, int) else 1
+        captured = capfd.readouterr()
+        return CliResult(code, captured.out, captured.err)
+
+    return run
+
+
+@pytest.fixture
+def one_torch_thread() -> Iterator[None]:
+    """One intra-op thread: on a shared 2-core machine two spinning threads are far slower."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="session")
+def session_cli() -> Callable[..., CliResult]:
+    """``cli`` for session-scoped fixtures: Python-level output only (no file descriptors
+    to capture outside a test)."""
+    import contextlib
+    import io
+
+    from edgevpr.cli import main
+
+    def run(*argv: object) -> CliResult:
+        if len(argv) == 1 and isinstance(argv[0], (list, tuple)):
+            argv = tuple(argv[0])
+        out, err = io.StringIO(), io.StringIO()
+        code = 0
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+            try:
+                main([str(a) for a in argv])
+            except SystemExit as exc:
+                code = exc.code if isinstance(exc.code, int) else 1
+        return CliResult(code, out.getvalue(), err.getvalue())
+
+    return run

@@ -143,7 +143,7 @@ def _onnx_with(good: Path, edit: Callable[[object], None]):  # -> onnx.ModelProt
 
 
 def _set_prop(key: str, value: str) -> Callable[[object], None]:
-    def edit(model) -> None:  # noqa: ANN001 - onnx.ModelProto, imported lazily
+    def edit(model) -> None:
         for prop in model.metadata_props:
             if prop.key == key:
                 prop.value = value
@@ -305,7 +305,7 @@ def _rewritten_map(
 ) -> Path:  # fmt: skip
     """``good`` with its metadata (or sections) edited and every checksum made valid again:
     a map that passes the integrity check and lies inside."""
-    from edgevpr.runtime.placemap.container import MapFile, write_sections
+    from edgevpr.runtime.placemap.fileformat.container import MapFile, write_sections
 
     mapped = MapFile(good)
     metadata = json.loads(json.dumps(mapped.metadata))
@@ -408,7 +408,7 @@ class RunsCode:
     def __init__(self, marker: Path) -> None:
         self.marker = marker
 
-    def __reduce__(self):  # noqa: ANN204 - pickle protocol
+    def __reduce__(self):
         import os
 
         return (os.system, (f"touch {self.marker}",))
@@ -554,11 +554,11 @@ def good_files(root: Path) -> GoodFiles:
     """Build the good files once per process (the ONNX export takes ~10 s)."""
     if "files" in _GOOD:
         return _GOOD["files"]
+    from edgevpr.core.images import list_images
     from edgevpr.export.onnx_export import export_onnx
     from edgevpr.model import build_model, get_preset
     from edgevpr.model.checkpoint import load_checkpoint, save_checkpoint
     from edgevpr.runtime.embedder import Embedder
-    from edgevpr.runtime.images import list_images
     from edgevpr.runtime.placemap import PlaceMap
 
     config = get_preset("mixvpr_lite0_512").with_size(32, 32)
@@ -618,22 +618,6 @@ def snapshot(*roots: Path) -> dict[str, tuple]:
                     digest = hashlib.sha256(path.read_bytes()).hexdigest()
                     seen[str(path)] = ("file", stat.st_size, stat.st_mtime_ns, digest)
     return seen
-
-
-def run_cli(capfd, argv: list[object]) -> tuple[int, str, str]:  # noqa: ANN001 - pytest's capfd
-    """``edgevpr ARGV`` in this process; stdout and stderr at the file-descriptor level, so
-    that anything a native library prints is seen too."""
-    from edgevpr.cli import main as edgevpr_main
-
-    capfd.readouterr()
-    try:
-        edgevpr_main([str(a) for a in argv])
-    except SystemExit as exc:
-        code = exc.code if isinstance(exc.code, int) else 1
-    else:
-        code = 0
-    captured = capfd.readouterr()
-    return code, captured.out, captured.err
 
 
 def assert_one_line_refusal(code: int, err: str, what: str) -> None:

@@ -15,6 +15,8 @@ import pytest
 
 from edgevpr.bench.report import CSV_FIELDS
 
+pytestmark = pytest.mark.slow  # benchmarks real exports of every backend
+
 pytest.importorskip("torch")
 pytest.importorskip("onnx")
 
@@ -35,13 +37,13 @@ def edgevpr(*args: str) -> subprocess.CompletedProcess:
 def setup(tmp_path_factory) -> dict[str, Path]:
     import torch
 
+    from edgevpr.core.images import list_images, read_image
+    from edgevpr.core.preprocess import preprocess
     from edgevpr.data.synth import SynthConfig, generate
     from edgevpr.export.onnx_export import export_onnx
     from edgevpr.export.quantize import Int8Options, quantize_int8
     from edgevpr.model import build_model, get_preset
     from edgevpr.model.checkpoint import load_checkpoint, save_checkpoint
-    from edgevpr.runtime.images import list_images, read_image
-    from edgevpr.runtime.preprocess import preprocess
 
     root = tmp_path_factory.mktemp("bench")
     torch.manual_seed(0)

@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from edgevpr.runtime.backends import BACKENDS, CHECKPOINT
+from edgevpr.bench.backends import BACKENDS, CHECKPOINT
 
 MODES = {"eager", "channels-last", "compiled"}
 

@@ -9,6 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from edgevpr.core.errors import EdgeVPRError
 from edgevpr.data.layout import (
     available_splits,
     find_within,
@@ -16,7 +17,6 @@ from edgevpr.data.layout import (
     read_image_set,
     read_split,
 )
-from edgevpr.errors import EdgeVPRError
 
 # A valid 1 x 1 black PNG.
 PNG_1PX = bytes.fromhex(

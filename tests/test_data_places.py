@@ -10,9 +10,9 @@ import numpy as np
 import pytest
 from test_data_layout import PNG_1PX, touch_image
 
+from edgevpr.core.errors import EdgeVPRError
 from edgevpr.data.gsv import image_name, read_gsv_cities
 from edgevpr.data.places import group_places, layout_training_set
-from edgevpr.errors import EdgeVPRError
 
 
 def test_grouping_a_route_makes_places_of_neighbouring_frames() -> None:

@@ -8,12 +8,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from edgevpr.cli import main
+from edgevpr.core.errors import EdgeVPRError
+from edgevpr.core.images import read_image
 from edgevpr.data.layout import read_split
 from edgevpr.data.places import layout_training_set
 from edgevpr.data.synth import SynthConfig, generate
-from edgevpr.errors import EdgeVPRError
-from edgevpr.runtime.images import read_image
 
 SMALL = {
     "places": 6,
@@ -33,11 +32,6 @@ def digest(root: Path) -> str:
     return h.hexdigest()
 
 
-def run_cli(args: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:
-    with pytest.raises(SystemExit) as exit_info:
-        main(args)
-    captured = capsys.readouterr()
-    return int(exit_info.value.code), captured.out, captured.err
 
 
 def test_same_seed_same_bytes_other_seed_other_images(tmp_path: Path) -> None:
@@ -84,8 +78,8 @@ def test_views_of_a_place_differ_but_resemble_each_other(tmp_path: Path) -> None
     assert corr[same & off_diagonal].mean() > corr[~same].mean() + 0.1  # but they share a place
 
 
-def test_cli_writes_and_refuses_to_clobber(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+def test_cli_writes_and_refuses_to_clobber(cli,
+    tmp_path: Path
 ) -> None:
     out = tmp_path / "demo"
     args = [
@@ -100,15 +94,15 @@ def test_cli_writes_and_refuses_to_clobber(
         "--size",
         "32x48",
     ]
-    code, stdout, _ = run_cli(args, capsys)
+    code, stdout, _ = cli(args)
     assert code == 0 and "test 3+3" in stdout
     assert not (out / "images/val").exists()
-    code, _, err = run_cli(args, capsys)
+    code, _, err = cli(args)
     assert code == 2 and "--overwrite" in err and err.count("\n") == 1
-    code, _, _ = run_cli([*args, "--overwrite", "--seed", "5"], capsys)
+    code, _, _ = cli([*args, "--overwrite", "--seed", "5"])
     assert code == 0 and len(list((out / "images/test/database").iterdir())) == 3
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # no temp folders left
-    code, _, err = run_cli(["synth", str(tmp_path / "x"), "--size", "4x4000"], capsys)
+    code, _, err = cli(["synth", str(tmp_path / "x"), "--size", "4x4000"])
     assert code == 2 and "out of range" in err
 
 

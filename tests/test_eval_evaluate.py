@@ -14,17 +14,16 @@ import numpy as np
 import pytest
 import torch
 
-from edgevpr.cli import main
+from edgevpr.core.errors import EdgeVPRError
+from edgevpr.core.images import read_image
+from edgevpr.core.preprocess import preprocess
 from edgevpr.data.layout import read_split
 from edgevpr.data.synth import SynthConfig, generate
-from edgevpr.errors import EdgeVPRError
 from edgevpr.eval.evaluate import evaluate, load_embedder
 from edgevpr.eval.torch_embedder import TorchEmbedder
 from edgevpr.model.checkpoint import load_checkpoint, save_checkpoint
 from edgevpr.model.config import ModelConfig, default_preprocess
 from edgevpr.model.vpr import build_model
-from edgevpr.runtime.images import read_image
-from edgevpr.runtime.preprocess import preprocess
 
 RECALL_LINE = re.compile(
     r"^R@1: \d+\.\d  R@5: \d+\.\d  R@10: \d+\.\d  R@20: \d+\.\d"
@@ -32,13 +31,7 @@ RECALL_LINE = re.compile(
 )
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """One intra-op thread: on a shared 2-core machine two spinning threads are far slower."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")
@@ -80,11 +73,6 @@ class ThumbnailEmbedder:
         return np.array(out, dtype=np.float32)
 
 
-def run_cli(args: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:
-    with pytest.raises(SystemExit) as exit_info:
-        main(args)
-    captured = capsys.readouterr()
-    return int(exit_info.value.code), captured.out, captured.err
 
 
 def test_evaluate_any_embedder(dataset: Path) -> None:
@@ -98,7 +86,7 @@ def test_evaluate_any_embedder(dataset: Path) -> None:
 
 
 def test_queries_without_positives_are_misses_beyond_the_database_size(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    tmp_path: Path
 ) -> None:
     """8 database images, 20 queries of which 4 are far from every one: R@10 is 80.0."""
     rng = np.random.default_rng(0)
@@ -130,26 +118,26 @@ def test_torch_embedder_uses_the_runtime_preprocessing(dataset: Path, checkpoint
     assert np.allclose(np.linalg.norm(descriptors, axis=1), 1.0, atol=1e-5)
 
 
-def test_cli_prints_recall_and_reproduces_it(
-    dataset: Path, checkpoint: Path, capsys: pytest.CaptureFixture[str]
+def test_cli_prints_recall_and_reproduces_it(cli,
+    dataset: Path, checkpoint: Path
 ) -> None:
-    code, first, err = run_cli(["eval", str(checkpoint), str(dataset)], capsys)
+    code, first, err = cli(["eval", str(checkpoint), str(dataset)])
     assert code == 0 and RECALL_LINE.match(first.strip()), first
     assert "10 queries" in err
-    code, second, _ = run_cli(["eval", str(checkpoint), str(dataset), "--batch", "3"], capsys)
+    code, second, _ = cli(["eval", str(checkpoint), str(dataset), "--batch", "3"])
     assert code == 0 and second == first
-    code, out, _ = run_cli(["eval", str(checkpoint), str(dataset), "--json"], capsys)
+    code, out, _ = cli(["eval", str(checkpoint), str(dataset), "--json"])
     report = json.loads(out)
     assert f"R@1: {report['recall']['1']:.1f}" in first
     assert report["queries"] == report["database"] == 10 and report["descriptor_dim"] == 32
 
 
-def test_cli_writes_curve_and_match_grid(
-    dataset: Path, checkpoint: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+def test_cli_writes_curve_and_match_grid(cli,
+    dataset: Path, checkpoint: Path, tmp_path: Path
 ) -> None:
     plot, grid = tmp_path / "curve.png", tmp_path / "out" / "grid.png"
     args = ["eval", str(checkpoint), str(dataset), "--plot", str(plot), "--visualize", str(grid)]
-    code, _, _ = run_cli([*args, "--visualize-queries", "4"], capsys)
+    code, _, _ = cli([*args, "--visualize-queries", "4"])
     assert code == 0
     assert read_image(plot).shape[0] > 200
     picture = read_image(grid)
@@ -160,8 +148,8 @@ def test_cli_writes_curve_and_match_grid(
     assert tuple(frame) in {(40, 180, 40), (220, 40, 40)}
 
 
-def test_cli_errors_are_one_line(
-    dataset: Path, checkpoint: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+def test_cli_errors_are_one_line(cli,
+    dataset: Path, checkpoint: Path, tmp_path: Path
 ) -> None:
     cases = [
         (["eval", str(checkpoint), str(tmp_path / "none")], "does not exist"),
@@ -172,12 +160,12 @@ def test_cli_errors_are_one_line(
     weird.write_bytes(b"x")
     cases.append((["eval", str(weird), str(dataset)], "cannot tell what model.bin is"))
     for args, message in cases:
-        code, out, err = run_cli(args, capsys)
+        code, out, err = cli(args)
         assert code == 2 and message in err and err.count("\n") == 1 and not out, (args, err)
 
 
-def test_unreadable_and_unnamed_images_are_named(
-    dataset: Path, checkpoint: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+def test_unreadable_and_unnamed_images_are_named(cli,
+    dataset: Path, checkpoint: Path, tmp_path: Path
 ) -> None:
     broken = tmp_path / "broken"
     generate(
@@ -185,11 +173,11 @@ def test_unreadable_and_unnamed_images_are_named(
     )
     victim = sorted((broken / "images/test/queries").iterdir())[1]
     victim.write_bytes(b"\x89PNG\r\n\x1a\n garbage")
-    code, _, err = run_cli(["eval", str(checkpoint), str(broken)], capsys)
+    code, _, err = cli(["eval", str(checkpoint), str(broken)])
     assert code == 2 and victim.name in err and err.count("\n") == 1
     victim.unlink()
     (broken / "images/test/database/snapshot.png").write_bytes(b"")
-    code, _, err = run_cli(["eval", str(checkpoint), str(broken)], capsys)
+    code, _, err = cli(["eval", str(checkpoint), str(broken)])
     assert code == 2 and "snapshot.png has no UTM coordinates" in err
 
 

@@ -13,7 +13,10 @@ import onnxruntime as ort
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
-from edgevpr.errors import EdgeVPRError
+from edgevpr.core.engine_header import read_engine_header
+from edgevpr.core.errors import EdgeVPRError
+from edgevpr.core.metadata import ModelMetadata
+from edgevpr.core.preprocess import PreprocessSpec
 from edgevpr.export.fp16 import convert_to_fp16
 from edgevpr.export.graph import block_of, fp32_nodes
 from edgevpr.export.parity import DEFAULT_GATES, Gate, ParityData, compare, load_parity_data
@@ -25,9 +28,6 @@ from edgevpr.export.tensorrt_build import (
     write_header,
 )
 from edgevpr.export.trt_pins import LayerView, layers_to_pin, ties_to
-from edgevpr.runtime.engine_header import read_engine_header
-from edgevpr.runtime.metadata import ModelMetadata
-from edgevpr.runtime.preprocess import PreprocessSpec
 
 DIM = 16
 

@@ -8,8 +8,6 @@ small enough for 2 CPU cores, real enough for quantisation to be tested honestly
 
 from __future__ import annotations
 
-import contextlib
-import io
 import json
 import shutil
 import subprocess
@@ -23,7 +21,7 @@ import pytest
 import torch
 from onnx import numpy_helper
 
-from edgevpr.cli import main
+from edgevpr.core.metadata import ModelMetadata
 from edgevpr.export import onnx_export
 from edgevpr.export.fp16 import convert_to_fp16
 from edgevpr.export.onnx_export import checkpoint_metadata, export_onnx, save_onnx_atomic
@@ -39,7 +37,8 @@ from edgevpr.export.pipeline import synthetic_parity_data
 from edgevpr.model import ModelConfig, build_model, get_preset
 from edgevpr.model.checkpoint import load_checkpoint, save_checkpoint
 from edgevpr.runtime.embedder import Embedder
-from edgevpr.runtime.metadata import ModelMetadata
+
+pytestmark = pytest.mark.slow  # a full export with INT8 and parity gates on corridor
 
 try:
     import tensorrt  # noqa: F401
@@ -49,14 +48,6 @@ except ImportError:
     HAVE_TRT = False
 
 
-def run_cli(args: list[str]) -> tuple[int, str, str]:
-    out, err = io.StringIO(), io.StringIO()
-    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-        try:
-            main(args)
-        except SystemExit as exc:
-            return int(exc.code or 0), out.getvalue(), err.getvalue()
-    return 0, out.getvalue(), err.getvalue()
 
 
 @pytest.fixture(scope="session")
@@ -74,7 +65,7 @@ def corridor(shared_data: Path) -> Path:
 
 
 @pytest.fixture(scope="session")
-def exported(lite_checkpoint: Path, corridor: Path) -> dict:
+def exported(lite_checkpoint: Path, corridor: Path, session_cli) -> dict:
     """One full ``edgevpr export --int8 --trt`` on corridor, shared by the tests below.
 
     The first two inverted-residual blocks stay float, as the automatic search finds for this
@@ -83,7 +74,7 @@ def exported(lite_checkpoint: Path, corridor: Path) -> dict:
     out = lite_checkpoint.parent / "out"
     keep = ["--int8-keep-float", "backbone.model.blocks.0"]
     keep += ["--int8-keep-float", "backbone.model.blocks.1", "--int8-target", "0.99"]
-    code, stdout, stderr = run_cli(
+    code, stdout, stderr = session_cli(
         ["export", str(lite_checkpoint), "--out", str(out), "--int8", "--trt", *keep]
         + ["--parity-data", str(corridor)]
     )
@@ -204,7 +195,7 @@ def test_fp16_graph_for_tensorrt_11_matches_on_real_images(
     assert DEFAULT_GATES["fp16"].failures(metrics) == []
 
 
-def test_failed_gate_exits_1_naming_the_gate_and_numbers(
+def test_failed_gate_exits_1_naming_the_gate_and_numbers(cli,
     exported: dict,
     lite_checkpoint: Path,
     corridor: Path,
@@ -216,7 +207,7 @@ def test_failed_gate_exits_1_naming_the_gate_and_numbers(
         shutil.copyfile(exported["out"] / "lite0.onnx", path)
 
     monkeypatch.setattr(onnx_export, "export_onnx", copy_export)
-    code, _, stderr = run_cli(
+    code, _, stderr = cli(
         ["export", str(lite_checkpoint), "--out", str(tmp_path), "--parity-data", str(corridor)]
         + ["--parity-images", "8", "--fp32-max-abs", "1e-12"]
     )

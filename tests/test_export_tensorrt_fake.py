@@ -20,15 +20,15 @@ import pytest
 from onnx import TensorProto
 from test_export_logic import tiny_descriptor_model
 
-from edgevpr.errors import EdgeVPRError
+from edgevpr.core.engine_header import check_engine_bytes, read_engine_header
+from edgevpr.core.errors import EdgeVPRError
+from edgevpr.core.files import write_bytes_atomic
+from edgevpr.core.metadata import ModelMetadata
+from edgevpr.core.preprocess import PreprocessSpec
 from edgevpr.export import tensorrt_build
 from edgevpr.export.onnx_io import save_onnx_atomic, set_metadata
 from edgevpr.export.tensorrt_build import BatchRange, EngineOptions, build_engine
-from edgevpr.files import write_bytes_atomic
-from edgevpr.runtime import tensorrt_backend
-from edgevpr.runtime.engine_header import check_engine_bytes, read_engine_header
-from edgevpr.runtime.metadata import ModelMetadata
-from edgevpr.runtime.preprocess import PreprocessSpec
+from edgevpr.runtime.backends import tensorrt as tensorrt_backend
 
 
 class Tensor:

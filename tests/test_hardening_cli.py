@@ -29,7 +29,6 @@ from corpus import (
     assert_one_line_refusal,
     good_files,
     pwned_marker,
-    run_cli,
     snapshot,
 )
 
@@ -213,13 +212,13 @@ SLOTS = {
 
 
 @pytest.mark.parametrize("command, family, kind", cases())
-def test_bad_file_is_refused_in_one_line_and_changes_nothing(
+def test_bad_file_is_refused_in_one_line_and_changes_nothing(cli,
     command: str,
     family: str,
     kind: str,
     good: GoodFiles,
     tmp_path: Path,
-    capfd: pytest.CaptureFixture[str],
+
 ) -> None:
     slots, makers = SLOTS[family]
     slot = slots[command]
@@ -231,7 +230,7 @@ def test_bad_file_is_refused_in_one_line_and_changes_nothing(
         bad = makers[kind](inputs, good.onnx if family == "onnx" else _source(family, good))
     argv = slot.argv(bad, good, tmp_path)
     before = snapshot(tmp_path, good.root)
-    code, out, err = run_cli(capfd, argv)
+    code, out, err = cli(argv)
     assert_one_line_refusal(code, err, f"edgevpr {command} <{kind}>")
     assert snapshot(tmp_path, good.root) == before, f"{command} <{kind}> changed files on disk"
     for output in slot.outputs:
@@ -245,13 +244,13 @@ def _source(family: str, good: GoodFiles) -> Path:
 
 # ------------------------------------------------------------------ the other side of the line
 @pytest.mark.parametrize("kind", sorted(ONNX_INFO_DESCRIBES))
-def test_info_names_what_is_wrong_with_an_onnx_model(
-    kind: str, good: GoodFiles, tmp_path: Path, capfd: pytest.CaptureFixture[str]
+def test_info_names_what_is_wrong_with_an_onnx_model(cli,
+    kind: str, good: GoodFiles, tmp_path: Path
 ) -> None:
     """``info`` is for looking at any ONNX file: it describes what it can and names the
     problem with the edgevpr metadata instead of failing (every other command refuses)."""
     bad = ONNX_BAD[kind](tmp_path, good.onnx)
-    code, out, err = run_cli(capfd, ["info", bad, "--json"])
+    code, out, err = cli(["info", bad, "--json"])
     assert code == 0 and err == ""
     described = json.loads(out)
     assert described["kind"] == "onnx model" and "input" in described
@@ -259,46 +258,46 @@ def test_info_names_what_is_wrong_with_an_onnx_model(
     assert "fingerprint" not in described
 
 
-def test_awkward_but_valid_images_are_recognised(
-    good: GoodFiles, tmp_path: Path, capfd: pytest.CaptureFixture[str]
+def test_awkward_but_valid_images_are_recognised(cli,
+    good: GoodFiles, tmp_path: Path
 ) -> None:
     """16-bit, RGBA, grey, palette, mislabelled, 1x1 and BMP images are queried and added."""
     images = [IMAGES_OK[kind](tmp_path) for kind in sorted(IMAGES_OK)]
-    code, out, err = run_cli(capfd, ["query", good.map, *images, "-m", good.onnx, "--json"])
+    code, out, err = cli(["query", good.map, *images, "-m", good.onnx, "--json"])
     assert code == 0, err
     results = json.loads(out)
     assert [r["query"] for r in results] == [str(p) for p in images]
     assert all(len(r["matches"]) == 5 for r in results)
     target = tmp_path / "mine.vprmap"
     shutil.copy2(good.map, target)
-    code, _, err = run_cli(capfd, ["index", "add", target, *images, "-q", "-m", good.onnx])
+    code, _, err = cli(["index", "add", target, *images, "-q", "-m", good.onnx])
     assert code == 0, err
     assert len(PlaceMap.load(target)) == len(PlaceMap.load(good.map)) + len(images)
 
 
-def test_onnx_with_external_data_inside_its_folder_works(
-    good: GoodFiles, tmp_path: Path, capfd: pytest.CaptureFixture[str]
+def test_onnx_with_external_data_inside_its_folder_works(cli,
+    good: GoodFiles, tmp_path: Path
 ) -> None:
     """External data beside the model (how ONNX stores models over 2 GB) is allowed."""
     model = ONNX_OK["onnx-external-inside"](tmp_path, good.onnx)
     assert model.stat().st_size < good.onnx.stat().st_size // 10  # the weights are outside
-    code, out, err = run_cli(capfd, ["info", model, "--json"])
+    code, out, err = cli(["info", model, "--json"])
     assert code == 0, err
     assert json.loads(out)["descriptor_dim"] == 512
-    code, out, err = run_cli(capfd, ["query", good.map, good.image, "-m", model, "--json"])
+    code, out, err = cli(["query", good.map, good.image, "-m", model, "--json"])
     assert code == 0, err
     assert json.loads(out)[0]["best"]["path"] == good.image.name
 
 
-def test_training_on_a_set_with_a_broken_image_writes_nothing(
-    good: GoodFiles, tmp_path: Path, capfd: pytest.CaptureFixture[str]
+def test_training_on_a_set_with_a_broken_image_writes_nothing(cli,
+    good: GoodFiles, tmp_path: Path
 ) -> None:
     data = tmp_path / "set"
     shutil.copytree(good.train, data)
     victim = sorted((data / "images" / "train" / "database").iterdir())[0]
     victim.write_bytes(victim.read_bytes()[:60])  # every place has two views: both are drawn
     before = snapshot(tmp_path, good.root)
-    code, _, err = run_cli(capfd, [
+    code, _, err = cli([
         "train", "--data", data, "--out", tmp_path / "run", "--model", "mixvpr_lite0_512",
         "--size", "32x32", "--no-pretrained", "--batch-places", "2", "--images-per-place", "2",
         "--epochs", "1", "--augment", "none", "--no-progress",

@@ -14,8 +14,8 @@ import numpy as np
 import pytest
 from corpus import SCENES, GoodFiles, good_files, scene
 
+from edgevpr.core.geo import GeoPrior
 from edgevpr.runtime.embedder import Embedder
-from edgevpr.runtime.geo import GeoPrior
 from edgevpr.runtime.placemap import ADD_CHUNK, PlaceMap
 from edgevpr.runtime.recognizer import Recognizer
 

@@ -25,7 +25,8 @@ from corpus import GoodFiles, good_files
 
 from edgevpr.runtime.placemap import PlaceMap
 
-pytestmark = pytest.mark.skipif(not hasattr(signal, "SIGKILL"), reason="needs SIGKILL")
+pytestmark = [pytest.mark.slow,  # kills real subprocesses mid-write
+              pytest.mark.skipif(not hasattr(signal, "SIGKILL"), reason="needs SIGKILL")]
 
 # The child: save version A and version B to TARGET in turn, forever. The files the writers
 # open with os.fdopen are slowed down and announce their first write, and fsync announces
@@ -149,7 +150,7 @@ def test_killed_while_saving_a_map(good: GoodFiles, tmp_path: Path) -> None:
     rng = np.random.default_rng(5)
     versions = []
     for name, count in (("a.vprmap", 3000), ("b.vprmap", 2000)):  # a few MB each
-        placemap = PlaceMap.create(256, "f" * 64, ef_construction=16)
+        placemap = PlaceMap.create(256, "f" * 64, index="hnswlib", ef_construction=16)
         placemap.add(rng.standard_normal((count, 256)).astype(np.float32))
         placemap.save(tmp_path / name)
         versions.append(placemap)
@@ -171,7 +172,7 @@ def test_killed_while_saving_a_map(good: GoodFiles, tmp_path: Path) -> None:
 def test_killed_while_writing_an_onnx_export(good: GoodFiles, tmp_path: Path) -> None:
     import onnx
 
-    from edgevpr.runtime.onnx_backend import read_onnx_metadata
+    from edgevpr.runtime.backends.onnxruntime import read_onnx_metadata
 
     other = onnx.load(str(good.onnx))
     for prop in other.metadata_props:

@@ -10,8 +10,8 @@ from corpus import encode, photo
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from edgevpr.errors import EdgeVPRError
-from edgevpr.runtime.images import decode_image
+from edgevpr.core.errors import EdgeVPRError
+from edgevpr.core.images import decode_image
 
 PNGS = {
     "rgb": encode(".png", photo(40, 56)),

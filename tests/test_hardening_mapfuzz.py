@@ -17,10 +17,12 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from edgevpr.errors import EdgeVPRError
+from edgevpr.core.errors import EdgeVPRError
 from edgevpr.runtime.placemap import PlaceMap
-from edgevpr.runtime.placemap.container import HEADER, MapFile, write_sections
+from edgevpr.runtime.placemap.fileformat.container import HEADER, MapFile, write_sections
 from edgevpr.runtime.placemap.kinds import INDEX_KINDS, IndexKind
+
+pytestmark = pytest.mark.slow  # fuzzing
 
 DIM = 16
 PLACES = 40
@@ -45,8 +47,8 @@ def original(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFa
     """A small map with coordinates, a removed place and enough places for upper levels."""
     kind, storage = request.param
     rng = np.random.default_rng(3)
-    placemap = PlaceMap.create(DIM, "f" * 64, M=4, ef_construction=20, index=kind,
-                               storage=storage)  # fmt: skip
+    graph = INDEX_KINDS[kind].own({"M": 4, "ef_construction": 20})
+    placemap = PlaceMap.create(DIM, "f" * 64, index=kind, storage=storage, **graph)
     records = [{"path": f"img{i}.jpg", "east": float(i), "north": 2.0 * i} for i in range(PLACES)]
     placemap.add(rng.standard_normal((PLACES, DIM)).astype(np.float32), records)
     placemap.remove([7])
@@ -104,7 +106,7 @@ def test_any_flip_or_cut_is_refused_or_changes_nothing(
         assert np.array_equal(found, probe(original))
 
 
-def forge(original: Path, target: Path, edit_metadata=None, edit_index=None) -> None:  # noqa: ANN001
+def forge(original: Path, target: Path, edit_metadata=None, edit_index=None) -> None:
     """Rewrite ``original`` with its metadata and/or the bytes of its index sections edited
     (``edit_index(name, bytearray) -> bytes``) and every checksum valid."""
     mapped = MapFile(original)

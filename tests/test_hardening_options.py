@@ -9,7 +9,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from corpus import GoodFiles, assert_one_line_refusal, good_files, run_cli, snapshot
+from corpus import GoodFiles, assert_one_line_refusal, good_files, snapshot
 
 
 @pytest.fixture(scope="session")
@@ -224,14 +224,14 @@ OPTIONS: dict[str, Argv] = {
 
 
 @pytest.mark.parametrize("case", sorted(OPTIONS))
-def test_out_of_range_option_is_refused_and_writes_nothing(
+def test_out_of_range_option_is_refused_and_writes_nothing(cli,
     case: str,
     good: GoodFiles,
     tmp_path: Path,
-    capfd: pytest.CaptureFixture[str],
+
 ) -> None:
     argv = OPTIONS[case](good, good.train, tmp_path)
     before = snapshot(tmp_path, good.root)
-    code, _, err = run_cli(capfd, argv)
+    code, _, err = cli(argv)
     assert_one_line_refusal(code, err, case)
     assert snapshot(tmp_path, good.root) == before, f"{case} changed files on disk"

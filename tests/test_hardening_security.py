@@ -22,10 +22,9 @@ from corpus import (
     GoodFiles,
     good_files,
     pwned_marker,
-    run_cli,
 )
 
-from edgevpr.errors import EdgeVPRError
+from edgevpr.core.errors import EdgeVPRError
 from edgevpr.runtime.placemap import PlaceMap
 
 REPO = Path(__file__).resolve().parents[1]
@@ -75,9 +74,9 @@ def opened_any(opened: list[str], targets: list[Path]) -> list[str]:
 def model_readers(tmp_path: Path) -> dict[str, Callable[[Path], object]]:
     from edgevpr.bench.artifacts import resolve_one
     from edgevpr.export.pipeline import Exporter, ExportOptions
+    from edgevpr.runtime.backends.onnxruntime import read_onnx_metadata
     from edgevpr.runtime.describe import describe_artifact
     from edgevpr.runtime.embedder import Embedder
-    from edgevpr.runtime.onnx_backend import read_onnx_metadata
 
     return {
         "Embedder": lambda p: Embedder(p, providers=["cpu"]),
@@ -120,7 +119,7 @@ def test_external_data_may_not_even_name_a_missing_file_outside(
     """Refused for where it points, not for whether something is there."""
     from corpus import onnx_with_external_data
 
-    from edgevpr.runtime.onnx_external import check_external_data
+    from edgevpr.runtime.backends.onnx_external import check_external_data
 
     for location in ("../nothing-here.bin", "/nonexistent/weights.bin", "..\\..\\x.bin", "C:x"):
         model = onnx_with_external_data(tmp_path / "m", good.onnx, location, "m.onnx")
@@ -163,8 +162,8 @@ def hostile_map(good: GoodFiles, folder: Path, secret: Path) -> Path:
     return folder / "hostile.vprmap"
 
 
-def test_image_paths_recorded_in_a_map_are_never_opened(
-    good: GoodFiles, tmp_path: Path, capfd: pytest.CaptureFixture[str]
+def test_image_paths_recorded_in_a_map_are_never_opened(cli,
+    good: GoodFiles, tmp_path: Path
 ) -> None:
     from edgevpr.runtime.embedder import Embedder
     from edgevpr.runtime.recognizer import Recognizer
@@ -174,7 +173,7 @@ def test_image_paths_recorded_in_a_map_are_never_opened(
     hostile = hostile_map(good, tmp_path / "maps", secret)
     named = [Path("/etc/passwd"), secret, Path("/dev/zero")]
     with files_opened() as opened:
-        code, out, err = run_cli(capfd, ["query", hostile, good.image, "-m", good.onnx, "--json"])
+        code, out, err = cli(["query", hostile, good.image, "-m", good.onnx, "--json"])
         assert code == 0, err
         assert json.loads(out)[0]["best"]["path"] in {"../../../../../../etc/passwd", str(secret)}
         for argv in (
@@ -183,7 +182,7 @@ def test_image_paths_recorded_in_a_map_are_never_opened(
             ["index", "add", hostile, good.image, "-q", "-m", good.onnx],
             ["index", "remove", hostile, "0"],
         ):
-            code, _, err = run_cli(capfd, argv)
+            code, _, err = cli(argv)
             assert code == 0, (argv, err)
         recognizer = Recognizer(Embedder(good.onnx), PlaceMap.load(hostile))
         best = recognizer.recognize(good.image).best

@@ -10,8 +10,8 @@ from corpus import IMAGES_BAD, IMAGES_OK
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from edgevpr.errors import EdgeVPRError
-from edgevpr.runtime.images import decode_image, list_images, read_image
+from edgevpr.core.errors import EdgeVPRError
+from edgevpr.core.images import decode_image, list_images, read_image
 
 
 @pytest.mark.parametrize("kind", sorted(IMAGES_OK))

@@ -16,11 +16,11 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from PIL import Image
 
-from edgevpr.errors import EdgeVPRError
+from edgevpr.core.errors import EdgeVPRError
+from edgevpr.core.images import decode_image, read_image, reduction_factor
+from edgevpr.core.pixels import DEFAULT_ENCODING, ENCODINGS, to_rgb8
+from edgevpr.core.preprocess import PreprocessSpec, normalize, read_for_model, resize_rgb
 from edgevpr.runtime.embedder import Embedder
-from edgevpr.runtime.images import decode_image, read_image, reduction_factor
-from edgevpr.runtime.pixels import DEFAULT_ENCODING, ENCODINGS, to_rgb8
-from edgevpr.runtime.preprocess import PreprocessSpec, normalize, read_for_model, resize_rgb
 
 # PIL's own transposes for each EXIF orientation (as ImageOps.exif_transpose applies them):
 # an implementation independent of edgevpr's.
@@ -304,8 +304,8 @@ def test_recognize_many_streams_an_endless_generator(embedder: Embedder, tmp_pat
     from edgevpr.runtime.recognizer import Recognizer
 
     photo = skimage.data.chelsea()
-    place_map = PlaceMap.create(embedder.descriptor_dim, embedder.fingerprint)
-    place_map.add(embedder.embed_images([photo, photo[::-1]]))
+    placemap = PlaceMap.create(embedder.descriptor_dim, embedder.fingerprint)
+    placemap.add(embedder.embed_images([photo, photo[::-1]]))
     pulled = itertools.count()
 
     def camera():
@@ -313,7 +313,7 @@ def test_recognize_many_streams_an_endless_generator(embedder: Embedder, tmp_pat
             next(pulled)
             yield cv2.cvtColor(photo, cv2.COLOR_RGB2BGR)
 
-    recognizer = Recognizer(embedder, place_map)
+    recognizer = Recognizer(embedder, placemap)
     results = recognizer.recognize_many(camera(), k=1, encoding="bgr8")
     first = list(itertools.islice(results, 40))
     assert [r.best.id for r in first] == [0] * 40

@@ -17,24 +17,15 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from edgevpr.cli import main as edgevpr_main
-from edgevpr.errors import EdgeVPRError
+from edgevpr.core.errors import EdgeVPRError
 from edgevpr.runtime.placemap import PlaceMap, PlaceRecord
-from edgevpr.runtime.placemap.container import MapFile, write_sections
-from edgevpr.runtime.placemap.filerows import row_checks
+from edgevpr.runtime.placemap.fileformat.container import MapFile, write_sections
+from edgevpr.runtime.placemap.fileformat.filerows import row_checks
 from edgevpr.runtime.placemap.kinds import INDEX_KINDS
 from edgevpr.runtime.placemap.projection import Projection
 
 DIM = 24
 PLACES = 300
-
-
-def cli(*args: object) -> int:
-    try:
-        edgevpr_main([str(a) for a in args])
-    except SystemExit as exc:
-        return int(exc.code or 0)
-    return 0
 
 
 def unit(x: np.ndarray) -> np.ndarray:
@@ -60,7 +51,7 @@ def answers(placemap: PlaceMap, seed: int = 9) -> tuple[np.ndarray, np.ndarray]:
     return placemap.search(descriptors(seed, 20), k=5)
 
 
-def forged(source: Path, target: Path, edit) -> None:  # noqa: ANN001 - edit(metadata, arrays)
+def forged(source: Path, target: Path, edit) -> None:
     """``source`` rewritten with its arrays edited and every checksum valid again."""
     mapped = MapFile(source)
     metadata = json.loads(json.dumps(mapped.metadata))
@@ -70,7 +61,7 @@ def forged(source: Path, target: Path, edit) -> None:  # noqa: ANN001 - edit(met
     write_sections(target, metadata, arrays)
 
 
-def section(path: Path, name: str):  # noqa: ANN201 - the section's entry
+def section(path: Path, name: str):
     return next(e for e in MapFile(path).entries if e.name == name)
 
 
@@ -129,7 +120,7 @@ def test_a_file_truncated_under_a_reader_is_one_line_never_sigbus(tmp_path: Path
     made(kind="faiss-ivf").save(path)
     script = f"""
 import os, numpy as np
-from edgevpr.errors import EdgeVPRError
+from edgevpr.core.errors import EdgeVPRError
 from edgevpr.runtime.placemap import PlaceMap
 placemap = PlaceMap.load({str(path)!r})
 os.truncate({str(path)!r}, 8192)
@@ -156,13 +147,12 @@ def test_a_rename_over_the_map_leaves_its_reader_on_the_old_one(tmp_path: Path) 
 
 
 # ------------------------------------------------------------------ stored descriptors
-def test_a_damaged_row_is_refused_when_read_and_by_index_verify(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str]
-) -> None:
+def test_a_damaged_row_is_refused_when_read_and_by_index_verify(tmp_path: Path, cli) -> None:
     path = tmp_path / "m.vprmap"
     placemap = made()
     placemap.save(path)
-    assert cli("index", "verify", path) == 0 and "ok:" in capsys.readouterr().out
+    verified = cli("index", "verify", path)
+    assert verified.code == 0 and "ok:" in verified.out
     entry = section(path, "vectors")
     with open(path, "r+b") as fh:  # one bit of row 7
         fh.seek(entry.offset + 7 * DIM * 4 + 5)
@@ -177,8 +167,9 @@ def test_a_damaged_row_is_refused_when_read_and_by_index_verify(
         loaded.search(placemap.descriptors([7]), k=3)
     with pytest.raises(EdgeVPRError):
         loaded.verify()
-    assert cli("index", "verify", path) == 2
-    err = capsys.readouterr().err.strip()
+    verified = cli("index", "verify", path)
+    assert verified.code == 2
+    err = verified.err.strip()
     assert err.count("\n") == 0 and "row 7" in err
 
 
@@ -244,7 +235,7 @@ def test_an_index_holding_other_places_than_the_records_is_refused(
 @contextlib.contextmanager
 def held_elsewhere(path: Path) -> Iterator[None]:
     """``path``'s lock held by another process for the block."""
-    script = ("import sys, time\nfrom edgevpr.files import exclusive\n"
+    script = ("import sys, time\nfrom edgevpr.core.files import exclusive\n"
               f"with exclusive({str(path)!r}):\n    print('held', flush=True)\n"
               "    sys.stdin.readline()\n")  # fmt: skip
     holder = subprocess.Popen([sys.executable, "-c", script], stdin=subprocess.PIPE,
@@ -271,7 +262,7 @@ def test_saving_over_a_map_another_command_saved_is_refused(tmp_path: Path) -> N
 
 
 def test_a_command_on_a_locked_map_is_refused_in_one_line(
-    tmp_path: Path, exported: dict[str, Path], capsys: pytest.CaptureFixture[str]
+    tmp_path: Path, exported: dict[str, Path], cli
 ) -> None:
     images = tmp_path / "images"
     images.mkdir()
@@ -281,22 +272,22 @@ def test_a_command_on_a_locked_map_is_refused_in_one_line(
         cv2.imwrite(str(images / f"{i}.png"), np.full((64, 64, 3), 40 * i, np.uint8))
     path = tmp_path / "m.vprmap"
     assert cli("index", "build", exported["onnx"], images, "--out", path, "--index",
-               "hnswlib", "-q") == 0  # fmt: skip
+               "hnswlib", "-q").code == 0  # fmt: skip
     before = path.read_bytes()
-    capsys.readouterr()
     with held_elsewhere(path):
         for args in (("index", "add", path, images / "0.png", "--model", exported["onnx"]),
                      ("index", "remove", path, "0"), ("index", "compact", path),
                      ("index", "build", exported["onnx"], images, "--out", path)):  # fmt: skip
-            assert cli(*args) == 2, args
-            err = capsys.readouterr().err.strip()
+            refused = cli(*args)
+            assert refused.code == 2, args
+            err = refused.err.strip()
             assert err.count("\n") == 0 and "being changed by another edgevpr command" in err
     assert path.read_bytes() == before and not (tmp_path / "m.vprmap.partial").exists()
 
 
 @pytest.mark.slow
 def test_concurrent_adds_never_lose_a_run_that_succeeded(
-    tmp_path: Path, exported: dict[str, Path]
+    tmp_path: Path, exported: dict[str, Path], cli
 ) -> None:
     import cv2
 
@@ -312,7 +303,7 @@ def test_concurrent_adds_never_lose_a_run_that_succeeded(
             cv2.imwrite(str(folder / f"{run}-{i}.png"), rng.integers(0, 255, (64, 64, 3),
                                                                      np.uint8))  # fmt: skip
         folders.append(folder)
-    assert cli("index", "build", exported["onnx"], folders[0], "--out", path, "-q") == 0
+    assert cli("index", "build", exported["onnx"], folders[0], "--out", path, "-q").code == 0
     extra = []
     for run in range(2):
         folder = tmp_path / f"more{run}"
@@ -336,13 +327,13 @@ def test_concurrent_adds_never_lose_a_run_that_succeeded(
 
 # ------------------------------------------------------------------ the build's work folder
 @pytest.fixture
-def interrupted(tmp_path: Path, exported: dict[str, Path], monkeypatch: pytest.MonkeyPatch
-                ) -> dict:  # fmt: skip
+def interrupted(tmp_path: Path, exported: dict[str, Path], monkeypatch: pytest.MonkeyPatch,
+                cli) -> dict:  # fmt: skip
     """A build of 12 images stopped after two chunks of 4."""
     import cv2
 
-    from edgevpr.runtime import mapbuild
     from edgevpr.runtime.embedder import Embedder
+    from edgevpr.runtime.placemap.build import resumable as mapbuild
 
     images = tmp_path / "images"
     images.mkdir()
@@ -353,7 +344,7 @@ def interrupted(tmp_path: Path, exported: dict[str, Path], monkeypatch: pytest.M
     real = Embedder.iter_paths
     seen = {"n": 0}
 
-    def stopping(self, paths, **kwargs):  # noqa: ANN001, ANN202
+    def stopping(self, paths, **kwargs):
         if seen["n"] >= 8:
             raise KeyboardInterrupt
         seen["n"] += len(paths)
@@ -361,18 +352,17 @@ def interrupted(tmp_path: Path, exported: dict[str, Path], monkeypatch: pytest.M
 
     monkeypatch.setattr(Embedder, "iter_paths", stopping)
     out = tmp_path / "m.vprmap"
-    assert cli("index", "build", exported["onnx"], images, "--out", out, "-q") == 130
+    assert cli("index", "build", exported["onnx"], images, "--out", out, "-q").code == 130
     monkeypatch.setattr(Embedder, "iter_paths", real)
     partial = tmp_path / "m.vprmap.partial"
     return {"images": images, "out": out, "partial": partial, "onnx": exported["onnx"],
             "chunks": sorted(partial.glob("chunk-*.npz"))}  # fmt: skip
 
 
-def resume(setup: dict, capsys: pytest.CaptureFixture[str], *more: str) -> tuple[int, str]:
-    capsys.readouterr()
-    code = cli("index", "build", setup["onnx"], setup["images"], "--out", setup["out"], "-q",
-               *more)  # fmt: skip
-    return code, capsys.readouterr().err.strip()
+def resume(setup: dict, cli, *more: str) -> tuple[int, str]:
+    result = cli("index", "build", setup["onnx"], setup["images"], "--out", setup["out"], "-q",
+                 *more)  # fmt: skip
+    return result.code, result.err.strip()
 
 
 def rewrite_chunk(chunk: Path, **arrays: np.ndarray) -> Path:
@@ -391,25 +381,25 @@ def rewrite_chunk(chunk: Path, **arrays: np.ndarray) -> Path:
     return chunk.parent / name
 
 
-def test_a_changed_chunk_is_refused_by_name(interrupted: dict, capsys) -> None:  # noqa: ANN001
+def test_a_changed_chunk_is_refused_by_name(interrupted: dict, cli) -> None:
     chunk = interrupted["chunks"][1]
     data = bytearray(chunk.read_bytes())
     data[-30] ^= 0xFF
     chunk.write_bytes(bytes(data))
-    code, err = resume(interrupted, capsys)
+    code, err = resume(interrupted, cli)
     assert code == 2 and chunk.name in err and "changed after it was written" in err
     assert not interrupted["out"].exists()
 
 
-def test_a_duplicated_chunk_is_refused(interrupted: dict, capsys) -> None:  # noqa: ANN001
+def test_a_duplicated_chunk_is_refused(interrupted: dict, cli) -> None:
     first = interrupted["chunks"][0]
     copy = rewrite_chunk(Path(shutil.copy(first, first.with_name("chunk-9999999999-x.npz"))))
-    code, err = resume(interrupted, capsys)
+    code, err = resume(interrupted, cli)
     assert code == 2 and "in another chunk" in err and copy.name in err
 
 
 @pytest.mark.parametrize("edit", ["ok-as-ints", "nan", "symlink"])
-def test_malformed_chunks_are_refused_by_name(interrupted: dict, capsys, edit: str  # noqa: ANN001
+def test_malformed_chunks_are_refused_by_name(interrupted: dict, cli, edit: str
                                               ) -> None:  # fmt: skip
     chunk = interrupted["chunks"][0]
     with np.load(chunk) as data:
@@ -423,23 +413,23 @@ def test_malformed_chunks_are_refused_by_name(interrupted: dict, capsys, edit: s
         outside = chunk.parent.parent / chunk.name
         chunk.rename(outside)
         chunk.symlink_to(outside)
-    code, err = resume(interrupted, capsys)
+    code, err = resume(interrupted, cli)
     assert code == 2 and chunk.name in err and err.count("\n") == 0
 
 
-def test_fresh_clears_a_work_folder_left_half_removed(interrupted: dict, capsys) -> None:  # noqa: ANN001
+def test_fresh_clears_a_work_folder_left_half_removed(interrupted: dict, cli) -> None:
     (interrupted["partial"] / "manifest.json").unlink()  # an old build killed while cleaning up
-    code, err = resume(interrupted, capsys)
+    code, err = resume(interrupted, cli)
     assert code == 2 and "--fresh" in err
-    code, err = resume(interrupted, capsys, "--fresh")
+    code, err = resume(interrupted, cli, "--fresh")
     assert code == 0, err
     assert len(PlaceMap.load(interrupted["out"])) == 12
     assert not interrupted["partial"].exists()
 
 
-def test_fresh_never_removes_a_folder_of_other_files(interrupted: dict, capsys) -> None:  # noqa: ANN001
+def test_fresh_never_removes_a_folder_of_other_files(interrupted: dict, cli) -> None:
     (interrupted["partial"] / "notes.txt").write_text("mine")
-    code, err = resume(interrupted, capsys, "--fresh")
+    code, err = resume(interrupted, cli, "--fresh")
     assert code == 2 and "notes.txt" in err
     assert (interrupted["partial"] / "notes.txt").read_text() == "mine"
 
@@ -448,7 +438,7 @@ def test_fresh_never_removes_a_folder_of_other_files(interrupted: dict, capsys) 
 def header_forged(source: Path, target: Path, header: bytes) -> None:
     import hashlib
 
-    from edgevpr.runtime.placemap.container import HEADER, MAGIC
+    from edgevpr.runtime.placemap.fileformat.container import HEADER, MAGIC
 
     target.write_bytes(HEADER.pack(MAGIC, 2, len(header), hashlib.sha256(header).digest())
                        + header + source.read_bytes()[HEADER.size + 10:])  # fmt: skip
@@ -471,7 +461,7 @@ def test_forged_headers_are_one_line(tmp_path: Path, header: bytes) -> None:
 
 
 def test_a_header_claiming_a_gigabyte_is_refused_before_reading(tmp_path: Path) -> None:
-    from edgevpr.runtime.placemap.container import HEADER, MAGIC
+    from edgevpr.runtime.placemap.fileformat.container import HEADER, MAGIC
 
     (tmp_path / "bomb.vprmap").write_bytes(HEADER.pack(MAGIC, 2, 1 << 30, b"\0" * 32) + b"{}")
     with pytest.raises(EdgeVPRError, match="a header of 1073741824 bytes"):
@@ -492,7 +482,7 @@ def test_a_forged_list_count_allocates_nothing(tmp_path: Path) -> None:
     forged(path, tmp_path / "bomb.vprmap", many_lists)
     script = f"""
 import resource
-from edgevpr.errors import EdgeVPRError
+from edgevpr.core.errors import EdgeVPRError
 from edgevpr.runtime.placemap import PlaceMap
 before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
 try:

@@ -12,7 +12,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from edgevpr.runtime.geo import GeoPrior
+from edgevpr.core.geo import GeoPrior
 from edgevpr.runtime.placemap import PlaceMap, PlaceRecord, search
 from edgevpr.runtime.placemap.kinds import INDEX_KINDS
 from edgevpr.runtime.placemap.projection import Projection
@@ -75,7 +75,7 @@ def test_every_path_answers_inside_the_circle(
     filtered = []
     real_search = placemap._index.search
 
-    def spy(queries, k, allowed=None):  # noqa: ANN001, ANN202 - the index kind's signature
+    def spy(queries, k, allowed=None):
         filtered.append(allowed is not None)
         return real_search(queries, k, allowed)
 
@@ -107,7 +107,7 @@ def test_every_path_answers_inside_the_circle(
 def test_a_faiss_bitmap_admits_exactly_the_allowed_ids() -> None:
     """faiss's IDSelectorBitmap takes its length in bytes: given bits, it read past the
     bitmap and admitted whatever memory followed."""
-    from edgevpr.runtime.placemap.faiss_index import _bitmap
+    from edgevpr.runtime.placemap.kinds.faiss_index import _bitmap
 
     allowed = np.array([3, 10, 17])
     selector, bits = _bitmap(allowed)

@@ -11,8 +11,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from edgevpr.errors import EdgeVPRError
-from edgevpr.runtime.geo import GeoPrior
+from edgevpr.core.errors import EdgeVPRError
+from edgevpr.core.geo import GeoPrior
 from edgevpr.runtime.localize.calibration import Calibration
 from edgevpr.runtime.placemap import PlaceMap, PlaceRecord
 from edgevpr.runtime.placemap.tiles import TiledMap, write_tiles
@@ -31,7 +31,7 @@ def tiled(tmp_path: Path) -> Path:
     return tmp_path / "city.vprtiles"
 
 
-def edit_manifest(folder: Path, edit) -> None:  # noqa: ANN001 - edit(manifest)
+def edit_manifest(folder: Path, edit) -> None:
     manifest = json.loads((folder / "tiles.json").read_text())
     edit(manifest)
     (folder / "tiles.json").write_text(json.dumps(manifest))
@@ -83,7 +83,7 @@ def too_many_tiles(m: dict) -> None:
     (places_as_text, "places must be a whole number"), (id_as_text, "first_id must be"),
     (tiny_tiles, "tile_size_m must be between"), (too_many_tiles, "at most 250,000"),
 ])  # fmt: skip
-def test_a_forged_manifest_is_one_line(tiled: Path, edit, match: str) -> None:  # noqa: ANN001
+def test_a_forged_manifest_is_one_line(tiled: Path, edit, match: str) -> None:
     edit_manifest(tiled, edit)
     refused(tiled, match)
 
@@ -172,7 +172,7 @@ def test_a_calibration_in_range_gives_confidences_in_range(tmp_path: Path) -> No
 
 
 def test_verify_checks_every_descriptor_of_each_tile_it_loads(tiled: Path) -> None:
-    from edgevpr.runtime.placemap.container import MapFile
+    from edgevpr.runtime.placemap.fileformat.container import MapFile
 
     tile = tiled / TiledMap.load(tiled).tiles_near(GeoPrior(500.0, 500.0, 1.0))[0].join(
         ["tile_", ".vprmap"])  # fmt: skip

@@ -15,10 +15,10 @@ import numpy as np
 import pytest
 
 from edgevpr.cli import main as edgevpr_main
+from edgevpr.core.errors import EdgeVPRError
+from edgevpr.core.images import list_images
 from edgevpr.data.synth import SynthConfig, generate
-from edgevpr.errors import EdgeVPRError
 from edgevpr.runtime.embedder import Embedder
-from edgevpr.runtime.images import list_images
 from edgevpr.runtime.localize import (
     INITIALISING,
     LOST,
@@ -145,10 +145,10 @@ def route(tmp_path_factory: pytest.TempPathFactory, embedder: Embedder) -> dict:
     root = tmp_path_factory.mktemp("route") / "set"
     generate(root, SynthConfig(seed=4, places=PLACES, val_places=12, train_places=0))
     database = sorted(list_images(root / "images/test/database"), key=lambda p: name_key(p.name))
-    place_map = PlaceMap.create(embedder.descriptor_dim, embedder.fingerprint)
-    place_map.add(embedder.embed_paths(database), [record_for(p) for p in database])
+    placemap = PlaceMap.create(embedder.descriptor_dim, embedder.fingerprint)
+    placemap.add(embedder.embed_paths(database), [record_for(p) for p in database])
     map_path = root.parent / "route.vprmap"
-    place_map.save(map_path)
+    placemap.save(map_path)
     queries = sorted(list_images(root / "images/test/queries"), key=lambda p: name_key(p.name))
     elsewhere = sorted(list_images(root / "images/val/queries"), key=lambda p: name_key(p.name))
     return {"root": root, "map": map_path, "queries": queries, "elsewhere": elsewhere}
@@ -184,9 +184,9 @@ def test_localizer_tracks_a_route_and_accepts_only_right_fixes(
 
 
 def test_frames_run_one_by_one_give_the_same_fixes(embedder: Embedder, route: dict) -> None:
-    place_map = PlaceMap.load(route["map"])
-    batch = list(Localizer(embedder, place_map, length=5, calibration=None).run(route["queries"]))
-    single = Localizer(embedder, place_map, length=5, calibration=None)
+    placemap = PlaceMap.load(route["map"])
+    batch = list(Localizer(embedder, placemap, length=5, calibration=None).run(route["queries"]))
+    single = Localizer(embedder, placemap, length=5, calibration=None)
     for path, expected in zip(route["queries"][:12], batch, strict=False):
         fix = single.update(path, name=str(path))
         assert fix.place_id == expected.place_id and fix.accepted == expected.accepted
@@ -223,14 +223,14 @@ def test_run_is_lazy_and_keeps_what_sources_say(embedder: Embedder, route: dict)
 
 
 def test_localizer_refuses_what_it_cannot_use(embedder: Embedder, route: dict, tmp_path) -> None:
-    place_map = PlaceMap.load(route["map"])
+    placemap = PlaceMap.load(route["map"])
     with pytest.raises(EdgeVPRError, match="mode must be one of"):
-        Localizer(embedder, place_map, mode="circle")
+        Localizer(embedder, placemap, mode="circle")
     bare = PlaceMap.create(embedder.descriptor_dim, embedder.fingerprint)
     bare.add(np.eye(2, embedder.descriptor_dim, dtype=np.float32))
     with pytest.raises(EdgeVPRError, match="area tracking needs a map whose places have"):
         Localizer(embedder, bare, mode="area")
-    localizer = Localizer(embedder, place_map, calibration=None)
+    localizer = Localizer(embedder, placemap, calibration=None)
     with pytest.raises(EdgeVPRError, match="prior must be a GeoPrior"):
         localizer.update(route["queries"][0], prior=(1, 2, 3))
     with pytest.raises(EdgeVPRError, match="512 finite numbers"):
@@ -469,17 +469,17 @@ def test_ros2_node_against_a_stand_in_rclpy(
             self.parameters = {"map": str(route["map"]), "model": str(exported["onnx"]),
                                "length": 5}  # fmt: skip
 
-        def declare_parameter(self, name, default):  # noqa: ANN001
+        def declare_parameter(self, name, default):
             self.parameters.setdefault(name, default)
 
-        def get_parameter(self, name):  # noqa: ANN001
+        def get_parameter(self, name):
             return types.SimpleNamespace(value=self.parameters[name])
 
-        def create_publisher(self, kind, topic, depth):  # noqa: ANN001
+        def create_publisher(self, kind, topic, depth):
             self.output_topic = topic
             return types.SimpleNamespace(publish=published.append)
 
-        def create_subscription(self, kind, topic, callback, depth):  # noqa: ANN001
+        def create_subscription(self, kind, topic, callback, depth):
             self.input = (kind, topic, callback)
 
     rclpy = types.ModuleType("rclpy")
@@ -487,7 +487,7 @@ def test_ros2_node_against_a_stand_in_rclpy(
     rclpy_node.Node = Node
     monkeypatch.setitem(sys.modules, "rclpy", rclpy)
     monkeypatch.setitem(sys.modules, "rclpy.node", rclpy_node)
-    from edgevpr.ros import build_node
+    from edgevpr.runtime.localize.ros_node import build_node
 
     names = ("Image", "CompressedImage", "PoseWithCovarianceStamped", "NavSatFix")
     message_types = {name: message_tree() for name in names}

@@ -4,6 +4,7 @@ geo priors at any radius; tiles; resumable and Ray builds."""
 
 from __future__ import annotations
 
+import hashlib
 import importlib.util
 import json
 from pathlib import Path
@@ -11,10 +12,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from edgevpr.cli import main as edgevpr_main
-from edgevpr.errors import EdgeVPRError
-from edgevpr.runtime.geo import GeoPrior
-from edgevpr.runtime.placemap import PlaceMap, PlaceRecord, container
+from edgevpr.core.errors import EdgeVPRError
+from edgevpr.core.geo import GeoPrior
+from edgevpr.runtime.placemap import PlaceMap, PlaceRecord
+from edgevpr.runtime.placemap.fileformat import container
 from edgevpr.runtime.placemap.geogrid import GeoGrid
 from edgevpr.runtime.placemap.kinds import INDEX_KINDS
 from edgevpr.runtime.placemap.projection import PCA, WHITENED, Projection
@@ -23,14 +24,6 @@ from edgevpr.runtime.placemap.tiles import TiledMap, write_tiles
 DIM = 48
 PLACES = 2500
 SIDE_M = 4000.0
-
-
-def cli(*args: object) -> int:
-    try:
-        edgevpr_main([str(a) for a in args])
-    except SystemExit as exc:
-        return int(exc.code or 0)
-    return 0
 
 
 def installed(kind: str) -> bool:
@@ -131,7 +124,7 @@ def test_a_prior_of_any_radius_gives_the_exact_answer_within_it(
 
 
 def test_removed_places_never_come_back_and_compaction_shrinks_the_file(
-    data: dict, tmp_path: Path
+    data: dict, tmp_path: Path, cli
 ) -> None:
     placemap = built(data, "hnswlib", None, None)
     placemap.save(tmp_path / "full.vprmap")
@@ -143,7 +136,7 @@ def test_removed_places_never_come_back_and_compaction_shrinks_the_file(
     assert not np.isin(ids, gone).any() and len(loaded) == PLACES - len(gone)
     size = {name: (tmp_path / f"{name}.vprmap").stat().st_size for name in ("full", "half")}
     assert size["half"] < 0.6 * size["full"]
-    assert cli("index", "compact", tmp_path / "half.vprmap") == 0
+    assert cli("index", "compact", tmp_path / "half.vprmap").code == 0
     assert len(PlaceMap.load(tmp_path / "half.vprmap")) == len(loaded)
 
 
@@ -178,18 +171,25 @@ def test_a_smaller_store_and_no_store(data: dict, tmp_path: Path) -> None:
 def test_version_1_maps_are_still_read(data: dict, tmp_path: Path) -> None:
     import hnswlib
 
-    from edgevpr.runtime.placemap import mapfile
+    from edgevpr.runtime.placemap.fileformat import version1
 
     index = hnswlib.Index(space="ip", dim=DIM)
     index.init_index(max_elements=PLACES, M=16, ef_construction=200)
     index.add_items(data["database"], np.arange(PLACES))
     index.save_index(str(tmp_path / "index.bin"))
-    metadata = mapfile.map_metadata(
-        created="2025-01-01T00:00:00Z", fingerprint="fp", dim=DIM,
-        params={"M": 16, "ef_construction": 200, "ef": 128}, next_id=PLACES, model={},
-        sources=[], records=[{**r.to_dict(), "id": i} for i, r in enumerate(records(data["xy"]))],
-    )  # fmt: skip
-    mapfile.write_map(tmp_path / "old.vprmap", metadata, tmp_path / "index.bin")
+    metadata = {
+        "format": version1.FORMAT_NAME, "format_version": 1, "created": "2025-01-01T00:00:00Z",
+        "fingerprint": "fp", "descriptor_dim": DIM, "space": "ip", "next_id": PLACES,
+        "hnsw": {"M": 16, "ef_construction": 200, "ef": 128}, "model": {}, "sources": [],
+        "records": [{**r.to_dict(), "id": i} for i, r in enumerate(records(data["xy"]))],
+    }  # fmt: skip
+    # version 1 as edgevpr 0.1 wrote it: header, JSON metadata, hnswlib's own index file
+    body = json.dumps(metadata, separators=(",", ":"), sort_keys=True).encode()
+    index_bytes = (tmp_path / "index.bin").read_bytes()
+    digest = hashlib.sha256(body + index_bytes).digest()
+    (tmp_path / "old.vprmap").write_bytes(
+        version1.HEADER.pack(version1.MAGIC, 1, len(body), len(index_bytes), digest)
+        + body + index_bytes)  # fmt: skip
     old = PlaceMap.load(tmp_path / "old.vprmap")
     assert container.read_version(tmp_path / "old.vprmap") == 1 and len(old) == PLACES
     assert np.mean(old.search(data["queries"], 1)[0][:, 0] == exact(data, 1)[:, 0]) >= 0.97

@@ -12,7 +12,7 @@ import pytest
 import torch
 import torchvision
 
-from edgevpr.errors import EdgeVPRError
+from edgevpr.core.errors import EdgeVPRError
 from edgevpr.model import build_model, get_preset
 from edgevpr.model.checkpoint import load_checkpoint, save_checkpoint
 

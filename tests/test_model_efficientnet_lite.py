@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 import torch
 
+from edgevpr.core.preprocess import preprocess
 from edgevpr.model.config import default_preprocess
 from edgevpr.model.efficientnet_lite import efficientnet_lite0_classifier
-from edgevpr.runtime.preprocess import preprocess
 
 skimage_data = pytest.importorskip("skimage.data", reason="scikit-image ships the test photos")
 

@@ -5,9 +5,11 @@ from __future__ import annotations
 import pytest
 import torch
 
-from edgevpr.errors import EdgeVPRError
+from edgevpr.core.errors import EdgeVPRError
 from edgevpr.model import PRESETS, ModelConfig, build_model, default_preprocess
 from edgevpr.model.backbones import RESNET_ARCHS
+
+pytestmark = pytest.mark.slow  # builds every preset at full size (VGG16, ResNet-101, ViT-B)
 
 
 def count(module: torch.nn.Module) -> int:

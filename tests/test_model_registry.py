@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from edgevpr.errors import EdgeVPRError
+from edgevpr.core.errors import EdgeVPRError
 from edgevpr.model import (
     ModelConfig,
     build_model,

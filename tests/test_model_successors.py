@@ -21,12 +21,14 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from edgevpr.errors import EdgeVPRError
+from edgevpr.core.errors import EdgeVPRError
 from edgevpr.model import ModelConfig, build_model, default_preprocess, get_preset
 from edgevpr.model.checkpoint import load_checkpoint, save_checkpoint
 from edgevpr.model.official import BOQ_RESNET_PARTS, load_dinov2_weights
 from edgevpr.model.salad import log_optimal_transport
 from edgevpr.model.vit import PRETRAINED_GRID
+
+pytestmark = pytest.mark.slow  # full-size BoQ / SALAD / DINOv2 models and their exports
 
 TINY = {
     "boq-resnet": ("resnet18", "boq", {"proj_channels": 64, "num_queries": 4, "row_dim": 4}, 64),

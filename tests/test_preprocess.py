@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from edgevpr.errors import EdgeVPRError
-from edgevpr.runtime.preprocess import PreprocessSpec, preprocess, resize_rgb
+from edgevpr.core.errors import EdgeVPRError
+from edgevpr.core.preprocess import PreprocessSpec, preprocess, resize_rgb
 
 
 def test_output_is_normalised_nchw_float32() -> None:

@@ -11,11 +11,11 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from edgevpr.cli import main as edgevpr_main
-from edgevpr.errors import EdgeVPRError
+from edgevpr.core.errors import EdgeVPRError
+from edgevpr.core.geo import GeoPrior
+from edgevpr.core.layout_names import parse_layout_name
+from edgevpr.core.pixels import to_rgb8
 from edgevpr.runtime.embedder import Embedder
-from edgevpr.runtime.geo import GeoPrior
-from edgevpr.runtime.layout_names import parse_layout_name
-from edgevpr.runtime.pixels import to_rgb8
 from edgevpr.runtime.placemap import PlaceMap, PlaceRecord
 from edgevpr.runtime.recognizer import Recognizer
 
@@ -24,10 +24,10 @@ FINGERPRINT = "ab" * 32
 
 @pytest.fixture(scope="module")
 def small_map() -> PlaceMap:
-    place_map = PlaceMap.create(8, FINGERPRINT)
+    placemap = PlaceMap.create(8, FINGERPRINT)
     vectors = np.random.default_rng(0).normal(size=(20, 8)).astype(np.float32)
-    place_map.add(vectors, [PlaceRecord(east=float(i), north=0.0) for i in range(20)])
-    return place_map
+    placemap.add(vectors, [PlaceRecord(east=float(i), north=0.0) for i in range(20)])
+    return placemap
 
 
 def refused(call, message: str) -> None:
@@ -49,7 +49,7 @@ def test_the_calls_a_new_user_tried(
     refused(lambda: recognizer.recognize(image, prior=(0, 0, 50)), "prior must be a GeoPrior")
     refused(lambda: GeoPrior(1, 2, "50"), "prior radius_m must be a number, not '50'")
     refused(lambda: Embedder(exported["onnx"], threads="2"), "threads must be a whole number")
-    refused(lambda: PlaceMap.create("512", "x"), "descriptor dimension must be a whole number")
+    refused(lambda: PlaceMap.create("512", "x"), "descriptor_dim must be a whole number")
     refused(lambda: PlaceMap.load(None), "place map must be a file path")
     refused(lambda: PlaceMap.load("m\x00.vprmap"), "place map .* holds a NUL byte")
     refused(lambda: embedder.embed_paths(["a\x00.jpg"]), "image .* holds a NUL byte")
@@ -116,9 +116,10 @@ FUZZ = settings(
 @FUZZ
 @given(st.integers(0, 6), WRONG)
 def test_place_map_construction_takes_only_sane_arguments(position: int, value: object) -> None:
-    args = [8, FINGERPRINT, 16, 50, 32, 16, None]
-    args[position] = value
-    acceptable(lambda: PlaceMap.create(*args))
+    names = ["dim", "fingerprint", "M", "ef_construction", "ef", "capacity", "model"]
+    args = dict(zip(names, [8, FINGERPRINT, 16, 50, 32, 16, None], strict=True))
+    args[names[position]] = value
+    acceptable(lambda: PlaceMap.create(index="hnswlib", **args))
 
 
 @FUZZ
@@ -127,26 +128,26 @@ def test_place_map_construction_takes_only_sane_arguments(position: int, value: 
 def test_place_map_methods_take_only_sane_arguments(
     tmp_path_factory: pytest.TempPathFactory, method: str, first: object, second: object
 ) -> None:
-    place_map = PlaceMap.create(8, FINGERPRINT, capacity=32)
-    place_map.add(
+    placemap = PlaceMap.create(8, FINGERPRINT, capacity=32)
+    placemap.add(
         np.eye(8, dtype=np.float32), [PlaceRecord(east=float(i), north=0.0) for i in range(8)]
     )
     calls = {
-        "add": lambda: place_map.add(first, second),
-        "remove": lambda: place_map.remove(first),
-        "record": lambda: place_map.record(first),
-        "query": lambda: place_map.query(np.ones(8), k=first, prior=second),
-        "search": lambda: place_map.search(first, k=second),
-        "descriptors": lambda: place_map.descriptors(first),
-        "set_ef": lambda: place_map.set_ef(first),
-        "save": lambda: place_map.save(first) if not isinstance(first, str) else None,
+        "add": lambda: placemap.add(first, second),
+        "remove": lambda: placemap.remove(first),
+        "record": lambda: placemap.record(first),
+        "query": lambda: placemap.query(np.ones(8), k=first, prior=second),
+        "search": lambda: placemap.search(first, k=second),
+        "descriptors": lambda: placemap.descriptors(first),
+        "set_ef": lambda: placemap.set_ef(first),
+        "save": lambda: placemap.save(first) if not isinstance(first, str) else None,
         "load": lambda: PlaceMap.load(first) if not isinstance(first, str) else None,
-        "source_of": lambda: place_map.source_of(first),
+        "source_of": lambda: placemap.source_of(first),
     }
-    before = len(place_map)
+    before = len(placemap)
     acceptable(calls[method])
     if method not in ("add", "remove"):
-        assert len(place_map) == before
+        assert len(placemap) == before
 
 
 @FUZZ
@@ -173,9 +174,9 @@ def test_pixel_conversion_takes_only_sane_arguments(pixels: object, encoding: ob
 def test_embedder_and_recognizer_take_only_sane_arguments(
     embedder: Embedder, method: str, value: object
 ) -> None:
-    place_map = PlaceMap.create(embedder.descriptor_dim, embedder.fingerprint)
-    place_map.add(embedder.embed_images([np.zeros((16, 16, 3), np.uint8)]))
-    recognizer = Recognizer(embedder, place_map)
+    placemap = PlaceMap.create(embedder.descriptor_dim, embedder.fingerprint)
+    placemap.add(embedder.embed_images([np.zeros((16, 16, 3), np.uint8)]))
+    recognizer = Recognizer(embedder, placemap)
     image = np.zeros((16, 16, 3), np.uint8)
     calls = {
         "embed_images": lambda: embedder.embed_images(value),

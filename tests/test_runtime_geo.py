@@ -8,10 +8,10 @@ import time
 import numpy as np
 import pytest
 
-from edgevpr.errors import EdgeVPRError
-from edgevpr.runtime.geo import haversine_m, latlon_to_utm, parse_zone, utm_zone_for
-from edgevpr.runtime.layout_names import parse_layout_name
-from edgevpr.runtime.rwlock import ReadWriteLock
+from edgevpr.core.errors import EdgeVPRError
+from edgevpr.core.geo import haversine_m, latlon_to_utm, parse_zone, utm_zone_for
+from edgevpr.core.layout_names import parse_layout_name
+from edgevpr.runtime.placemap.rwlock import ReadWriteLock
 
 
 def test_layout_name_with_only_east_north() -> None:

@@ -21,12 +21,12 @@ import numpy as np
 import pytest
 
 from edgevpr.cli import main as edgevpr_main
-from edgevpr.errors import EdgeVPRError
+from edgevpr.core.errors import EdgeVPRError
+from edgevpr.core.geo import GeoPrior
+from edgevpr.core.images import list_images, read_image
+from edgevpr.core.preprocess import preprocess, resize_rgb
 from edgevpr.runtime.embedder import Embedder
-from edgevpr.runtime.geo import GeoPrior
-from edgevpr.runtime.images import list_images, read_image
 from edgevpr.runtime.placemap import PlaceMap
-from edgevpr.runtime.preprocess import preprocess, resize_rgb
 from edgevpr.runtime.recognizer import Recognizer
 
 REPO = Path(__file__).resolve().parents[1]
@@ -261,9 +261,9 @@ sys.modules["torch"] = None          # "import torch" now raises ImportError
 sys.modules["torchvision"] = None
 sys.modules["onnx"] = None           # not a runtime dependency either
 from pathlib import Path
-import edgevpr.runtime.preprocess   # what training imports: must stay light
+import edgevpr.core.preprocess   # what training imports: must stay light
 assert "onnxruntime" not in sys.modules and "hnswlib" not in sys.modules
-import edgevpr.runtime.cli, edgevpr.runtime.index_cli, edgevpr.runtime.describe
+import edgevpr.runtime.commands.query, edgevpr.runtime.commands.index, edgevpr.runtime.describe
 from edgevpr.runtime import Embedder, PlaceMap, Recognizer
 from edgevpr.cli import main
 
@@ -369,7 +369,7 @@ def test_pytorch_exact_recall_equals_runtime_recall_on_corridor(
 
 # ------------------------------------------------------------------ recognizer
 @pytest.fixture(scope="module")
-def place_map(embedder: Embedder, places: dict[str, list[Path]]) -> PlaceMap:
+def placemap(embedder: Embedder, places: dict[str, list[Path]]) -> PlaceMap:
     from edgevpr.runtime.placemap.place_record import record_for
 
     built = PlaceMap.create(embedder.descriptor_dim, embedder.fingerprint)
@@ -378,9 +378,9 @@ def place_map(embedder: Embedder, places: dict[str, list[Path]]) -> PlaceMap:
 
 
 def test_recognizer_finds_revisited_places(
-    embedder: Embedder, place_map: PlaceMap, places: dict[str, list[Path]]
+    embedder: Embedder, placemap: PlaceMap, places: dict[str, list[Path]]
 ) -> None:
-    recognizer = Recognizer(embedder, place_map)
+    recognizer = Recognizer(embedder, placemap)
     results = list(recognizer.recognize_many(places["queries"], k=3))
     best = np.array([r.best.id for r in results])
     assert np.mean(best == np.arange(24)) >= 0.9
@@ -391,9 +391,9 @@ def test_recognizer_finds_revisited_places(
 
 
 def test_recognizer_accepts_arrays_paths_and_bytes(
-    embedder: Embedder, place_map: PlaceMap, places: dict[str, list[Path]]
+    embedder: Embedder, placemap: PlaceMap, places: dict[str, list[Path]]
 ) -> None:
-    recognizer = Recognizer(embedder, place_map)
+    recognizer = Recognizer(embedder, placemap)
     path = places["queries"][5]
     by_path = recognizer.recognize(path, k=4)
     by_array = recognizer.recognize(read_image(path), k=4)
@@ -407,9 +407,9 @@ def test_recognizer_accepts_arrays_paths_and_bytes(
 
 
 def test_recognizer_prior_limits_candidates(
-    embedder: Embedder, place_map: PlaceMap, places: dict[str, list[Path]]
+    embedder: Embedder, placemap: PlaceMap, places: dict[str, list[Path]]
 ) -> None:
-    recognizer = Recognizer(embedder, place_map)
+    recognizer = Recognizer(embedder, placemap)
     result = recognizer.recognize(places["queries"][3], k=10, prior=GeoPrior(0.0, 150.0, 25.0))
     assert sorted(m.id for m in result.matches) == [13, 14, 15, 16, 17]
     assert all(m.distance_m <= 25.0 for m in result.matches)
@@ -429,15 +429,6 @@ def test_recognizer_refuses_a_map_of_another_model(embedder: Embedder) -> None:
 
 
 # ------------------------------------------------------------------ CLI
-def run_cli(capsys: pytest.CaptureFixture[str], *argv: object) -> tuple[int, str, str]:
-    try:
-        edgevpr_main([str(a) for a in argv])
-    except SystemExit as exc:
-        code = exc.code if isinstance(exc.code, int) else 1
-    else:
-        code = 0
-    captured = capsys.readouterr()
-    return code, captured.out, captured.err
 
 
 def digest(path: Path) -> str:
@@ -479,26 +470,25 @@ def edgevpr_main_quiet(argv: list[str]) -> None:
         assert exc.code == 0, exc.code
 
 
-def test_index_build_and_info(cli_map: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    code, out, _ = run_cli(capsys, "index", "info", cli_map, "--json")
+def test_index_build_and_info(cli, cli_map: Path) -> None:
+    code, out, _ = cli("index", "info", cli_map, "--json")
     info = json.loads(out)
     assert code == 0
     params = info["index_params"]
     assert (info["places"], info["descriptor_dim"], params["M"], params["ef"]) == (24, 512, 12, 48)
     assert info["coordinates"] == "east/north" and info["integrity"].startswith("ok")
-    code, out, _ = run_cli(capsys, "info", cli_map)
+    code, out, _ = cli("info", cli_map)
     assert code == 0 and "place map" in out
 
 
-def test_query_json_and_text(
+def test_query_json_and_text(cli,
     cli_map: Path,
     exported: dict[str, Path],
     places: dict[str, list[Path]],
-    capsys: pytest.CaptureFixture[str],
+
 ) -> None:
     query = places["queries"][7]
-    code, out, _ = run_cli(
-        capsys, "query", cli_map, "--model", exported["onnx"], query, "--k", 3, "--json"
+    code, out, _ = cli("query", cli_map, "--model", exported["onnx"], query, "--k", 3, "--json"
     )
     assert code == 0
     (result,) = json.loads(out)
@@ -506,20 +496,18 @@ def test_query_json_and_text(
     # ids follow the sorted file names, so places are checked by their coordinates
     assert result["best"]["north"] == 70.0 and result["best"]["east"] == 0.0
     assert result["best"]["path"].endswith("@0@70.00@@@@@0000007@@@@@@@@.png")
-    code, out, _ = run_cli(capsys, "query", cli_map, "--model", exported["onnx"], query, "--k", 2)
+    code, out, _ = cli("query", cli_map, "--model", exported["onnx"], query, "--k", 2)
     assert code == 0 and out.splitlines()[1].split()[:2] == ["1", "place"]
     assert "north 70.00" in out.splitlines()[1]
 
 
-def test_query_with_prior(
+def test_query_with_prior(cli,
     cli_map: Path,
     exported: dict[str, Path],
     places: dict[str, list[Path]],
-    capsys: pytest.CaptureFixture[str],
+
 ) -> None:
-    code, out, _ = run_cli(
-        capsys,
-        "query",
+    code, out, _ = cli("query",
         cli_map,
         "--model",
         exported["onnx"],
@@ -531,9 +519,7 @@ def test_query_with_prior(
     assert code == 0
     norths = [m["north"] for m in json.loads(out)[0]["matches"]]
     assert sorted(norths) == [190.0, 200.0, 210.0]
-    code, _, err = run_cli(
-        capsys,
-        "query",
+    code, _, err = cli("query",
         cli_map,
         "--model",
         exported["onnx"],
@@ -544,12 +530,12 @@ def test_query_with_prior(
     assert code == 2 and "takes three numbers" in err
 
 
-def test_query_failures_are_one_line_and_leave_the_map_alone(
+def test_query_failures_are_one_line_and_leave_the_map_alone(cli,
     cli_map: Path,
     exported: dict[str, Path],
     places: dict[str, list[Path]],
     tmp_path: Path,
-    capsys: pytest.CaptureFixture[str],
+
 ) -> None:
     before = digest(cli_map)
     broken = tmp_path / "broken.jpg"
@@ -569,68 +555,63 @@ def test_query_failures_are_one_line_and_leave_the_map_alone(
         ),
     }
     for name, (args, expected) in cases.items():
-        code, out, err = run_cli(capsys, "query", *args)
+        code, out, err = cli("query", *args)
         assert code == 2, name
         assert err.startswith("error: ") and expected in err and err.count("\n") == 1, (name, err)
         assert out == ""
     assert digest(cli_map) == before
 
 
-def test_wrong_size_query_image_is_simply_resized(
-    cli_map: Path, exported: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+def test_wrong_size_query_image_is_simply_resized(cli,
+    cli_map: Path, exported: dict[str, Path], tmp_path: Path
 ) -> None:
     odd = tmp_path / "odd.png"
     cv2.imwrite(str(odd), np.full((7, 500, 3), 128, np.uint8))
-    code, out, _ = run_cli(capsys, "query", cli_map, "--model", exported["onnx"], odd, "--json")
+    code, out, _ = cli("query", cli_map, "--model", exported["onnx"], odd, "--json")
     assert code == 0 and len(json.loads(out)[0]["matches"]) == 5
 
 
-def test_map_of_another_model_and_truncated_map(
+def test_map_of_another_model_and_truncated_map(cli,
     embedder: Embedder,
     cli_map: Path,
     exported: dict[str, Path],
     places: dict[str, list[Path]],
     tmp_path: Path,
-    capsys: pytest.CaptureFixture[str],
+
 ) -> None:
     foreign = tmp_path / "foreign.vprmap"
     other = PlaceMap.create(embedder.descriptor_dim, "0" * 64)
     other.add(np.eye(3, embedder.descriptor_dim, dtype=np.float32))
     other.save(foreign)
-    code, _, err = run_cli(
-        capsys, "query", foreign, "--model", exported["onnx"], places["queries"][0]
+    code, _, err = cli("query", foreign, "--model", exported["onnx"], places["queries"][0]
     )
     assert code == 2 and "was built by model 000000000000" in err and err.count("\n") == 1
     truncated = tmp_path / "truncated.vprmap"
     truncated.write_bytes(cli_map.read_bytes()[:-100])
-    code, _, err = run_cli(
-        capsys, "query", truncated, "--model", exported["onnx"], places["queries"][0]
+    code, _, err = cli("query", truncated, "--model", exported["onnx"], places["queries"][0]
     )
     assert code == 2 and "is truncated" in err and err.count("\n") == 1
 
 
-def test_failed_build_leaves_the_previous_map(
+def test_failed_build_leaves_the_previous_map(cli,
     cli_map: Path,
     exported: dict[str, Path],
     places: dict[str, list[Path]],
     tmp_path: Path,
-    capsys: pytest.CaptureFixture[str],
+
 ) -> None:
     target = tmp_path / "m.vprmap"
     target.write_bytes(cli_map.read_bytes())
     folder = tmp_path / "images"
     write_place_folder(folder, [read_image(p) for p in places["database"][:5]])
     (folder / "zz_broken.png").write_bytes(b"\x89PNG truncated")
-    code, _, err = run_cli(
-        capsys, "index", "build", exported["onnx"], folder, "--out", target, "-q"
+    code, _, err = cli("index", "build", exported["onnx"], folder, "--out", target, "-q"
     )
     assert code == 2 and "zz_broken.png" in err
     assert digest(target) == digest(cli_map)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["images", "m.vprmap"]  # no temporaries
 
-    code, out, err = run_cli(
-        capsys,
-        "index",
+    code, out, err = cli("index",
         "build",
         exported["onnx"],
         folder,
@@ -644,24 +625,21 @@ def test_failed_build_leaves_the_previous_map(
 
     precious = tmp_path / "model-copy.onnx"
     precious.write_bytes(b"weights")
-    code, _, err = run_cli(
-        capsys, "index", "build", exported["onnx"], folder, "--out", precious, "-q"
+    code, _, err = cli("index", "build", exported["onnx"], folder, "--out", precious, "-q"
     )
     assert code == 2 and "refusing to overwrite" in err and precious.read_bytes() == b"weights"
 
 
-def test_index_add_and_remove(
+def test_index_add_and_remove(cli,
     cli_map: Path,
     exported: dict[str, Path],
     places: dict[str, list[Path]],
     tmp_path: Path,
-    capsys: pytest.CaptureFixture[str],
+
 ) -> None:
     target = tmp_path / "m.vprmap"
     target.write_bytes(cli_map.read_bytes())
-    code, out, _ = run_cli(
-        capsys,
-        "index",
+    code, out, _ = cli("index",
         "add",
         target,
         "--model",
@@ -671,19 +649,19 @@ def test_index_add_and_remove(
         "-q",
     )
     assert code == 0 and "added 2 places" in out and "ids 24..25" in out
-    code, out, _ = run_cli(capsys, "index", "remove", target, 0, 24)
+    code, out, _ = cli("index", "remove", target, 0, 24)
     assert code == 0 and "it now has 24" in out
     loaded = PlaceMap.load(target)
     assert 0 not in loaded and 25 in loaded and loaded.ef == 48
-    code, _, err = run_cli(capsys, "index", "remove", target, 999)
+    code, _, err = cli("index", "remove", target, 999)
     assert code == 2 and "no place with id 999" in err
     assert len(PlaceMap.load(target)) == 24
 
 
-def test_info_describes_onnx_models(
-    exported: dict[str, Path], capsys: pytest.CaptureFixture[str]
+def test_info_describes_onnx_models(cli,
+    exported: dict[str, Path]
 ) -> None:
-    code, out, _ = run_cli(capsys, "info", exported["onnx"], "--json")
+    code, out, _ = cli("info", exported["onnx"], "--json")
     info = json.loads(out)
     assert code == 0 and info["kind"] == "onnx model"
     assert info["opset"] == 18 and info["descriptor_dim"] == 512

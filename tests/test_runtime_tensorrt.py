@@ -13,10 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from edgevpr.errors import EdgeVPRError
-from edgevpr.runtime.describe import describe_artifact
-from edgevpr.runtime.embedder import Embedder
-from edgevpr.runtime.engine_header import (
+from edgevpr.core.engine_header import (
     EngineHeader,
     check_engine_bytes,
     check_engine_compatibility,
@@ -25,8 +22,11 @@ from edgevpr.runtime.engine_header import (
     read_engine_header,
     trt_version_fields,
 )
-from edgevpr.runtime.metadata import ModelMetadata
-from edgevpr.runtime.preprocess import PreprocessSpec
+from edgevpr.core.errors import EdgeVPRError
+from edgevpr.core.metadata import ModelMetadata
+from edgevpr.core.preprocess import PreprocessSpec
+from edgevpr.runtime.describe import describe_artifact
+from edgevpr.runtime.embedder import Embedder
 
 HAS_TENSORRT = importlib.util.find_spec("tensorrt") is not None
 
@@ -247,7 +247,7 @@ def test_ort_tensorrt_provider_builds_fp16_with_caches_keyed_by_versions_and_gpu
 ) -> None:
     import onnxruntime as ort
 
-    from edgevpr.runtime import trt_provider
+    from edgevpr.runtime.backends import trt_provider
 
     monkeypatch.setattr(trt_provider, "cache_root", lambda: tmp_path)
     monkeypatch.setattr(trt_provider, "tensorrt_library_version", lambda: "10.3.0.26")

@@ -19,12 +19,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from edgevpr.errors import EdgeVPRError
-from edgevpr.runtime import tensorrt_backend
+from edgevpr.core.engine_header import header_path
+from edgevpr.core.errors import EdgeVPRError
+from edgevpr.core.metadata import ModelMetadata
+from edgevpr.core.preprocess import PreprocessSpec
+from edgevpr.runtime.backends import tensorrt as tensorrt_backend
 from edgevpr.runtime.embedder import Embedder
-from edgevpr.runtime.engine_header import header_path
-from edgevpr.runtime.metadata import ModelMetadata
-from edgevpr.runtime.preprocess import PreprocessSpec
 
 DIM, SIZE = 8, 16
 BLOB = b"serialized engine"

@@ -20,6 +20,8 @@ from edgevpr.train.config import TrainConfig
 from edgevpr.train.distributed import close_world, init_world
 from edgevpr.train.trainer import Trainer
 
+pytestmark = pytest.mark.slow  # starts torchrun and gloo process groups
+
 TINY = {
     "model": "mixvpr_lite0_512",
     "size": [32, 32],

@@ -9,7 +9,7 @@ import pytest
 import torch
 from pytorch_metric_learning import distances, losses, miners
 
-from edgevpr.errors import EdgeVPRError
+from edgevpr.core.errors import EdgeVPRError
 from edgevpr.train.losses import (
     MultiSimilarity,
     TripletFamilyLoss,

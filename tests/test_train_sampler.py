@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from edgevpr.errors import EdgeVPRError
+from edgevpr.core.errors import EdgeVPRError
 from edgevpr.train.sampler import PlaceBatchSampler
 from edgevpr.train.schedule import WarmupStepSchedule
 

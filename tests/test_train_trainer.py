@@ -11,13 +11,12 @@ import numpy as np
 import pytest
 import torch
 
-from edgevpr.cli import main
+from edgevpr.core.images import read_image
+from edgevpr.core.preprocess import preprocess
 from edgevpr.data.places import layout_training_set
 from edgevpr.data.synth import SynthConfig, generate
 from edgevpr.model.checkpoint import load_checkpoint
 from edgevpr.model.vpr import build_model
-from edgevpr.runtime.images import read_image
-from edgevpr.runtime.preprocess import preprocess
 from edgevpr.train.config import TrainConfig
 from edgevpr.train.datasets import PlaceImages
 from edgevpr.train.trainer import train
@@ -30,13 +29,7 @@ TINY_MODEL = {
 }
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """One intra-op thread: on a shared 2-core machine two spinning threads are far slower."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")
@@ -137,15 +130,10 @@ def test_time_budget_stops_cleanly_and_resume_finishes(dataset: Path, tmp_path: 
     assert len(again["history"]) == len(finished["history"])
 
 
-def run_cli(args: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:
-    with pytest.raises(SystemExit) as exit_info:
-        main(args)
-    captured = capsys.readouterr()
-    return int(exit_info.value.code), captured.out, captured.err
 
 
-def test_cli_trains_resumes_and_explains(
-    dataset: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+def test_cli_trains_resumes_and_explains(cli,
+    dataset: Path, tmp_path: Path
 ) -> None:
     out = tmp_path / "run"
     args = [
@@ -173,17 +161,15 @@ def test_cli_trains_resumes_and_explains(
         "1",
         "--no-progress",
     ]
-    code, out_text, _ = run_cli(args, capsys)
+    code, out_text, _ = cli(args)
     assert code == 0 and "loss triplet" in out_text and (out / "best.pt").is_file()
-    code, _, err = run_cli(args, capsys)
+    code, _, err = cli(args)
     assert code == 2 and "already holds a run" in err and err.count("\n") == 1
-    code, _, err = run_cli(["train", "--resume", str(out), "--loss", "ms"], capsys)
+    code, _, err = cli(["train", "--resume", str(out), "--loss", "ms"])
     assert code == 2 and "cannot change --loss" in err
-    code, _, err = run_cli(["train", "--resume", str(out / "best.pt")], capsys)
+    code, _, err = cli(["train", "--resume", str(out / "best.pt")])
     assert code == 2 and "no training state" in err
-    code, out_text, _ = run_cli(
-        ["train", "--resume", str(out), "--epochs", "2", "--no-progress"], capsys
-    )
+    code, out_text, _ = cli(["train", "--resume", str(out), "--epochs", "2", "--no-progress"])
     assert code == 0 and "epoch 2.00/2" in out_text
     assert load_checkpoint(out / "last.pt").training_state["config"]["loss"] == "triplet"
     for bad, message in [
@@ -198,5 +184,5 @@ def test_cli_trains_resumes_and_explains(
         ),
         ([*args, "--size", "30x30"], "multiple of 16"),
     ]:
-        code, _, err = run_cli(bad, capsys)
+        code, _, err = cli(bad)
         assert code == 2 and message in err and err.count("\n") == 1, (bad, err)

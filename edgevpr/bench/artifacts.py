@@ -16,11 +16,11 @@ from typing import Any
 import numpy as np
 
 from edgevpr import __version__
-from edgevpr.errors import EdgeVPRError
-from edgevpr.files import cache_root, file_sha256
-from edgevpr.formats import format_of
-from edgevpr.runtime.backends import CHECKPOINT, ENGINE, ONNX_FP32, ONNX_INT8
-from edgevpr.runtime.metadata import ModelMetadata
+from edgevpr.bench.backends import CHECKPOINT, ENGINE, ONNX_FP32, ONNX_INT8
+from edgevpr.core.errors import EdgeVPRError
+from edgevpr.core.files import cache_root, file_sha256
+from edgevpr.core.formats import format_of
+from edgevpr.core.metadata import ModelMetadata
 
 CALIBRATION_IMAGES = 64
 # What each file of a model group is called in messages, by the backends' artifact names.
@@ -76,7 +76,7 @@ class ModelGroup:
 
 def onnx_metadata(path: Path) -> ModelMetadata:
     """The edgevpr metadata of an ONNX file, checked by the runtime (no onnx package needed)."""
-    from edgevpr.runtime.onnx_backend import read_onnx_metadata
+    from edgevpr.runtime.backends.onnxruntime import read_onnx_metadata
 
     return read_onnx_metadata(path)
 
@@ -97,7 +97,7 @@ def checkpoint_metadata(path: Path) -> ModelMetadata:
 
 
 def engine_metadata(path: Path) -> ModelMetadata:
-    from edgevpr.runtime.engine_header import read_engine_header
+    from edgevpr.core.engine_header import read_engine_header
 
     return read_engine_header(path).model_metadata(source=f"engine header of {path}")
 

@@ -7,12 +7,12 @@ from pathlib import Path
 import click
 
 from edgevpr.bench.artifacts import default_cache_dir
+from edgevpr.bench.backends import BACKENDS
 from edgevpr.bench.report import STAGE_CHOICES, render
 from edgevpr.bench.run import DEFAULT_MODEL, BenchOptions, run_bench
-from edgevpr.defaults import defaults_of, listed
-from edgevpr.errors import EdgeVPRError
-from edgevpr.files import write_text_atomic
-from edgevpr.runtime.backends import BACKENDS
+from edgevpr.core.defaults import defaults_of, listed
+from edgevpr.core.errors import EdgeVPRError
+from edgevpr.core.files import write_text_atomic
 
 BENCH = defaults_of(BenchOptions)
 FORMATS = ("md", "csv", "json")

@@ -13,7 +13,7 @@ import shutil
 import subprocess
 from typing import Any
 
-from edgevpr.runtime.embedder import usable_cores
+from edgevpr.core.cpus import usable_cores
 
 # ISA extensions that decide what the CPU does fast: FP32 (AVX2/AVX-512), INT8 (VNNI, AMX), BF16.
 ISA_FLAGS = (

@@ -29,7 +29,7 @@ from edgevpr.bench.descriptors import (
 from edgevpr.bench.report import STAGE_SEARCH, Row
 from edgevpr.bench.stages import timed_row
 from edgevpr.bench.timing import PeakMemory, TimingConfig, measure, read_status_kib, reset_peak_rss
-from edgevpr.errors import EdgeVPRError
+from edgevpr.core.errors import EdgeVPRError
 
 MAP_SEED = 1
 QUERY_SEED = 2
@@ -193,17 +193,20 @@ def build(
     if spec.pca:
         kind = WHITENED if spec.whiten else PCA
         projection = Projection.fit(first[:FIT_ROWS], spec.pca, kind)
-    place_map = PlaceMap.create(first.shape[1], fingerprint, M=graph[0], ef_construction=graph[1],
-                                capacity=grown.size, index=spec.kind, storage=spec.storage,
-                                projection=projection, store=spec.store)  # fmt: skip
+    from edgevpr.runtime.placemap.kinds import index_kind
+
+    own = index_kind(spec.kind).own({"M": graph[0], "ef_construction": graph[1]})
+    placemap = PlaceMap.create(first.shape[1], fingerprint, capacity=grown.size, index=spec.kind,
+                                storage=spec.storage, projection=projection, store=spec.store,
+                                **own)  # fmt: skip
     for vectors, xy in [(first, first_xy), *chunks]:
         records = [PlaceRecord.checked({"east": float(e), "north": float(n)}) for e, n in xy]
-        place_map.add(vectors, records)
+        placemap.add(vectors, records)
         del vectors
     seconds = time.perf_counter() - start
     path.parent.mkdir(parents=True, exist_ok=True)
-    place_map.save(path)
-    del place_map
+    placemap.save(path)
+    del placemap
     gc.collect()
     info.write_text(json.dumps({"build_s": seconds}) + "\n")
     return seconds
@@ -238,14 +241,14 @@ def save_truth(path: Path, queries: np.ndarray, truth: Truth) -> None:
 def measure_map(job: MeasureJob) -> list[Row]:
     """Load time and memory, then one query at a time per search breadth (no prior) and per
     prior radius, each scored against exact float search."""
-    from edgevpr.runtime.geo import GeoPrior
+    from edgevpr.core.geo import GeoPrior
     from edgevpr.runtime.placemap import PlaceMap
 
     data = np.load(job.queries)
     queries = data["queries"]
     reset_peak_rss()
     start = time.perf_counter()
-    place_map = PlaceMap.load(job.path)
+    placemap = PlaceMap.load(job.path)
     load_s = time.perf_counter() - start
     base = dict(stage=STAGE_SEARCH, model=job.model, backend=job.spec, map_size=job.map_size,
                 dim=job.dim, k=job.k, build_s=job.build_s, load_s=load_s,
@@ -253,20 +256,20 @@ def measure_map(job: MeasureJob) -> list[Row]:
     cycle = itertools.cycle(range(len(queries))).__next__
     rows = []
     for breadth in job.breadths:
-        place_map.set_ef(breadth)
-        ids, sims = place_map.search(queries, job.k)
+        placemap.set_ef(breadth)
+        ids, sims = placemap.search(queries, job.k)
         score = agreement(ids, sims, data["ids"], data["sims"], job.k)
         with PeakMemory() as peak:
-            timing = measure(lambda: place_map.search(queries[cycle()][None], job.k), job.timing)
+            timing = measure(lambda: placemap.search(queries[cycle()][None], job.k), job.timing)
         row = Row(params=f"breadth={breadth}", top1=score.top1, recall_at_k=score.recall_at_k,
                   **base)  # fmt: skip
         rows.append(_with_memory(timed_row(row, timing, peak)))
-    place_map.set_ef(job.prior_breadth)
+    placemap.set_ef(job.prior_breadth)
     for i, radius in enumerate(job.radii):
         centres = data["centres"][i]
         priors = [GeoPrior(float(x), float(y), radius) for x, y in centres]
         pairs = zip(queries, priors, strict=True)
-        found = [place_map.query(q, job.k, prior=p)[0] for q, p in pairs]
+        found = [placemap.query(q, job.k, prior=p)[0] for q, p in pairs]
         ids = np.stack([np.pad(f.ids, (0, job.k - len(f)), constant_values=-1) for f in found])
         sims = np.stack([np.pad(f.scores, (0, job.k - len(f)), constant_values=-np.inf)
                          for f in found])  # fmt: skip
@@ -274,7 +277,7 @@ def measure_map(job: MeasureJob) -> list[Row]:
 
         def one(priors: list[GeoPrior] = priors) -> None:
             at = cycle()
-            place_map.query(queries[at], job.k, prior=priors[at])
+            placemap.query(queries[at], job.k, prior=priors[at])
 
         with PeakMemory() as peak:
             timing = measure(one, job.timing)

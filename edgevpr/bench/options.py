@@ -8,7 +8,9 @@ from pathlib import Path
 
 from edgevpr.bench.artifacts import default_cache_dir
 from edgevpr.bench.timing import TimingConfig
-from edgevpr.runtime.placemap.hnsw import DEFAULT_EF_CONSTRUCTION, DEFAULT_M
+from edgevpr.runtime.placemap.kinds import HNSWLIB, INDEX_KINDS
+
+GRAPH = INDEX_KINDS[HNSWLIB].defaults  # M and ef_construction of the HNSW kinds
 
 DEFAULT_MODEL = "mixvpr_lite0_512"
 STAGES = ("embed", "search", "pipeline")
@@ -24,8 +26,8 @@ class BenchOptions:
     min_iters: int = 5
     map_sizes: tuple[int, ...] = (10_000, 100_000)
     efs: tuple[int, ...] = (32, 64, 128, 256)
-    M: int = DEFAULT_M
-    ef_construction: int = DEFAULT_EF_CONSTRUCTION
+    M: int = GRAPH["M"]
+    ef_construction: int = GRAPH["ef_construction"]
     e2e_ef: int | None = None  # None: the runtime's default ef
     # index specs (see bench.mapsearch.IndexSpec): the map's default kind, and hnswlib's
     # float graph for reference; the first is the one the pipeline queries

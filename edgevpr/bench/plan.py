@@ -11,24 +11,18 @@ import numpy as np
 
 from edgevpr.bench import artifacts
 from edgevpr.bench.artifacts import ARTIFACT_LABELS, ModelGroup, Progress, has_module
+from edgevpr.bench.backends import BACKENDS, CHECKPOINT, ENGINE, ONNX_INT8, BenchBackend
 from edgevpr.bench.descriptors import content_key
 from edgevpr.bench.options import BenchOptions
 from edgevpr.bench.stages import Target
 from edgevpr.bench.workload import Workload
-from edgevpr.errors import EdgeVPRError
-from edgevpr.extras import install_hint
-from edgevpr.runtime.backends import (
-    BACKENDS,
-    CHECKPOINT,
-    ENGINE,
-    ONNX_INT8,
-    Backend,
-    provider,
-)
+from edgevpr.core.errors import EdgeVPRError
+from edgevpr.core.extras import install_hint
+from edgevpr.runtime.backends import provider_named
 
 
 def unavailable_reason(
-    backend: Backend, group: ModelGroup, machine: dict[str, Any]
+    backend: BenchBackend, group: ModelGroup, machine: dict[str, Any]
 ) -> str | None:
     """Why ``backend`` cannot run on this machine at all (None: it can)."""
     if backend.artifact == CHECKPOINT and group.checkpoint is None:
@@ -37,9 +31,10 @@ def unavailable_reason(
         return f"torch is not installed ({install_hint('torch')})"
     if backend.needs_gpu and not machine.get("gpus"):
         return "no NVIDIA GPU (nvidia-smi found none)"
-    name = backend.provider
-    if name is not None and name not in (machine.get("ort_providers") or []):
-        return f"this onnxruntime has no {name} ({provider(name).install})"  # type: ignore[union-attr]
+    name = backend.first_provider
+    known = provider_named(name) if name is not None else None
+    if known is not None and name not in (machine.get("ort_providers") or []):
+        return f"this onnxruntime has no {name} ({known.install})"
     module = backend.module
     if module and module != "torch" and getattr(group, backend.artifact) is None:
         if not has_module(module):
@@ -47,7 +42,7 @@ def unavailable_reason(
     return None
 
 
-def make_target(backend: Backend, group: ModelGroup) -> Target | str:
+def make_target(backend: BenchBackend, group: ModelGroup) -> Target | str:
     """The target for ``backend``, or why the file it needs is missing."""
     path = getattr(group, backend.artifact)
     if path is None:
@@ -76,7 +71,7 @@ def calibration_key(paths: tuple[Path, ...]) -> str:
 
 def calibration_images(paths: tuple[Path, ...], spec: Any) -> Callable[[], np.ndarray]:
     def load() -> np.ndarray:
-        from edgevpr.runtime.preprocess import preprocess, read_for_model
+        from edgevpr.core.preprocess import preprocess, read_for_model
 
         return preprocess([read_for_model(p, spec) for p in paths], spec)
 

@@ -14,6 +14,7 @@ import numpy as np
 
 from edgevpr.bench import artifacts
 from edgevpr.bench.artifacts import ModelGroup, Progress, has_module
+from edgevpr.bench.backends import BACKENDS, reference_order
 from edgevpr.bench.descriptors import l2_normalize
 from edgevpr.bench.machine import machine_info
 from edgevpr.bench.options import DEFAULT_MODEL, BenchOptions
@@ -41,8 +42,7 @@ from edgevpr.bench.stages import EmbedJob, EmbedResult, Target, run_embed_job
 from edgevpr.bench.timing import FOREIGN_CPU_LIMIT, PEAK_MEMORY_MEANING
 from edgevpr.bench.workers import failure_reason, in_worker
 from edgevpr.bench.workload import Workload, find_workload
-from edgevpr.errors import EdgeVPRError
-from edgevpr.runtime.backends import BACKENDS, reference_order
+from edgevpr.core.errors import EdgeVPRError
 
 __all__ = ["DEFAULT_MODEL", "BenchOptions", "run_bench"]
 

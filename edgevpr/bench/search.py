@@ -141,6 +141,7 @@ def failed_row(group: ModelGroup, backend: str, size: int, exc: Exception) -> Ro
 def end_to_end_ef(opts: BenchOptions) -> int:
     if opts.e2e_ef is not None:
         return opts.e2e_ef
-    from edgevpr.runtime.placemap import DEFAULT_EF
+    from edgevpr.runtime.placemap.kinds import index_kind
 
-    return DEFAULT_EF
+    kind = index_kind(opts.index_specs[0].kind)  # the pipeline's map: its own default
+    return kind.defaults[kind.breadth]

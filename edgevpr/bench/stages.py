@@ -18,6 +18,7 @@ from typing import Any
 
 import numpy as np
 
+from edgevpr.bench.backends import BACKENDS
 from edgevpr.bench.report import (
     STAGE_EMBED,
     STAGE_END_TO_END,
@@ -25,7 +26,6 @@ from edgevpr.bench.report import (
     Row,
 )
 from edgevpr.bench.timing import PeakMemory, Timing, TimingConfig, measure
-from edgevpr.runtime.backends import BACKENDS
 
 ENCODED_IMAGES = 64  # distinct images cycled through in decode and end-to-end timing
 
@@ -105,7 +105,7 @@ def open_runner(job: EmbedJob) -> Any:
 
 def input_batch(images: list[np.ndarray], spec: Any, count: int) -> np.ndarray:
     """``count`` preprocessed real images (cycling through those given)."""
-    from edgevpr.runtime.preprocess import preprocess
+    from edgevpr.core.preprocess import preprocess
 
     chosen = [images[i % len(images)] for i in range(count)]
     return preprocess(chosen, spec)
@@ -117,8 +117,8 @@ def cycle_bytes(paths: tuple[str, ...]) -> Any:
 
 
 def run_embed_job(job: EmbedJob) -> EmbedResult:
-    from edgevpr.runtime.images import decode_image
-    from edgevpr.runtime.preprocess import preprocess, read_for_model
+    from edgevpr.core.images import decode_image
+    from edgevpr.core.preprocess import preprocess, read_for_model
 
     target = job.target
     runner = open_runner(job)
@@ -159,9 +159,9 @@ def run_embed_job(job: EmbedJob) -> EmbedResult:
         from edgevpr.runtime.placemap import PlaceMap
         from edgevpr.runtime.recognizer import Recognizer
 
-        place_map = PlaceMap.load(job.map_path)
-        place_map.set_ef(job.ef)
-        recognizer = Recognizer(runner, place_map)
+        placemap = PlaceMap.load(job.map_path)
+        placemap.set_ef(job.ef)
+        recognizer = Recognizer(runner, placemap)
         with PeakMemory() as peak:
             timing = measure(lambda: recognizer.recognize(next_bytes(), k=job.k), job.timing)
         row = Row(

@@ -9,7 +9,7 @@ from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from typing import Any
 
-from edgevpr.errors import EdgeVPRError, first_line
+from edgevpr.core.errors import EdgeVPRError, first_line
 
 
 def in_worker(fn: Callable[[Any], Any], job: Any, isolate: bool) -> Any:

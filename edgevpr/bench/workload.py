@@ -13,9 +13,9 @@ from pathlib import Path
 
 import numpy as np
 
+from edgevpr.core.errors import EdgeVPRError
+from edgevpr.core.images import IMAGE_SUFFIXES
 from edgevpr.data.layout import available_splits, read_split
-from edgevpr.errors import EdgeVPRError
-from edgevpr.runtime.images import IMAGE_SUFFIXES
 
 # The default synthetic set: camera-like frames, enough places to seed a map.
 SYNTH_PLACES = 256

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import click
 
+from edgevpr.core.defaults import defaults_of
 from edgevpr.data.synth import SynthConfig, generate
-from edgevpr.defaults import defaults_of
 
 
 class SizeParam(click.ParamType):
@@ -17,7 +17,7 @@ class SizeParam(click.ParamType):
 
     name = "HxW"
 
-    def convert(self, value, param, ctx) -> tuple[int, int]:  # noqa: ANN001 - click's API
+    def convert(self, value, param, ctx) -> tuple[int, int]:
         if isinstance(value, tuple):
             return value
         text = str(value).lower().replace(" ", "")

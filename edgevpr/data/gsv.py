@@ -17,8 +17,8 @@ from pathlib import Path
 
 import numpy as np
 
+from edgevpr.core.errors import EdgeVPRError
 from edgevpr.data.places import PlaceSet, relabel
-from edgevpr.errors import EdgeVPRError
 
 COLUMNS = ("place_id", "year", "month", "northdeg", "city_id", "lat", "lon", "panoid")
 EARTH_RADIUS_M = 6_371_008.8

@@ -17,9 +17,9 @@ from pathlib import Path
 
 import numpy as np
 
-from edgevpr.errors import EdgeVPRError
-from edgevpr.runtime.images import list_images
-from edgevpr.runtime.layout_names import parse_layout_name
+from edgevpr.core.errors import EdgeVPRError
+from edgevpr.core.images import list_images
+from edgevpr.core.layout_names import parse_layout_name
 
 DEFAULT_RADIUS_M = 25.0
 DATABASE = "database"

@@ -14,8 +14,8 @@ from pathlib import Path
 
 import numpy as np
 
+from edgevpr.core.errors import EdgeVPRError
 from edgevpr.data.layout import DEFAULT_RADIUS_M, EvalSplit, ImageSet, find_within, read_split
-from edgevpr.errors import EdgeVPRError
 
 
 @dataclass(frozen=True)

@@ -23,7 +23,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from edgevpr.errors import EdgeVPRError
+from edgevpr.core.errors import EdgeVPRError
 
 SPLIT_CODES = {"train": 1, "val": 2, "test": 3}
 ORIGIN_EAST = 500_000.0  # plausible UTM values, so readers meet real magnitudes

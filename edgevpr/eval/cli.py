@@ -9,9 +9,9 @@ from typing import Any
 
 import click
 
+from edgevpr.core.errors import EdgeVPRError
 from edgevpr.data.cli import SIZE
 from edgevpr.data.layout import DEFAULT_RADIUS_M, read_split
-from edgevpr.errors import EdgeVPRError
 from edgevpr.eval.evaluate import EVAL_BATCH, Evaluation, load_embedder
 from edgevpr.eval.evaluate import evaluate as run_evaluation
 from edgevpr.eval.recall import DEFAULT_NS

@@ -16,10 +16,10 @@ from typing import Any, Protocol
 
 import numpy as np
 
+from edgevpr.core.errors import EdgeVPRError
+from edgevpr.core.formats import PYTORCH, RUNTIME, format_of
 from edgevpr.data.layout import DEFAULT_RADIUS_M, EvalSplit
-from edgevpr.errors import EdgeVPRError
 from edgevpr.eval.recall import DEFAULT_NS, Recalls, nearest, recall_at_n
-from edgevpr.formats import PYTORCH, RUNTIME, format_of
 
 EVAL_BATCH = 32  # images embedded per call when evaluating
 

@@ -10,10 +10,10 @@ from typing import Any
 import cv2
 import numpy as np
 
-from edgevpr.errors import EdgeVPRError
+from edgevpr.core.errors import EdgeVPRError
+from edgevpr.core.files import write_bytes_atomic
+from edgevpr.core.images import read_image
 from edgevpr.eval.evaluate import Evaluation
-from edgevpr.files import write_bytes_atomic
-from edgevpr.runtime.images import read_image
 
 GREEN = (40, 180, 40)
 RED = (220, 40, 40)

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from edgevpr.errors import EdgeVPRError
+from edgevpr.core.errors import EdgeVPRError
 
 DEFAULT_NS = (1, 5, 10, 20)
 CHUNK_QUERIES = 1024

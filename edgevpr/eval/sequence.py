@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from edgevpr.errors import EdgeVPRError
+from edgevpr.core.errors import EdgeVPRError
 from edgevpr.eval.evaluate import Evaluation
 from edgevpr.eval.recall import Recalls, nearest, recall_at_n
 from edgevpr.runtime.localize.calibration import PRCurve, precision_recall

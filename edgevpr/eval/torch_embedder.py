@@ -1,5 +1,5 @@
 """A PyTorch model as an embedder: image files in, descriptors out, through the SAME
-preprocessing as the runtime (``edgevpr.runtime.preprocess``), so a checkpoint and its
+preprocessing as the runtime (``edgevpr.core.preprocess``), so a checkpoint and its
 exports are measured on identical network inputs."""
 
 from __future__ import annotations
@@ -10,9 +10,9 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 
+from edgevpr.core.preprocess import PreprocessSpec, preprocess, read_for_model
 from edgevpr.model.checkpoint import load_checkpoint
 from edgevpr.model.vpr import VPRModel
-from edgevpr.runtime.preprocess import PreprocessSpec, preprocess, read_for_model
 
 
 def default_device() -> torch.device:

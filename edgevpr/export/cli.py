@@ -7,7 +7,7 @@ from pathlib import Path
 
 import click
 
-from edgevpr.errors import EdgeVPRError, GateFailure
+from edgevpr.core.errors import EdgeVPRError, GateFailure
 from edgevpr.export.onnx_io import DEFAULT_OPSET
 from edgevpr.export.parity import DEFAULT_GATES, DEFAULT_PARITY_IMAGES, Gate
 from edgevpr.export.pipeline import (

@@ -19,15 +19,15 @@ import onnx
 import torch
 
 from edgevpr import __version__
-from edgevpr.errors import EdgeVPRError, first_line
-from edgevpr.export.onnx_io import (  # noqa: F401 - re-exported
+from edgevpr.core.errors import EdgeVPRError, first_line
+from edgevpr.core.metadata import INPUT_NAME, OUTPUT_NAME, ModelMetadata
+from edgevpr.export.onnx_io import (
     DEFAULT_OPSET,
     MIN_OPSET,
     save_onnx_atomic,
     set_metadata,
 )
 from edgevpr.model.checkpoint import Checkpoint
-from edgevpr.runtime.metadata import INPUT_NAME, OUTPUT_NAME, ModelMetadata
 
 MAX_BATCH = 1024
 

@@ -7,8 +7,8 @@ import os
 
 import onnx
 
-from edgevpr.files import write_bytes_atomic
-from edgevpr.runtime.metadata import ModelMetadata
+from edgevpr.core.files import write_bytes_atomic
+from edgevpr.core.metadata import ModelMetadata
 
 # The dynamo exporter starts at opset 18; 17 is the least that has LayerNormalization.
 DEFAULT_OPSET = 18

@@ -18,6 +18,8 @@ from typing import Any
 
 import numpy as np
 
+from edgevpr.core.errors import EdgeVPRError
+from edgevpr.core.images import list_images, read_image
 from edgevpr.data.layout import (
     DATABASE,
     DEFAULT_RADIUS_M,
@@ -26,9 +28,7 @@ from edgevpr.data.layout import (
     find_within,
     read_image_set,
 )
-from edgevpr.errors import EdgeVPRError
 from edgevpr.eval.recall import nearest, recall_at_n
-from edgevpr.runtime.images import list_images, read_image
 
 RECALL_NS = (1, 5)
 DEFAULT_PARITY_IMAGES = 256

@@ -20,7 +20,11 @@ from typing import Any
 import numpy as np
 
 from edgevpr import __version__
-from edgevpr.errors import EdgeVPRError
+from edgevpr.core.errors import EdgeVPRError
+from edgevpr.core.files import write_bytes_atomic
+from edgevpr.core.formats import format_of
+from edgevpr.core.preprocess import PreprocessSpec, preprocess
+from edgevpr.core.provenance import utc_now
 from edgevpr.export.onnx_io import DEFAULT_OPSET
 from edgevpr.export.parity import (
     DEFAULT_GATES,
@@ -36,12 +40,8 @@ from edgevpr.export.parity import (
 )
 from edgevpr.export.quantize import Int8Options, quantize_int8
 from edgevpr.export.tensorrt_build import EngineOptions, build_engine
-from edgevpr.files import write_bytes_atomic
-from edgevpr.formats import format_of
-from edgevpr.provenance import utc_now
 from edgevpr.runtime.backends import CPU_EP
-from edgevpr.runtime.onnx_backend import read_onnx_metadata
-from edgevpr.runtime.preprocess import PreprocessSpec, preprocess
+from edgevpr.runtime.backends.onnxruntime import read_onnx_metadata
 
 CPU = [CPU_EP]
 DEFAULT_CALIBRATION_IMAGES = 64

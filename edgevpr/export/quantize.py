@@ -38,11 +38,11 @@ from onnxruntime.quantization import (
 )
 from onnxruntime.quantization.shape_inference import quant_pre_process
 
-from edgevpr.errors import EdgeVPRError
+from edgevpr.core.errors import EdgeVPRError
+from edgevpr.core.metadata import INPUT_NAME, ModelMetadata
 from edgevpr.export.graph import COMPUTE_OPS, block_of, fp32_nodes
 from edgevpr.export.onnx_io import save_onnx_atomic, set_metadata
 from edgevpr.runtime.backends import CPU_EP
-from edgevpr.runtime.metadata import INPUT_NAME, ModelMetadata
 
 ACTIVATION_TYPES = {"uint8": QuantType.QUInt8, "int8": QuantType.QInt8}
 CALIBRATION_METHODS = {
@@ -218,7 +218,7 @@ def quantize_int8(
 ) -> Int8Result:
     """Write the INT8 model of ``fp32_path`` to ``out_path`` (atomically).
 
-    ``calibration``: preprocessed images (``edgevpr.runtime.preprocess``), N x 3 x H x W.
+    ``calibration``: preprocessed images (``edgevpr.core.preprocess``), N x 3 x H x W.
     """
     options = options or Int8Options()
     fp32_path, out_path = Path(fp32_path), Path(out_path)

@@ -37,15 +37,15 @@ from typing import Any
 
 import onnx
 
-from edgevpr.errors import EdgeVPRError
+from edgevpr.core.engine_header import EngineHeader, header_path
+from edgevpr.core.errors import EdgeVPRError
+from edgevpr.core.files import file_sha256, write_bytes_atomic
+from edgevpr.core.metadata import INPUT_NAME, ModelMetadata
+from edgevpr.core.provenance import utc_now
 from edgevpr.export.fp16 import convert_to_fp16
 from edgevpr.export.graph import fp32_nodes
 from edgevpr.export.trt_pins import pin_fp32
-from edgevpr.files import file_sha256, write_bytes_atomic
-from edgevpr.provenance import utc_now
-from edgevpr.runtime.engine_header import EngineHeader, header_path
-from edgevpr.runtime.metadata import INPUT_NAME, ModelMetadata
-from edgevpr.runtime.tensorrt_backend import TrtLog, local_gpu, trt_log
+from edgevpr.runtime.backends.tensorrt import TrtLog, local_gpu, trt_log
 
 MAX_BATCH = 1024
 DEFAULT_WORKSPACE_MB = 2048

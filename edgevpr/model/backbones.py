@@ -10,7 +10,7 @@ import functools
 import torch
 from torch import nn
 
-from edgevpr.errors import EdgeVPRError
+from edgevpr.core.errors import EdgeVPRError
 from edgevpr.model.registry import register_backbone
 
 

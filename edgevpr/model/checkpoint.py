@@ -15,12 +15,12 @@ from typing import Any
 import torch
 
 from edgevpr import __version__
-from edgevpr.errors import EdgeVPRError, first_line
-from edgevpr.files import atomic_open, file_sha256
+from edgevpr.core.errors import EdgeVPRError, first_line
+from edgevpr.core.files import atomic_open, file_sha256
+from edgevpr.core.provenance import utc_now
 from edgevpr.model.config import ModelConfig
 from edgevpr.model.official import official_layout
 from edgevpr.model.vpr import VPRModel, build_model
-from edgevpr.provenance import utc_now
 
 FORMAT = "edgevpr.checkpoint"
 FORMAT_VERSION = 1
@@ -42,7 +42,7 @@ class Checkpoint:
 
 
 def atomic_torch_save(obj: Any, path: str | os.PathLike[str]) -> None:
-    """``torch.save`` that a crash cannot tear (see :mod:`edgevpr.files`)."""
+    """``torch.save`` that a crash cannot tear (see :mod:`edgevpr.core.files`)."""
     with atomic_open(path) as fh:
         torch.save(obj, fh)
 

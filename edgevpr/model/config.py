@@ -8,9 +8,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from edgevpr.errors import EdgeVPRError
+from edgevpr.core.errors import EdgeVPRError
+from edgevpr.core.preprocess import PreprocessSpec
 from edgevpr.model.registry import get_aggregator, get_backbone
-from edgevpr.runtime.preprocess import PreprocessSpec
 
 MAX_STAGES = 64  # a ViT counts each block as a stage
 

@@ -13,7 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from edgevpr.errors import EdgeVPRError
+from edgevpr.core.errors import EdgeVPRError
 from edgevpr.model.registry import register_backbone
 
 # (expand ratio, kernel, stride, out channels, repeats) per stage, EfficientNet-B0/Lite0.

@@ -24,9 +24,9 @@ from typing import Any
 
 import torch
 
-from edgevpr.errors import EdgeVPRError
+from edgevpr.core.errors import EdgeVPRError
+from edgevpr.core.preprocess import PreprocessSpec
 from edgevpr.model.config import ModelConfig, default_preprocess
-from edgevpr.runtime.preprocess import PreprocessSpec
 
 State = dict[str, torch.Tensor]
 MIX_KEY = re.compile(r"^(.*?)aggregator\.mix\.(\d+)\.mix\.0\.weight$")

@@ -1,36 +1,22 @@
-"""The torch-free runtime that ships on the robot: preprocess, embed, look up.
+"""The torch-free runtime that ships on the robot: preprocess, embed, look up, localise.
 
-Nothing in this package may import torch (a test enforces it).
+Nothing in this package imports torch (a test enforces it). Its rooms: ``backends`` (what
+runs a model: ONNX Runtime, native TensorRT), ``embedder`` and ``recognizer``, ``placemap``
+(index kinds, file format, builds), ``localize`` (the localizer and its ROS 2 node) and
+``commands`` (``edgevpr query``, ``index``, ``localize``).
 
     from edgevpr.runtime import Embedder, GeoPrior, PlaceMap, Recognizer
 
     embedder = Embedder("model.onnx")                 # or a TensorRT .engine
     recognizer = Recognizer(embedder, PlaceMap.load("route.vprmap"))
     result = recognizer.recognize("frame.jpg", k=5, prior=GeoPrior(east, north, 50.0))
-
-The names are imported lazily, so that ``edgevpr.runtime.preprocess`` (used by training)
-does not pull in ONNX Runtime or hnswlib.
 """
 
-from __future__ import annotations
+from edgevpr.core.geo import GeoPrior
+from edgevpr.runtime.describe import describe_artifact
+from edgevpr.runtime.embedder import Embedder
+from edgevpr.runtime.placemap import PlaceMap, PlaceRecord
+from edgevpr.runtime.recognizer import Recognition, Recognizer
 
-import importlib
-from typing import Any
-
-_EXPORTS = {
-    "Embedder": "edgevpr.runtime.embedder",
-    "GeoPrior": "edgevpr.runtime.geo",
-    "PlaceMap": "edgevpr.runtime.placemap",
-    "PlaceRecord": "edgevpr.runtime.placemap",
-    "Recognizer": "edgevpr.runtime.recognizer",
-    "Recognition": "edgevpr.runtime.recognizer",
-    "describe_artifact": "edgevpr.runtime.describe",
-}
-
-__all__ = sorted(_EXPORTS)
-
-
-def __getattr__(name: str) -> Any:
-    if name not in _EXPORTS:
-        raise AttributeError(f"module 'edgevpr.runtime' has no attribute '{name}'")
-    return getattr(importlib.import_module(_EXPORTS[name]), name)
+__all__ = ["Embedder", "GeoPrior", "PlaceMap", "PlaceRecord", "Recognition", "Recognizer",
+           "describe_artifact"]  # fmt: skip

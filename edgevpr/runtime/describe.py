@@ -11,15 +11,17 @@ import os
 from pathlib import Path
 from typing import Any, BinaryIO
 
-from edgevpr.errors import EdgeVPRError
-from edgevpr.formats import format_of
-from edgevpr.runtime.engine_header import (
+import click
+
+from edgevpr.core.engine_header import (
     EngineHeader,
     check_engine_compatibility,
     header_path,
     read_engine_header,
 )
-from edgevpr.runtime.metadata import ModelMetadata
+from edgevpr.core.errors import EdgeVPRError
+from edgevpr.core.formats import format_of
+from edgevpr.core.metadata import ModelMetadata
 
 # ModelProto field numbers (onnx.proto3)
 ONNX_IR_VERSION, ONNX_PRODUCER, ONNX_OPSET_IMPORT = 1, 2, 8
@@ -38,7 +40,7 @@ def describe_artifact(path: str | os.PathLike[str]) -> dict[str, Any]:
 def describe_place_map(path: Path) -> dict[str, Any]:
     """A map's facts, its every checksum verified (the large descriptor section too)."""
     from edgevpr.runtime.placemap import PlaceMap
-    from edgevpr.runtime.placemap.persist import file_facts
+    from edgevpr.runtime.placemap.fileformat.persist import file_facts
 
     placemap = PlaceMap.load(path, verify=True)
     facts = file_facts(path)
@@ -76,7 +78,7 @@ def describe_onnx(path: Path) -> dict[str, Any]:
     # only here: the map and engine paths don't need onnxruntime
     import onnxruntime as ort
 
-    from edgevpr.runtime.onnx_backend import model_io, open_cpu_session
+    from edgevpr.runtime.backends.onnxruntime import model_io, open_cpu_session
 
     session = open_cpu_session(path)
     info = _file_fields("onnx model", path)
@@ -127,7 +129,7 @@ def _engine_runs_here(header: EngineHeader) -> str:
         import tensorrt
     except ImportError:
         return "unknown (tensorrt is not installed here)"
-    from edgevpr.runtime.tensorrt_backend import local_gpu
+    from edgevpr.runtime.backends.tensorrt import local_gpu
 
     try:
         name, capability = local_gpu()
@@ -222,3 +224,12 @@ def _onnx_header_fields(path: Path) -> dict[str, Any]:
         if others:
             found["other_opsets"] = others
     return found
+
+
+def print_description(info: dict[str, Any]) -> None:
+    """A description as aligned ``key  value`` lines (nested values as JSON)."""
+    width = max(len(k) for k in info)
+    for key, value in info.items():
+        if isinstance(value, (dict, list)):
+            value = json.dumps(value, sort_keys=True)
+        click.echo(f"{key:<{width}}  {value}")

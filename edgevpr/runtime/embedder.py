@@ -2,7 +2,7 @@
 
 The backend follows the file: ``.onnx`` runs on ONNX Runtime (TensorRT, CUDA or CPU execution
 provider, best available first), ``.engine``/``.plan`` on TensorRT natively. Preprocessing
-comes from the model's own metadata and uses :mod:`edgevpr.runtime.preprocess`, the same code
+comes from the model's own metadata and uses :mod:`edgevpr.core.preprocess`, the same code
 that training and evaluation use, so the descriptors match the PyTorch model's.
 
 All ``embed_*`` methods are thread-safe: backends keep per-thread (ONNX Runtime) or locked
@@ -22,35 +22,28 @@ from typing import Any, Protocol
 import numpy as np
 from tqdm import tqdm
 
-from edgevpr.errors import EdgeVPRError
-from edgevpr.formats import RUNTIME, format_of, suffixes_of
-from edgevpr.runtime.checks import file_path, shown, whole
-from edgevpr.runtime.images import decode_image
-from edgevpr.runtime.metadata import ModelMetadata
-from edgevpr.runtime.onnx_backend import ProviderRequest
-from edgevpr.runtime.pixels import DEFAULT_ENCODING, check_encoding, to_rgb8
-from edgevpr.runtime.preprocess import PreprocessSpec, normalize, read_for_model, resize_rgb
+from edgevpr.core.checks import file_path, shown, whole
+from edgevpr.core.cpus import usable_cores
+from edgevpr.core.errors import EdgeVPRError
+from edgevpr.core.formats import RUNTIME, format_of, suffixes_of
+from edgevpr.core.images import decode_image
+from edgevpr.core.metadata import ModelMetadata
+from edgevpr.core.pixels import DEFAULT_ENCODING, check_encoding, to_rgb8
+from edgevpr.core.preprocess import PreprocessSpec, normalize, read_for_model, resize_rgb
+from edgevpr.runtime.backends.onnxruntime import ProviderRequest
 
 DEFAULT_BATCH_SIZE = 16
 MAX_THREADS = 1024
 
 # What the runtime takes as one image: pixels (with an encoding), a file path, or the
 # bytes of an encoded file (JPEG, PNG, ...).
-Frame = np.ndarray | str | os.PathLike | bytes
+ImageInput = np.ndarray | str | os.PathLike | bytes
 Unreadable = Callable[[Any, EdgeVPRError], None]
 
 
-def usable_cores() -> int:
-    """CPU cores this process may run on."""
-    try:
-        return len(os.sched_getaffinity(0))
-    except (AttributeError, OSError):
-        return os.cpu_count() or 1
-
-
-class Backend(Protocol):
-    """What runs an exported model: made as ``Backend(path, providers, threads, batch_size)``
-    by the class its format names in :data:`edgevpr.formats.FORMATS`."""
+class InferenceBackend(Protocol):
+    """What runs an exported model: made as ``cls(path, providers, threads, batch_size)`` by
+    the class its format names in :data:`edgevpr.core.formats.FORMATS`."""
 
     metadata: ModelMetadata
     description: str
@@ -108,7 +101,7 @@ class Embedder:
                 f"({', '.join(suffixes_of(RUNTIME))}); export a checkpoint with 'edgevpr export'"
             )
         backend = fmt.load(fmt.backend)
-        self._backend: Backend | None = backend(self.path, providers, threads, batch_size)
+        self._backend: InferenceBackend | None = backend(self.path, providers, threads, batch_size)
         self.metadata: ModelMetadata = self._backend.metadata
         self._description = self._backend.description
         limit = self._backend.max_batch
@@ -176,7 +169,7 @@ class Embedder:
         """Pixel arrays (any size: they are resized) -> N x D float32.
 
         ``encoding`` says what the arrays hold, as ROS names it (see
-        :mod:`edgevpr.runtime.pixels`): ``"bgr8"`` for ``cv2.imread`` and
+        :mod:`edgevpr.core.pixels`): ``"bgr8"`` for ``cv2.imread`` and
         ``cv2.VideoCapture`` frames, ``"rgb8"`` (the default) for PIL and most SDKs,
         ``"mono8"``, ``"mono16"``, ``"rgba8"``, ...
         """
@@ -212,7 +205,7 @@ class Embedder:
 
     def stream(
         self,
-        frames: Iterable[Frame],
+        frames: Iterable[ImageInput],
         encoding: str = DEFAULT_ENCODING,
         progress: bool = False,
         on_unreadable: Unreadable | None = None,
@@ -271,7 +264,7 @@ class Embedder:
 
     def _prepare_chunk(
         self,
-        source: Iterator[Frame],
+        source: Iterator[ImageInput],
         counter: Iterator[int],
         encoding: str,
         on_unreadable: Unreadable | None,
@@ -341,7 +334,7 @@ class Embedder:
             raise EdgeVPRError(f"model {self.path} produced NaN or infinite descriptors")
         return descriptors
 
-    def _require_open(self) -> Backend:
+    def _require_open(self) -> InferenceBackend:
         backend = self._backend
         if backend is None:
             raise EdgeVPRError(f"the embedder for {self.path.name} is closed")

@@ -10,11 +10,11 @@ from typing import Any
 
 import numpy as np
 
-from edgevpr.errors import EdgeVPRError
-from edgevpr.runtime.checks import instance, whole
-from edgevpr.runtime.embedder import Embedder, Frame
-from edgevpr.runtime.geo import GeoPrior, check_prior
-from edgevpr.runtime.pixels import DEFAULT_ENCODING
+from edgevpr.core.checks import instance, whole
+from edgevpr.core.errors import EdgeVPRError
+from edgevpr.core.geo import GeoPrior, check_prior
+from edgevpr.core.pixels import DEFAULT_ENCODING
+from edgevpr.runtime.embedder import Embedder, ImageInput
 from edgevpr.runtime.placemap import DEFAULT_K, Neighbours, PlaceMap, PlaceRecord
 from edgevpr.runtime.placemap.tiles import TiledMap
 
@@ -99,7 +99,7 @@ class Recognizer:
 
     def recognize(
         self,
-        image: Frame,
+        image: ImageInput,
         k: int = DEFAULT_K,
         prior: GeoPrior | None = None,
         encoding: str = DEFAULT_ENCODING,
@@ -111,7 +111,7 @@ class Recognizer:
 
     def recognize_many(
         self,
-        images: Iterable[Frame],
+        images: Iterable[ImageInput],
         k: int = DEFAULT_K,
         prior: GeoPrior | None = None,
         encoding: str = DEFAULT_ENCODING,
@@ -130,7 +130,7 @@ class Recognizer:
 
     def _recognitions(
         self,
-        stream: Iterator[tuple[list[Frame], np.ndarray]],
+        stream: Iterator[tuple[list[ImageInput], np.ndarray]],
         k: int,
         prior: GeoPrior | None,
     ) -> Iterator[Recognition]:
@@ -185,5 +185,5 @@ def matches_of(found: Neighbours) -> list[Match]:
     ]
 
 
-def _name(image: Frame) -> str | None:
+def _name(image: ImageInput) -> str | None:
     return str(Path(image)) if isinstance(image, (str, os.PathLike)) else None

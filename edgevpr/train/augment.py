@@ -10,7 +10,7 @@ import numpy as np
 import torch
 from torchvision.transforms import v2
 
-from edgevpr.errors import EdgeVPRError
+from edgevpr.core.errors import EdgeVPRError
 
 Augment = Callable[[np.ndarray], np.ndarray]
 AUGMENTS = ("randaugment", "light", "none")

@@ -12,9 +12,9 @@ from typing import Any
 import click
 from click.core import ParameterSource
 
+from edgevpr.core.defaults import defaults_of, listed
+from edgevpr.core.errors import EdgeVPRError
 from edgevpr.data.cli import SIZE
-from edgevpr.defaults import defaults_of, listed
-from edgevpr.errors import EdgeVPRError
 from edgevpr.train.augment import AUGMENTS
 from edgevpr.train.config import TrainConfig
 from edgevpr.train.losses import LOSSES, MINERS

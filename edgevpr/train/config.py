@@ -8,7 +8,7 @@ import math
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from edgevpr.errors import EdgeVPRError
+from edgevpr.core.errors import EdgeVPRError
 from edgevpr.model.config import ModelConfig, default_preprocess, get_preset
 from edgevpr.train.augment import AUGMENTS
 from edgevpr.train.losses import LOSSES, MINERS
@@ -67,12 +67,19 @@ class TrainConfig:
     threads: int | None = None
 
     def __post_init__(self) -> None:
+        self._check_choices()
+        self._check_run_numbers()
+        self.model_config()  # an impossible model is refused before any work starts
+
+    def _check_choices(self) -> None:
         if self.loss not in LOSSES:
             raise EdgeVPRError(f"unknown loss '{self.loss}' (choose from {', '.join(LOSSES)})")
         if self.miner not in MINERS:
             raise EdgeVPRError(f"unknown miner '{self.miner}' (choose from {', '.join(MINERS)})")
         if self.augment not in AUGMENTS:
             raise EdgeVPRError(f"unknown augmentation '{self.augment}' ({', '.join(AUGMENTS)})")
+
+    def _check_run_numbers(self) -> None:
         if self.epochs < 0:
             raise EdgeVPRError("--epochs must be >= 0")
         if self.minutes is not None and self.minutes <= 0:
@@ -83,6 +90,9 @@ class TrainConfig:
             or (self.threads is not None and self.threads < 1)
         ):
             raise EdgeVPRError("--workers must be >= 0, --threads and the validation batch >= 1")
+        self._check_hyperparameters()
+
+    def _check_hyperparameters(self) -> None:
         if self.lr <= 0 or self.momentum < 0 or self.weight_decay < 0:
             raise EdgeVPRError("--lr must be > 0; momentum and weight decay >= 0")
         if self.place_radius <= 0 or self.radius <= 0:
@@ -102,7 +112,6 @@ class TrainConfig:
             raise EdgeVPRError("--warmup-steps and --milestones must be >= 0")
         if not 0 < self.gamma <= 1:
             raise EdgeVPRError("--gamma must be in (0, 1]")
-        self.model_config()  # an impossible model is refused before any work starts
 
     def model_config(self) -> ModelConfig:
         """The preset, with the backbone, aggregator, size and freezing overrides applied."""

@@ -10,8 +10,8 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
+from edgevpr.core.preprocess import PreprocessSpec, normalize, read_for_model, resize_rgb
 from edgevpr.data.places import PlaceSet
-from edgevpr.runtime.preprocess import PreprocessSpec, normalize, read_for_model, resize_rgb
 from edgevpr.train.augment import Augment
 
 

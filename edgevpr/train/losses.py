@@ -28,7 +28,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from edgevpr.errors import EdgeVPRError
+from edgevpr.core.errors import EdgeVPRError
 
 LOSSES = ("ms", "triplet", "wt", "ce", "dwt")
 MINERS = ("hard", "all")

@@ -12,7 +12,7 @@ from collections.abc import Iterator
 import numpy as np
 from torch.utils.data import Sampler
 
-from edgevpr.errors import EdgeVPRError
+from edgevpr.core.errors import EdgeVPRError
 
 
 class PlaceBatchSampler(Sampler[list[int]]):

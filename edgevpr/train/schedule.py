@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 
 import torch
 
-from edgevpr.errors import EdgeVPRError
+from edgevpr.core.errors import EdgeVPRError
 
 
 @dataclass(frozen=True)

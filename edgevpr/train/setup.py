@@ -7,10 +7,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from edgevpr.core.errors import EdgeVPRError
 from edgevpr.data.gsv import is_gsv_cities, read_gsv_cities
 from edgevpr.data.layout import EvalSplit, available_splits, read_split
 from edgevpr.data.places import PlaceSet, layout_training_set
-from edgevpr.errors import EdgeVPRError
 from edgevpr.model.vpr import VPRModel
 from edgevpr.train.config import TrainConfig
 

@@ -21,11 +21,11 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
-from edgevpr.errors import EdgeVPRError
+from edgevpr.core.errors import EdgeVPRError
+from edgevpr.core.files import write_text_atomic
 from edgevpr.eval.evaluate import evaluate
 from edgevpr.eval.recall import format_recalls
 from edgevpr.eval.torch_embedder import TorchEmbedder
-from edgevpr.files import write_text_atomic
 from edgevpr.model.checkpoint import load_checkpoint, save_checkpoint
 from edgevpr.model.vpr import build_model
 from edgevpr.train.augment import build_augment

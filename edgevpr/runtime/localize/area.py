@@ -22,8 +22,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from edgevpr.errors import EdgeVPRError
-from edgevpr.runtime.checks import real, whole
+from edgevpr.core.checks import real, whole
+from edgevpr.core.errors import EdgeVPRError
 
 DEFAULT_LENGTH = 10
 DEFAULT_SEEDS = 50

@@ -20,10 +20,10 @@ from typing import Any
 
 import numpy as np
 
-from edgevpr.errors import EdgeVPRError, first_line
-from edgevpr.files import write_text_atomic
-from edgevpr.provenance import utc_now
-from edgevpr.runtime.checks import real, whole
+from edgevpr.core.checks import real, whole
+from edgevpr.core.errors import EdgeVPRError, first_line
+from edgevpr.core.files import write_text_atomic
+from edgevpr.core.provenance import utc_now
 
 FORMAT = "edgevpr.localizer-calibration"
 FORMAT_VERSION = 1

@@ -6,7 +6,7 @@ import math
 from dataclasses import dataclass, field
 from typing import Any
 
-from edgevpr.errors import EdgeVPRError
+from edgevpr.core.errors import EdgeVPRError
 from edgevpr.runtime.recognizer import Match
 
 EAST_NORTH = "east/north"  # metres in the map's planar frame (UTM where the map says so)

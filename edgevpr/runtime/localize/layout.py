@@ -16,8 +16,8 @@ from datetime import datetime
 
 import numpy as np
 
-from edgevpr.runtime.geo import LocalProjection, PlaceCoordinates
-from edgevpr.runtime.layout_names import parse_layout_name
+from edgevpr.core.geo import LocalProjection, PlaceCoordinates
+from edgevpr.core.layout_names import parse_layout_name
 from edgevpr.runtime.placemap import PlaceMap, PlaceRecord
 
 # Consecutive places count as neighbours within this multiple of the typical spacing, and a
@@ -131,7 +131,7 @@ def traversal_order(records: list[PlaceRecord]) -> tuple[list[int], str]:
     if records and all(r.path for r in records):
         keys = [name_key(r.path) for r in records]  # type: ignore[arg-type]
         return sorted(range(len(records)), key=lambda i: (keys[i], records[i].id)), "name"
-    return sorted(range(len(records)), key=lambda i: records[i].id), "id"  # type: ignore[arg-type]
+    return sorted(range(len(records)), key=lambda i: records[i].id or 0), "id"
 
 
 def typical_spacing(xy: np.ndarray) -> float | None:

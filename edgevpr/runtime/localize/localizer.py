@@ -26,10 +26,11 @@ from typing import Any
 
 import numpy as np
 
-from edgevpr.errors import EdgeVPRError
-from edgevpr.runtime.checks import instance, real, whole
+from edgevpr.core.checks import instance, real, whole
+from edgevpr.core.errors import EdgeVPRError
+from edgevpr.core.geo import GeoPrior, check_prior, distances_m
+from edgevpr.core.pixels import DEFAULT_ENCODING
 from edgevpr.runtime.embedder import Embedder
-from edgevpr.runtime.geo import GeoPrior, check_prior, distances_m
 from edgevpr.runtime.localize.area import AreaConfig, AreaTracker, Motion
 from edgevpr.runtime.localize.calibration import (
     Calibration,
@@ -48,9 +49,13 @@ from edgevpr.runtime.localize.fix import (
 )
 from edgevpr.runtime.localize.layout import PlaceLayout
 from edgevpr.runtime.localize.route import RouteConfig, RouteTracker, RowStats, z_scorer
-from edgevpr.runtime.localize.stream import StreamFrame, prepared_frame, stream_fixes
+from edgevpr.runtime.localize.stream import (
+    StreamFrame,
+    embedded_frames,
+    frame_name,
+    prepared_frame,
+)
 from edgevpr.runtime.localize.vectorcache import VectorCache
-from edgevpr.runtime.pixels import DEFAULT_ENCODING
 from edgevpr.runtime.placemap import Neighbours, PlaceMap
 from edgevpr.runtime.recognizer import Match, check_same_model, matches_of
 
@@ -269,8 +274,9 @@ class Localizer:
         k = max(self.k, self._seeds())
         if prior is not None:
             found = self.placemap.query(query, k=k, prior=prior)[0]
+            distances = None if found.distances_m is None else found.distances_m[: self.k]
             shown = Neighbours(found.ids[: self.k], found.scores[: self.k],
-                               found.records[: self.k], found.distances_m[: self.k])  # fmt: skip
+                               found.records[: self.k], distances)  # fmt: skip
             return found.ids, shown
         ids, scores = (row[0] for row in self.placemap.search(query[None], k=k))
         records = [self.layout.records[p] for p in self.layout.index_of(ids[: self.k])]
@@ -430,7 +436,16 @@ class Localizer:
         lazily: the next batch is decoded and embedded while the current one is tracked,
         and memory stays bounded for an endless stream. ``on_unreadable(frame, error)``
         skips unreadable frames (by default they stop the stream)."""
-        return stream_fixes(self, frames, encoding, check_prior(prior), progress, on_unreadable)
+        return self._fixes(embedded_frames(self.embedder, frames, encoding, progress,
+                                           on_unreadable), check_prior(prior))  # fmt: skip
+
+    def _fixes(
+        self, embedded: Iterator[tuple[StreamFrame, bool, np.ndarray]], prior: GeoPrior | None
+    ) -> Iterator[Fix]:
+        for item, blank, descriptor in embedded:
+            yield self.update_descriptor(descriptor, timestamp=item.timestamp, prior=prior,
+                                         odometry=item.odometry, name=frame_name(item),
+                                         blank=blank)  # fmt: skip
 
 
 __all__ = ["AREA", "AUTO", "ROUTE", "Localizer", "Match", "StreamFrame"]

@@ -9,13 +9,13 @@ message types.
 from __future__ import annotations
 
 import math
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 
-from edgevpr.errors import EdgeVPRError
+from edgevpr.core.errors import EdgeVPRError
+from edgevpr.core.pixels import ENCODINGS
 from edgevpr.runtime.localize.fix import EAST_NORTH, LAT_LON, Fix
-from edgevpr.runtime.pixels import ENCODINGS
 
 IMAGE, COMPRESSED = "sensor_msgs/msg/Image", "sensor_msgs/msg/CompressedImage"
 IMAGE_TYPES = (IMAGE, COMPRESSED, "sensor_msgs/Image", "sensor_msgs/CompressedImage")
@@ -37,7 +37,7 @@ def stamp_seconds(message: Any) -> float | None:
     return None if seconds is None else float(seconds) + float(nanos) * 1e-9
 
 
-def frame_of(message: Any, msgtype: str) -> tuple[Any, str]:
+def image_of(message: Any, msgtype: str) -> tuple[Any, str]:
     """(pixels or encoded bytes, encoding) of an image message."""
     if msgtype.endswith("CompressedImage"):
         return bytes(np.asarray(message.data, np.uint8)), "rgb8"  # decoded as a file is
@@ -62,7 +62,7 @@ def pixels_of(message: Any) -> tuple[np.ndarray, str]:
             f"image message of {width}x{height} {encoding} holds {len(data)} bytes, step {step}"
         )
     rows = data[: step * height].reshape(height, step)[:, :row_bytes]
-    order = ">" if getattr(message, "is_bigendian", 0) else "<"
+    order: Literal[">", "<"] = ">" if getattr(message, "is_bigendian", 0) else "<"
     pixels = np.ascontiguousarray(rows).view(np.dtype(spec.dtype).newbyteorder(order))
     shape = (height, width) if spec.channels == 1 else (height, width, spec.channels)
     return pixels.reshape(shape).astype(spec.dtype), encoding

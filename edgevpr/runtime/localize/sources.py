@@ -14,12 +14,12 @@ from pathlib import Path
 
 import cv2
 
-from edgevpr.errors import EdgeVPRError
-from edgevpr.extras import install_hint
-from edgevpr.runtime.images import IMAGE_SUFFIXES, list_images
+from edgevpr.core.errors import EdgeVPRError
+from edgevpr.core.extras import install_hint
+from edgevpr.core.images import IMAGE_SUFFIXES, list_images
 from edgevpr.runtime.localize.layout import name_key, timestamp_value
 from edgevpr.runtime.localize.localizer import StreamFrame
-from edgevpr.runtime.localize.rosmsg import IMAGE_TYPES, frame_of, stamp_seconds
+from edgevpr.runtime.localize.rosmsg import IMAGE_TYPES, image_of, stamp_seconds
 from edgevpr.runtime.placemap.place_record import record_for
 
 BAG_SUFFIXES = (".bag", ".mcap", ".db3")
@@ -122,7 +122,7 @@ def bag_source(path: Path, topic: str | None) -> FrameSource:
         try:
             for index, (connection, stamp_ns, raw) in enumerate(reader.messages(chosen)):
                 message = reader.deserialize(raw, connection.msgtype)
-                image, encoding = frame_of(message, connection.msgtype)
+                image, encoding = image_of(message, connection.msgtype)
                 seconds = stamp_seconds(message)
                 yield StreamFrame(
                     image,

@@ -1,4 +1,4 @@
-"""Frames from a stream into a :class:`Localizer`: what a source knows of each frame
+"""Frames from a stream, ready for a localizer: what a source knows of each frame
 (:class:`StreamFrame`), pixels as the model reads them, and the lazy loop that decodes and
 embeds the next frames while the current ones are tracked."""
 
@@ -6,22 +6,18 @@ from __future__ import annotations
 
 import os
 from collections import deque
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 
-from edgevpr.errors import EdgeVPRError
-from edgevpr.runtime.geo import GeoPrior
-from edgevpr.runtime.images import decode_image
-from edgevpr.runtime.localize.fix import Fix
-from edgevpr.runtime.pixels import DEFAULT_ENCODING, to_rgb8
-from edgevpr.runtime.preprocess import PreprocessSpec, read_for_model
-
-if TYPE_CHECKING:
-    from edgevpr.runtime.localize.localizer import Localizer
+from edgevpr.core.errors import EdgeVPRError
+from edgevpr.core.images import decode_image
+from edgevpr.core.pixels import DEFAULT_ENCODING, to_rgb8
+from edgevpr.core.preprocess import PreprocessSpec, read_for_model
+from edgevpr.runtime.embedder import Embedder
 
 # A frame whose grey levels vary less than this (0-255) is blank: a covered lens, a black
 # or white frame. It is never accepted, and the trackers skip it.
@@ -55,24 +51,20 @@ def prepared_frame(frame: Any, encoding: str, spec: PreprocessSpec) -> tuple[np.
     return rgb, float(rgb[::step, ::step].std()) < BLANK_STD
 
 
-def stream_fixes(
-    localizer: Localizer,
-    frames: Iterable[Any],
-    encoding: str,
-    prior: GeoPrior | None,
-    progress: bool,
-    on_unreadable: Any,
-) -> Iterator[Fix]:
-    """``Localizer.run``'s loop (its arguments checked there)."""
+def embedded_frames(
+    embedder: Embedder, frames: Iterable[Any], encoding: str, progress: bool,
+    on_unreadable: Callable[[StreamFrame, EdgeVPRError], None] | None,
+) -> Iterator[tuple[StreamFrame, bool, np.ndarray]]:  # fmt: skip
+    """Each readable frame with whether it is blank and its descriptor, lazily: the next
+    batch is decoded and embedded while the caller handles the current one."""
     # what the decoding thread learnt of each frame it passed on, in order
     pending: deque[tuple[StreamFrame, bool]] = deque()
-    spec = localizer.embedder.spec
 
     def prepared() -> Iterator[np.ndarray]:
         for given in frames:
             item = given if isinstance(given, StreamFrame) else StreamFrame(given, None)
             try:
-                rgb, blank = prepared_frame(item.image, item.encoding or encoding, spec)
+                rgb, blank = prepared_frame(item.image, item.encoding or encoding, embedder.spec)
             except EdgeVPRError as exc:
                 if on_unreadable is None:
                     raise
@@ -81,18 +73,14 @@ def stream_fixes(
             pending.append((item, blank))
             yield rgb
 
-    for _, descriptors in localizer.embedder.stream(prepared(), progress=progress):
+    for _, descriptors in embedder.stream(prepared(), progress=progress):
         for descriptor in descriptors:
             item, blank = pending.popleft()
-            yield localizer.update_descriptor(
-                descriptor,
-                timestamp=item.timestamp,
-                prior=prior,
-                odometry=item.odometry,
-                name=item.name or _name(item),
-                blank=blank,
-            )
+            yield item, blank, descriptor
 
 
-def _name(item: StreamFrame) -> str | None:
+def frame_name(item: StreamFrame) -> str | None:
+    """What a frame is called in a fix: its own name, else its file's."""
+    if item.name:
+        return item.name
     return str(Path(item.image)) if isinstance(item.image, (str, os.PathLike)) else None

@@ -14,7 +14,7 @@ from collections.abc import Callable
 import cv2
 import numpy as np
 
-from edgevpr.files import write_bytes_atomic
+from edgevpr.core.files import write_bytes_atomic
 
 PANEL = 640
 MARGIN = 40
@@ -103,7 +103,7 @@ def _scaler(
     return pixel
 
 
-def _dots(canvas: np.ndarray, pixel, points: np.ndarray, colour, radius: int) -> None:  # noqa: ANN001
+def _dots(canvas: np.ndarray, pixel, points: np.ndarray, colour, radius: int) -> None:
     points = points[np.isfinite(points).all(axis=1)]
     if len(points):
         for x, y in pixel(points):

@@ -1,6 +1,8 @@
-"""The place map, in parts: the records as columns (``records``), the hnswlib index
-(``hnsw``, its file layout checked in ``hnsw_file``), the one module that owns the file
-format (``mapfile``), and the map that composes them (``core``)."""
+"""The place map: an index of one kind (``kinds``: hnswlib, usearch, faiss) over the
+descriptors or a projection of them (``projection``), a store of the full-precision
+descriptors (``vectors``), the records as columns (``records``), searched by ``search`` and
+composed by ``core``; its file (``fileformat``), geo tiles (``tiles``) and big builds
+(``build``)."""
 
 from edgevpr.runtime.placemap.core import (
     ADD_CHUNK,
@@ -9,17 +11,6 @@ from edgevpr.runtime.placemap.core import (
     Neighbours,
     PlaceMap,
 )
-from edgevpr.runtime.placemap.hnsw import DEFAULT_EF, DEFAULT_EF_CONSTRUCTION, DEFAULT_M
 from edgevpr.runtime.placemap.place_record import PlaceRecord
 
-__all__ = [
-    "ADD_CHUNK",
-    "DEFAULT_EF",
-    "DEFAULT_EF_CONSTRUCTION",
-    "DEFAULT_K",
-    "DEFAULT_M",
-    "INITIAL_CAPACITY",
-    "Neighbours",
-    "PlaceMap",
-    "PlaceRecord",
-]
+__all__ = ["ADD_CHUNK", "DEFAULT_K", "INITIAL_CAPACITY", "Neighbours", "PlaceMap", "PlaceRecord"]

@@ -25,26 +25,27 @@ from typing import Any
 
 import numpy as np
 
-from edgevpr.errors import EdgeVPRError
-from edgevpr.files import exclusive, file_identity
-from edgevpr.runtime.checks import file_path, place_ids, unit_rows, whole
-from edgevpr.runtime.geo import GeoPrior, check_prior
-from edgevpr.runtime.placemap.hnsw import (
-    DEFAULT_EF,
-    DEFAULT_EF_CONSTRUCTION,
-    DEFAULT_M,
-    INITIAL_CAPACITY,
-)
+from edgevpr.core.checks import file_path, place_ids, ranged, unit_rows, whole
+from edgevpr.core.errors import EdgeVPRError
+from edgevpr.core.files import exclusive, file_identity
+from edgevpr.core.geo import GeoPrior, check_prior
 from edgevpr.runtime.placemap.kinds import FAISS_IVF
-from edgevpr.runtime.placemap.parts import MapParts, Neighbours, graph_params, new_parts
+from edgevpr.runtime.placemap.parts import MapParts, MapSpec, Neighbours, new_parts
 from edgevpr.runtime.placemap.place_record import PlaceRecord, records_for
 from edgevpr.runtime.placemap.projection import Projection
 from edgevpr.runtime.placemap.records import NO_SOURCE
-from edgevpr.runtime.placemap.search import DEFAULT_RERANK, Found, Frame, MapSearch, frame_of
-from edgevpr.runtime.rwlock import ReadWriteLock
+from edgevpr.runtime.placemap.rwlock import ReadWriteLock
+from edgevpr.runtime.placemap.search import (
+    DEFAULT_RERANK,
+    Found,
+    MapSearch,
+    MetricFrame,
+    metric_frame,
+)
 
 DEFAULT_K = 5  # places a query lists
 ADD_CHUNK = 256
+INITIAL_CAPACITY = 1024
 # The default index kind, chosen by measurement (2 cores): at 100k places of 4096-d
 # descriptors (PCA 256, exact re-ranking) faiss's inverted lists over 8-bit codes reached
 # top-1 agreement 0.995 with exact float search at 0.85 ms, where the HNSW kinds at the same
@@ -59,10 +60,10 @@ class PlaceMap:
 
     Example::
 
-        place_map = PlaceMap.create(embedder.descriptor_dim, embedder.fingerprint)
-        ids = place_map.add(embedder.embed_paths(paths), [PlaceRecord(path=str(p), east=e,
+        placemap = PlaceMap.create(embedder.descriptor_dim, embedder.fingerprint)
+        ids = placemap.add(embedder.embed_paths(paths), [PlaceRecord(path=str(p), east=e,
                             north=n) for p, (e, n) in zip(paths, positions)])
-        place_map.save("route.vprmap")
+        placemap.save("route.vprmap")
         found = PlaceMap.load("route.vprmap").query(query_descriptor, k=5,
                                                     prior=GeoPrior(e, n, 50.0))[0]
         print(found.ids, found.scores, found.records[0].path)
@@ -71,7 +72,7 @@ class PlaceMap:
     the full descriptors (memory-mapped from the file once saved)::
 
         sample = descriptors[:20000]
-        place_map = PlaceMap.create(4096, fingerprint, index="usearch", storage="i8",
+        placemap = PlaceMap.create(4096, fingerprint, index="usearch", storage="i8",
                                     projection=Projection.fit(sample, 256))
     """
 
@@ -92,8 +93,8 @@ class PlaceMap:
         self._sources: list[dict[str, Any]] = list(parts.sources or [])
         self._source = None if source is None else file_path(source, "place map")
         self._identity = identity  # of the file at ``source`` when this map was read
-        self._search = MapSearch(self._index, self._records, self._store, self._projection,
-                                 parts.rerank)  # fmt: skip
+        self._search = MapSearch(self._kind, self._index, self._records, self._store,
+                                 self._projection, parts.rerank)  # fmt: skip
         self._lock = ReadWriteLock()
 
     # ---------------------------------------------------------------- construction
@@ -102,18 +103,15 @@ class PlaceMap:
         cls,
         dim: int,
         fingerprint: str,
-        M: int = DEFAULT_M,
-        ef_construction: int = DEFAULT_EF_CONSTRUCTION,
-        ef: int = DEFAULT_EF,
-        capacity: int = INITIAL_CAPACITY,
-        model: dict[str, Any] | None = None,
         *,
         index: str = DEFAULT_INDEX,
         storage: str | None = None,
         projection: Projection | None = None,
         store: str = DEFAULT_STORE,
         rerank: int = DEFAULT_RERANK,
-        params: dict[str, int] | None = None,
+        capacity: int = INITIAL_CAPACITY,
+        model: dict[str, Any] | None = None,
+        **params: int,
     ) -> PlaceMap:
         """An empty map for ``dim``-dimensional descriptors of the model ``fingerprint``.
 
@@ -121,23 +119,25 @@ class PlaceMap:
             dim: descriptor size (``Embedder.descriptor_dim``).
             fingerprint: the model's fingerprint (``Embedder.fingerprint``); a map answers
                 only queries embedded by the same weights.
-            M, ef_construction, ef: graph degree, build breadth and search breadth (HNSW
-                kinds; ``ef`` is the lists probed, nprobe, for faiss-ivf).
-            capacity: places to make room for now (the map grows as needed; faiss-ivf sizes
-                its lists by it).
-            model: what to record about the model (``Embedder.model_summary()``).
-            index: the index kind (``kinds.INDEX_KINDS``); storage: how it holds vectors.
+            index: the index kind (``kinds.INDEX_KINDS``); storage: how it holds vectors
+                (default: the kind's first).
             projection: a fitted :class:`Projection` the index searches in.
             store: full-precision descriptors kept for exact re-ranking: "f32", "f16" or
                 "none" (none: the index's scores are final).
             rerank: candidates the index proposes for exact re-ranking.
-            params: more parameters of the kind (faiss-ivf: nlist, pq_bytes).
+            capacity: places to make room for now (the map grows as needed; faiss-ivf sizes
+                its lists by it).
+            model: what to record about the model (``Embedder.model_summary()``).
+            **params: the index kind's own parameters by name, each checked against its
+                range (hnswlib, usearch, faiss-hnsw: ``M``, ``ef_construction``, ``ef``;
+                faiss-ivf: ``nlist``, ``nprobe``, ``pq_bytes``); the kind's defaults fill
+                the rest, and a name the kind does not take is refused.
 
         Returns:
             An empty :class:`PlaceMap`.
         """
-        return cls(new_parts(dim, fingerprint, M, ef_construction, ef, capacity, model, index,
-                             storage, projection, store, rerank, params))  # fmt: skip
+        return cls(new_parts(MapSpec(dim, fingerprint, index, storage, dict(params), projection,
+                                     store, rerank, capacity, model)))  # fmt: skip
 
     @classmethod
     def load(cls, path: str | os.PathLike[str], verify: bool = False) -> PlaceMap:
@@ -146,7 +146,7 @@ class PlaceMap:
         places compared with the records; every problem a one-line EdgeVPRError naming the
         file. Stored descriptors are verified row by row as queries read them; ``verify``
         checks them all now (see :meth:`verify`)."""
-        from edgevpr.runtime.placemap.persist import read_map
+        from edgevpr.runtime.placemap.fileformat.persist import read_map
 
         path = file_path(path, "place map")
         before = file_identity(path)
@@ -196,21 +196,19 @@ class PlaceMap:
         return self._index.params()
 
     @property
-    def M(self) -> int:  # noqa: N802 - the name everyone uses for HNSW's degree
+    def ef(self) -> int:
+        """Search breadth: HNSW's ef, faiss-ivf's lists probed (see :meth:`set_ef`)."""
+        return int(self._index.params()[self._kind.breadth])
+
+    @property
+    def M(self) -> int:
+        """The graph degree of the HNSW kinds (0 for others)."""
         return int(self._index.params().get("M", 0))
 
     @property
     def ef_construction(self) -> int:
+        """The build breadth of the HNSW kinds (0 for others)."""
         return int(self._index.params().get("ef_construction", 0))
-
-    @property
-    def ef(self) -> int:
-        params = self._index.params()
-        return int(params.get("ef", params.get("nprobe", 0)))
-
-    @property
-    def capacity(self) -> int:
-        return int(getattr(self._index, "capacity", len(self._records)))
 
     @property
     def model(self) -> dict[str, Any]:
@@ -265,8 +263,8 @@ class PlaceMap:
             self._require_known(ids)
             if self._store.keeps:
                 return self._store.get(self._records.rows_of(ids))
-            if self._projection is None:
-                return self._index.vectors(ids)  # type: ignore[attr-defined]
+            if self._projection is None and self._kind.keeps_vectors:
+                return self._index.vectors(ids)
         raise EdgeVPRError("this map keeps only projected descriptors (built with --store none)")
 
     def coordinate_kind(self) -> str | None:
@@ -281,12 +279,12 @@ class PlaceMap:
             self._require_known(ids)
             return self._records.without_coordinates(ids)
 
-    def positions(self) -> tuple[np.ndarray, np.ndarray, Frame]:
+    def positions(self) -> tuple[np.ndarray, np.ndarray, MetricFrame]:
         """(ids, N x 2 metres in one flat frame, the frame) of the live places; NaN rows
         for places without coordinates."""
         with self._lock.reading():
             ids, coordinates = self._records.coordinates()
-        frame = frame_of(coordinates)
+        frame = metric_frame(coordinates)
         if frame is None:
             raise EdgeVPRError("this map mixes east/north places with lat/lon-only ones")
         return ids, frame[0].metres(coordinates), frame
@@ -304,8 +302,7 @@ class PlaceMap:
             self._dim, self._fingerprint, capacity=max(len(ids), 1), model=self._model,
             index=self._kind.name, storage=self._index.storage, projection=self._projection,
             store=self._store.kind, rerank=self._search.rerank,
-            params={k: v for k, v in self._index.params().items() if k not in ("nlist",)},
-            **graph_params(self._index.params()),
+            **{k: v for k, v in self._kind.own(self._index.params()).items() if k != "nlist"},
         )  # fmt: skip
         stripped = [PlaceRecord.checked({**r.to_dict(), "id": None}) for r in records]
         part.add(descriptors, stripped)
@@ -320,13 +317,13 @@ class PlaceMap:
     # ---------------------------------------------------------------- mutation
     def set_ef(self, ef: int) -> None:
         """Search breadth: higher is more exact and slower (HNSW's ef; faiss-ivf's nprobe)."""
-        ef = whole(ef, "ef", 1, 100_000)
+        ef = ranged(ef, self._kind.breadth)
         with self._lock.writing():
             self._index.set_search_breadth(ef)
 
     def set_rerank(self, rerank: int) -> None:
         """Candidates the index proposes for exact re-ranking."""
-        rerank = whole(rerank, "rerank", 1, 100_000)
+        rerank = ranged(rerank, "rerank")
         with self._lock.writing():
             self._search.rerank = rerank
 
@@ -336,7 +333,7 @@ class PlaceMap:
         vectors = self._unit_rows(descriptors, "training")
         searched = vectors if self._projection is None else self._projection.apply(vectors)
         with self._lock.writing():
-            if hasattr(self._index, "train") and not self._index.trained:
+            if self._kind.trains and not self._index.trained:
                 self._index.train(searched)
 
     def add(
@@ -368,7 +365,7 @@ class PlaceMap:
                 if source not in self._sources:
                     self._sources.append(dict(source))
                 where = self._sources.index(source)
-            if hasattr(self._index, "train") and not self._index.trained:
+            if self._kind.trains and not self._index.trained:
                 self._index.train(searched)
         for start in range(0, len(rows), ADD_CHUNK):
             chunk = slice(start, min(start + ADD_CHUNK, len(rows)))
@@ -376,8 +373,8 @@ class PlaceMap:
                 self._index.add(searched[chunk], ids[chunk], num_threads)
                 self._store.append(vectors[chunk])
                 self._records.append(ids[chunk], rows[chunk], where)
-        rebuild = getattr(self._index, "needs_rebuild", None)
-        if rebuild is not None and self._store.keeps and rebuild(len(self._records)):
+        places = len(self._records)
+        if self._kind.trains and self._store.keeps and self._index.needs_rebuild(places):
             self.compact()
         return ids
 
@@ -386,13 +383,14 @@ class PlaceMap:
         unique = np.unique(place_ids(ids))
         with self._lock.writing():
             self._require_known(unique)
-            self._index.remove(unique)
+            if self._kind.removes:  # others keep removed places until compaction
+                self._index.remove(unique)
             self._records.delete(unique)
 
     def compact(self) -> None:
         """Rebuild the index over the live places only: removed places no longer take room
         in it (``save`` then writes them nowhere)."""
-        from edgevpr.runtime.placemap.persist import rebuilt_index
+        from edgevpr.runtime.placemap.fileformat.persist import rebuilt_index
 
         with self._lock.writing():
             self._index = rebuilt_index(self._parts_now())
@@ -455,7 +453,7 @@ class PlaceMap:
         command changing it: one EdgeVPRError line), and saving over the file this map was
         loaded from is refused when that file has changed since (another process saved
         there: load it again and redo the change)."""
-        from edgevpr.runtime.placemap.persist import write_map_file
+        from edgevpr.runtime.placemap.fileformat.persist import write_map_file
 
         path = file_path(path, "place map")
         with exclusive(path, "the map on disk"), self._lock.reading():

@@ -11,10 +11,10 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from edgevpr.errors import EdgeVPRError
-from edgevpr.runtime.checks import file_path, real, shown, whole
-from edgevpr.runtime.geo import check_latlon, is_utm_zone
-from edgevpr.runtime.layout_names import parse_layout_name
+from edgevpr.core.checks import file_path, real, shown, whole
+from edgevpr.core.errors import EdgeVPRError
+from edgevpr.core.geo import check_latlon, is_utm_zone
+from edgevpr.core.layout_names import parse_layout_name
 
 FLOAT_FIELDS = ("east", "north", "lat", "lon", "heading")
 
@@ -43,6 +43,10 @@ class PlaceRecord:
             value = getattr(self, name)
             if value is not None:
                 object.__setattr__(self, name, real(value, f"place {label}: {name}"))
+        self._check_fields(label)
+
+    def _check_fields(self, label: object) -> None:
+        """The zone, timestamp, coordinate pairs and heading of the record called ``label``."""
         if self.utm_zone is not None and (
             not isinstance(self.utm_zone, str) or not is_utm_zone(self.utm_zone)
         ):

@@ -20,8 +20,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from edgevpr.errors import EdgeVPRError
-from edgevpr.runtime.checks import whole
+from edgevpr.core.checks import whole
+from edgevpr.core.errors import EdgeVPRError
 
 PCA, WHITENED = "pca", "pca-whitened"
 KINDS = (PCA, WHITENED)

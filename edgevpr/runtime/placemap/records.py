@@ -15,8 +15,8 @@ from typing import Any
 
 import numpy as np
 
-from edgevpr.errors import EdgeVPRError
-from edgevpr.runtime.geo import PlaceCoordinates, is_utm_zone
+from edgevpr.core.errors import EdgeVPRError
+from edgevpr.core.geo import PlaceCoordinates, is_utm_zone
 from edgevpr.runtime.placemap.place_record import FLOAT_FIELDS, PlaceRecord
 
 TEXT_FIELDS = ("path", "timestamp")  # timestamps as JSON text: a number or a string
@@ -202,8 +202,10 @@ class RecordTable:
         return int(np.count_nonzero(np.isnan(east) & np.isnan(lat)))
 
     # ------------------------------------------------------------------ changing
-    def append(self, ids: np.ndarray, rows: list[PlaceRecord], source: int = NO_SOURCE) -> None:
-        """Add places whose ids are all larger than any before."""
+    def append(self, ids: np.ndarray, rows: list[PlaceRecord],
+               source: int | np.ndarray = NO_SOURCE) -> None:  # fmt: skip
+        """Add places whose ids are all larger than any before (``source``: the model that
+        embedded them all, or one per place)."""
         count = len(rows)
         if count == 0:
             return
@@ -300,17 +302,6 @@ class RecordTable:
             parts = {p: arrays[f"{name}.{p}"] for p in ("offsets", "blob", "present")}
             table._text[name] = TextColumn.decoded(parts, count, name)
         return table
-
-    # ------------------------------------------------------------------ as plain data
-    def to_dicts(self) -> list[dict[str, Any]]:
-        """Every live place as a dict (with ``source`` where known), in id order."""
-        out = []
-        for row in self.live_rows().tolist():
-            data = self._record_at(row).to_dict()
-            if self._sources[row] != NO_SOURCE:
-                data["source"] = int(self._sources[row])
-            out.append(data)
-        return out
 
 
 def check_float_columns(floats: np.ndarray) -> None:

@@ -24,7 +24,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from edgevpr.runtime.geo import (
+from edgevpr.core.geo import (
     GeoPrior,
     LocalProjection,
     PlaceCoordinates,
@@ -32,7 +32,7 @@ from edgevpr.runtime.geo import (
     latlon_to_utm,
 )
 from edgevpr.runtime.placemap.geogrid import GeoGrid
-from edgevpr.runtime.placemap.kinds import FewerThanK, SearchIndex
+from edgevpr.runtime.placemap.kinds import FewerThanK, IndexKind, SearchIndex
 from edgevpr.runtime.placemap.projection import Projection
 from edgevpr.runtime.placemap.records import RecordTable
 from edgevpr.runtime.placemap.vectors import VectorStore
@@ -66,15 +66,16 @@ class MapSearch:
 
     def __init__(
         self,
+        kind: IndexKind,
         index: SearchIndex,
         records: RecordTable,
         store: VectorStore,
         projection: Projection | None,
         rerank: int,
     ) -> None:
-        self.index, self.records, self.store = index, records, store
+        self.kind, self.index, self.records, self.store = kind, index, records, store
         self.projection, self.rerank = projection, rerank
-        self._grid: tuple[object, GeoGrid | None, Frame | None] | None = None
+        self._grid: tuple[object, GeoGrid | None, MetricFrame | None] | None = None
 
     # ------------------------------------------------------------------ without a prior
     def knn(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
@@ -125,8 +126,7 @@ class MapSearch:
         if self.store.keeps:
             scores = queries @ self.store.get(self.records.rows_of(candidates)).T
         else:
-            vectors = self.index.vectors(candidates)  # type: ignore[attr-defined]
-            scores = self._projected(queries) @ vectors.T
+            scores = self._projected(queries) @ self.index.vectors(candidates).T
         ids = np.broadcast_to(candidates, scores.shape)
         return _top(ids, scores, k)
 
@@ -138,7 +138,7 @@ class MapSearch:
         found = self._searched_with_prior(queries, k, prior)
         out = []
         for row, answer in enumerate(found):
-            distance = np.nan_to_num(answer.distances_m, nan=np.inf)
+            distance = np.nan_to_num(np.asarray(answer.distances_m), nan=np.inf)
             if (distance > prior.radius_m).any():
                 answer = self._exact_in_circle(queries[row : row + 1], k, prior)[0]
             out.append(answer)
@@ -152,7 +152,7 @@ class MapSearch:
             share = inside / max(len(self.records), 1)
             # few places are scored exactly, whatever share of the map they are
             many = inside * self.store.dim > EXACT_PRIOR_BUDGET
-            if many and (share >= OVERFETCH_SHARE or not self.index.filters):
+            if many and (share >= OVERFETCH_SHARE or not self.kind.filters):
                 found = self._overfetched(queries, k, prior, share)
                 if found is not None:
                     return found
@@ -198,7 +198,7 @@ class MapSearch:
         if len(candidates) * self.store.dim <= EXACT_PRIOR_BUDGET:
             return self.exact(queries, candidates, k)
         depth = min(max(k, self.rerank) if self.store.keeps else k, len(candidates))
-        if not self.index.filters:
+        if not self.kind.filters:
             return self._two_stage(queries, candidates, depth, k)
         try:
             ids, scores = self._proposed(queries, depth, np.sort(candidates))
@@ -211,10 +211,9 @@ class MapSearch:
     ) -> tuple[np.ndarray, np.ndarray]:
         """All candidates scored on the index's own compact vectors, the best ``depth``
         re-ranked exactly: a fraction of the bytes of scoring them all at full precision."""
-        vectors = getattr(self.index, "vectors", None)
-        if vectors is None or not self.store.keeps:
+        if not self.kind.keeps_vectors or not self.store.keeps:
             return self.exact(queries, candidates, k)
-        scores = self._projected(queries) @ vectors(candidates).T
+        scores = self._projected(queries) @ self.index.vectors(candidates).T
         ids = np.broadcast_to(candidates, scores.shape)
         best, _ = _top(ids, scores, depth)
         return self._ranked(queries, best, np.zeros(best.shape, np.float32), k)
@@ -250,7 +249,7 @@ class MapSearch:
         coordinates (what the grid returns: no lookup)."""
         all_ids, coordinates = self.records.coordinates()
         if rows is None:
-            rows = np.searchsorted(all_ids, ids)
+            rows = np.searchsorted(all_ids, np.asarray(ids))
         subset = PlaceCoordinates(
             east=coordinates.east[rows], north=coordinates.north[rows],
             lat=coordinates.lat[rows], lon=coordinates.lon[rows],
@@ -258,21 +257,21 @@ class MapSearch:
         )  # fmt: skip
         return distances_m(prior, subset)
 
-    def _geo(self) -> tuple[GeoGrid | None, Frame | None]:
+    def _geo(self) -> tuple[GeoGrid | None, MetricFrame | None]:
         """The grid over the places' positions and its frame (built once per change)."""
         current = self.records.coordinates()
         if self._grid is None or self._grid[0] is not current:
             ids, coordinates = current
-            frame = frame_of(coordinates)
+            frame = metric_frame(coordinates)
             grid = None if frame is None else GeoGrid(ids, frame[0].metres(coordinates))
             self._grid = (current, grid, frame)
-        return self._grid[1], self._grid[2]  # type: ignore[return-value]
+        return self._grid[1], self._grid[2]
 
 
-Frame = tuple[LocalProjection, frozenset]  # the flat frame of a map's places, its UTM zones
+MetricFrame = tuple[LocalProjection, frozenset]  # the flat frame of a map's places, its UTM zones
 
 
-def frame_of(coordinates: PlaceCoordinates) -> Frame | None:
+def metric_frame(coordinates: PlaceCoordinates) -> MetricFrame | None:
     """One flat frame (metres) for every place with a position, or None for maps that mix
     east/north places with latitude/longitude-only ones."""
     planar = np.isfinite(coordinates.east)
@@ -282,7 +281,7 @@ def frame_of(coordinates: PlaceCoordinates) -> Frame | None:
     return LocalProjection.of(coordinates), coordinates.utm_zones
 
 
-def in_frame(prior: GeoPrior, frame: Frame) -> tuple[float, float] | None:
+def in_frame(prior: GeoPrior, frame: MetricFrame) -> tuple[float, float] | None:
     """The prior's position in a frame, or None where it cannot be placed there."""
     projection, zones = frame
     if projection.planar:

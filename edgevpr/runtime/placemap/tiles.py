@@ -23,10 +23,10 @@ from typing import Any
 
 import numpy as np
 
-from edgevpr.errors import EdgeVPRError, first_line
-from edgevpr.files import write_text_atomic
-from edgevpr.runtime.checks import file_path, unit_rows, whole
-from edgevpr.runtime.geo import GeoPrior, LocalProjection, check_prior, is_utm_zone
+from edgevpr.core.checks import file_path, unit_rows, whole
+from edgevpr.core.errors import EdgeVPRError, first_line
+from edgevpr.core.files import write_text_atomic
+from edgevpr.core.geo import GeoPrior, LocalProjection, check_prior, is_utm_zone
 from edgevpr.runtime.placemap.core import PlaceMap
 from edgevpr.runtime.placemap.parts import Neighbours
 from edgevpr.runtime.placemap.search import in_frame

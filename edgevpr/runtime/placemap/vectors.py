@@ -10,11 +10,13 @@ from __future__ import annotations
 
 import tempfile
 from collections.abc import Iterator
+from typing import BinaryIO
 
 import numpy as np
 
-from edgevpr.errors import EdgeVPRError
-from edgevpr.runtime.placemap.filerows import FileRows, row_checks
+from edgevpr.core.errors import EdgeVPRError
+from edgevpr.runtime.placemap.fileformat.container import LazySection
+from edgevpr.runtime.placemap.fileformat.filerows import FileRows, row_checks
 
 STORES = {"f32": np.float32, "f16": np.float16}
 NONE = "none"
@@ -28,7 +30,7 @@ class GrowingRows:
     def __init__(self, dim: int, dtype: np.dtype) -> None:
         self._rows = np.empty((0, dim), dtype)
         self._count = 0
-        self._file: tempfile._TemporaryFileWrapper | None = None
+        self._file: BinaryIO | None = None
 
     def __len__(self) -> int:
         return self._count
@@ -122,7 +124,7 @@ class VectorStore:
         return chunks, RowChecks(chunks)
 
 
-class RowChunks:
+class RowChunks(LazySection):
     """Rows of a store, written a chunk at a time (never all in memory at once), each
     loaded one verified as it is read: a damaged map is never copied into a new file with
     fresh checksums."""
@@ -144,7 +146,7 @@ class RowChunks:
             yield block
 
 
-class RowChecks:
+class RowChecks(LazySection):
     """The check values of the rows a :class:`RowChunks` wrote (see ``filerows``)."""
 
     def __init__(self, rows: RowChunks) -> None:
