@@ -21,6 +21,7 @@ COMMANDS = {
     "demo": ("edgevpr.demo:demo", "Run the whole pipeline on built-in synthetic data."),
     "info": ("edgevpr.info:info", "Describe a checkpoint, ONNX model, engine or place map."),
     "synth": ("edgevpr.data.cli:synth", "Generate a synthetic VPR dataset."),
+    "record": ("edgevpr.data.cli:record", "Record named images as a drive (bag, video, photos)."),
     "train": ("edgevpr.train.cli:train", "Train a VPR model."),
     "eval": ("edgevpr.eval.cli:evaluate", "Recall@N of a checkpoint or exported model."),
     "export": ("edgevpr.export.cli:export", "Export to ONNX / INT8 / TensorRT with parity gates."),

@@ -3,8 +3,10 @@
 It runs, in this process, exactly the commands a user would type (each is printed first):
 synthesise a small set of places, train MixVPR on the real ImageNet EfficientNet-Lite0
 backbone, evaluate it, export ONNX and INT8 with their parity gates, build a place map, ask
-it where a query image was taken, localise the test route frame by frame, measure the
-exported model through the runtime, and print a latency table.
+it where a query image was taken, localise the test route frame by frame, teach a map
+from a recorded drive (a video with its GPX track) and localise a second drive (a ROS 2 bag)
+against its own GNSS, measure the exported model through the runtime, and print a latency
+table.
 """
 
 from __future__ import annotations
@@ -128,6 +130,7 @@ def pipeline_steps(work: Path, minutes: float) -> list[list[str]]:
             str(work / "track.png"),
             "-q",
         ],
+        *teach_steps(work, model),
         ["eval", str(model), str(data)],
         ["eval", str(export / "best_int8.onnx"), str(data)],
         # The artifacts export just gated, with the checkpoint as the PyTorch reference row.
@@ -144,6 +147,24 @@ def pipeline_steps(work: Path, minutes: float) -> list[list[str]]:
             "10k",
         ],
     ]
+
+
+def teach_steps(work: Path, model: Path) -> list[list[str]]:
+    """Teach and repeat: the test places driven once as a video with a GPX track, taught
+    into a map; driven again (the query views) as a ROS 2 bag with NavSatFix, localised
+    against the map and scored against the bag's own GNSS, the track written as GPX."""
+    test, drives = work / "data/images/test", work / "drives"
+    first, second = drives / "first.avi", drives / "second"
+    return [
+        ["record", str(test / "database"), str(first), "--as", "video", "--period", "2",
+         "--start", "2026-06-01T10:00:00Z"],
+        ["record", str(test / "queries"), str(second), "--as", "bag", "--period", "2",
+         "--start", "2026-06-02T10:00:00Z"],
+        ["index", "build", str(model), str(first), "--track", str(first.with_suffix(".gpx")),
+         "--start-time", "2026-06-01T10:00:00Z", "--out", str(work / "taught.vprmap"), "-q"],
+        ["localize", str(work / "taught.vprmap"), str(second), "--model", str(model),
+         "--truth", "/gps/fix", "--length", "5", "--out", str(work / "second.gpx"), "-q"],
+    ]  # fmt: skip
 
 
 def run_step(args: list[str]) -> None:

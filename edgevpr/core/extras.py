@@ -12,6 +12,8 @@ EXTRA_FOR_MODULE = {
     "onnxscript": "export",
     "tensorrt": "trt",
     "rosbags": "ros",
+    "gpxpy": "teach",
+    "exifread": "teach",
     "usearch": "maps",
     "ray": "cluster",
 }

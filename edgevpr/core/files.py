@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import os
+import secrets
 import shutil
 import sys
 import tempfile
@@ -197,3 +198,19 @@ def file_identity(path: str | os.PathLike[str]) -> tuple[int, int, int, int] | N
     except OSError:
         return None
     return found.st_dev, found.st_ino, found.st_size, found.st_mtime_ns
+
+
+def replace_folder(work: Path, folder: Path) -> None:
+    """Put the finished ``work`` folder at ``folder``: what is there (the caller checked it
+    is its own kind of folder) moves aside under a fresh name and is removed."""
+    if not folder.exists():
+        work.rename(folder)
+        return
+    old = folder.with_name(f".{folder.name}.old-{secrets.token_hex(6)}")
+    folder.rename(old)
+    try:
+        work.rename(folder)
+    except OSError:
+        old.rename(folder)
+        raise
+    shutil.rmtree(old, ignore_errors=True)

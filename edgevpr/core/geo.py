@@ -202,6 +202,24 @@ def latlon_to_utm(lat: float, lon: float, zone: str | None = None) -> tuple[floa
     return east, north
 
 
+def utm_to_latlon(east: float, north: float, zone: str) -> tuple[float, float]:
+    """UTM east/north in ``zone`` -> WGS84 latitude/longitude (Krüger's series, third order:
+    millimetres within a zone, as the forward projection)."""
+    number, northern = parse_zone(zone)
+    n = WGS84_F / (2 - WGS84_F)
+    rectifying_radius = WGS84_A / (1 + n) * (1 + n**2 / 4 + n**4 / 64)
+    beta = (n / 2 - 2 * n**2 / 3 + 37 * n**3 / 96, n**2 / 48 + n**3 / 15, 17 * n**3 / 480)
+    xi = (north - (0.0 if northern else UTM_FALSE_NORTHING_SOUTH)) / (UTM_K0 * rectifying_radius)
+    eta = (east - UTM_FALSE_EASTING) / (UTM_K0 * rectifying_radius)
+    terms = list(enumerate(beta, 1))
+    xi_p = xi - sum(b * math.sin(2 * j * xi) * math.cosh(2 * j * eta) for j, b in terms)
+    eta_p = eta - sum(b * math.cos(2 * j * xi) * math.sinh(2 * j * eta) for j, b in terms)
+    chi = math.asin(math.sin(xi_p) / math.cosh(eta_p))
+    delta = (2 * n - 2 * n**2 / 3 - 2 * n**3, 7 * n**2 / 3 - 8 * n**3 / 5, 56 * n**3 / 15)
+    phi = chi + sum(d * math.sin(2 * j * chi) for j, d in enumerate(delta, 1))
+    lon = (number * 6 - 183) + math.degrees(math.atan2(math.sinh(eta_p), math.cos(xi_p)))
+    return math.degrees(phi), lon
+
 
 @dataclass(frozen=True)
 class LocalProjection:

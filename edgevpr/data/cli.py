@@ -1,5 +1,6 @@
-"""``edgevpr synth``: write the procedural dataset; also the HxW size option shared by the
-data, training and evaluation commands."""
+"""``edgevpr synth``: write the procedural dataset; ``edgevpr record``: a folder of it (or
+any evaluation-layout folder) recorded as a robot records a drive; also the HxW size option
+shared by the data, training and evaluation commands."""
 
 from __future__ import annotations
 
@@ -9,7 +10,10 @@ from pathlib import Path
 import click
 
 from edgevpr.core.defaults import defaults_of
+from edgevpr.core.geo import is_utm_zone
+from edgevpr.data.recordings import RECORDINGS, record_drive
 from edgevpr.data.synth import SynthConfig, generate
+from edgevpr.runtime.tracks.positions import parse_start_time
 
 
 class SizeParam(click.ParamType):
@@ -90,3 +94,28 @@ def synth(
         f"wrote {out} ({', '.join(parts)} database+query images, {size[0]}x{size[1]}) "
         f"in {time.perf_counter() - start:.1f} s"
     )
+
+
+@click.command()
+@click.argument("folder", type=click.Path(path_type=Path, exists=True, file_okay=False))
+@click.argument("out", type=click.Path(path_type=Path))
+@click.option("--as", "kind", type=click.Choice(RECORDINGS), default="bag", show_default=True,
+              help="bag: a ROS 2 bag folder (Image + NavSatFix); mcap: the same in MCAP; "
+              "video: an AVI with OUT.gpx beside it; photos: JPEGs with EXIF GPS.")
+@click.option("--zone", default="32T", show_default=True,
+              help="The UTM zone of the names' east/north (for latitude/longitude).")
+@click.option("--start", default="2026-06-01T10:00:00Z", show_default=True,
+              help="When the first frame was taken (ISO 8601 or seconds since 1970).")
+@click.option("--period", type=click.FloatRange(0.001, 3600), default=1.0, show_default=True,
+              help="Seconds between frames.")
+def record(folder: Path, out: Path, kind: str, zone: str, start: str, period: float) -> None:
+    """Record FOLDER's images (named @east@north@..., taken in the order of their names) as
+    a robot records a drive: the input `index build` teaches maps from and `localize
+    --truth` scores against."""
+    if not is_utm_zone(zone):
+        raise click.BadParameter(f"{zone!r} is not a UTM zone like 32T", param_hint="--zone")
+    began = parse_start_time(start)
+    assert began is not None
+    written = record_drive(folder, out, kind, zone, began, period)
+    shown = ", ".join(str(p) for p in written[:2]) + (" ..." if len(written) > 2 else "")
+    click.echo(f"recorded {folder} as {kind}: {shown}")

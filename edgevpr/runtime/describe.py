@@ -62,6 +62,7 @@ def describe_place_map(path: Path) -> dict[str, Any]:
         "coordinates": placemap.coordinate_kind() or "none",
         "places_without_coordinates": placemap.without_coordinates(ids) if len(ids) else 0,
         "embedded_by": "; ".join(embedded_by),
+        "drives": "; ".join(_drive_line(d) for d in placemap.drives()) or "none",
         "index": f"{placemap.index_kind} ({placemap.storage})",
         "index_params": placemap.index_params(),
         "projection": "none" if projection is None else f"{projection.kind} to {projection.dims}",
@@ -72,6 +73,11 @@ def describe_place_map(path: Path) -> dict[str, Any]:
         "saved": facts.get("saved"),
         "edgevpr_version": facts.get("edgevpr_version"),
     }
+
+
+def _drive_line(drive: dict[str, Any]) -> str:
+    span = "" if drive["first"] is None else f", frames {drive['first']}-{drive['last']}"
+    return f"{drive['name']}: {drive['places']} places{span}, {drive['metres']:.0f} m"
 
 
 def describe_onnx(path: Path) -> dict[str, Any]:

@@ -12,6 +12,7 @@ import json
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import click
 import numpy as np
@@ -22,10 +23,12 @@ from edgevpr.core.errors import EdgeVPRError
 from edgevpr.core.files import exclusive
 from edgevpr.core.images import list_images
 from edgevpr.runtime.commands.query import PathArg, expand_images, model_options, open_embedder
+from edgevpr.runtime.commands.teach import DriveArgs, drive_options, is_drive, teach
 from edgevpr.runtime.embedder import Embedder
 from edgevpr.runtime.placemap import PlaceMap
 from edgevpr.runtime.placemap.build.resumable import (
     EmbedCheckpoint,
+    EmbeddedPlaces,
     MapOptions,
     build_from_checkpoint,
     embed_here,
@@ -115,7 +118,7 @@ def index() -> None:
 
 @index.command("build")
 @click.argument("model", type=PathArg)
-@click.argument("images_dir", type=PathArg)
+@click.argument("images_dir", metavar="SOURCE", type=PathArg)
 @click.option("--out", "-o", "out", type=PathArg, required=True,
               help=f"Place map file to write (a folder ending {TILES_SUFFIX} with --tile-size).")
 @click.option("--index", "index_kind", type=click.Choice(list(INDEX_KINDS)),
@@ -149,28 +152,36 @@ def index() -> None:
 @click.option("--skip-unreadable", is_flag=True,
               help="Warn about and skip unreadable images instead of stopping.")
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
+@drive_options
 @model_options
 def build(
     model: Path, images_dir: Path, out: Path, index_kind: str, storage: str | None,
     pca: int | None, whiten: bool, pca_from: Path | None, store: str, rerank: int,
     ef: int | None, tile_size: float | None, ray_address: str | None, ray_workers: int | None,
     fresh: bool, skip_unreadable: bool, quiet: bool, batch: int | None, threads: int | None,
-    providers: tuple[str, ...], **kind_params: int | None,
+    providers: tuple[str, ...], **kind_params: Any,
 ) -> None:  # fmt: skip
-    """Embed every image in IMAGES_DIR with MODEL (.onnx or TensorRT engine) into a new map.
+    """Embed SOURCE with MODEL (.onnx or TensorRT engine) into a new map.
 
-    Coordinates come from evaluation-layout file names (@east@north@...) when present.
+    SOURCE is a folder of images named with their coordinates (@east@north@...), or a
+    recorded drive: a video or a folder of frames with --track, a ROS bag with its position
+    topic, a folder of geotagged photos (EXIF GPS, DJI XMP), or any of them with --spacing
+    (a route map in metres travelled). A drive keeps a frame every --every metres and
+    records its drive and order, so that `index add` can add another drive of the same road.
+
     Embeddings are checkpointed in OUT.partial: run the same command again after an
     interruption and only the rest is embedded. OUT is written atomically: on any failure
     an existing OUT is left as it was.
     """
+    drive_args = DriveArgs.of(kind_params)
     started = time.perf_counter()
     _check_output(out, tile_size)
     if whiten and not pca:
         raise EdgeVPRError("--whiten needs --pca D")
     with exclusive(out, str(out)):  # nothing else writes OUT or its work folder meanwhile
-        paths = list_images(images_dir)
-        if not paths:
+        drive = is_drive(images_dir, drive_args)
+        paths = [] if drive else list_images(images_dir)
+        if not drive and not paths:
             raise EdgeVPRError(f"no images in {images_dir}")
         embedder = open_embedder(model, batch, threads, providers)
         params = {name: value for name, value in kind_params.items() if value is not None}
@@ -179,7 +190,6 @@ def build(
         options = MapOptions(index=index_kind, storage=storage, pca=pca, whiten=whiten,
                              fit_on=_descriptors_file(pca_from, embedder), store=store,
                              rerank=rerank, params=params)  # fmt: skip
-        checkpoint = _checkpoint(out, embedder, paths, fresh)
         skipped: list[Path] = []
 
         def report(path: Path, exc: EdgeVPRError) -> None:
@@ -187,20 +197,21 @@ def build(
             click.echo(f"warning: skipped {exc}", err=True)
 
         on_unreadable = report if skip_unreadable else None
-        try:
+        checkpoint: EmbeddedPlaces
+        if drive:
             if ray_address is not None:
-                from edgevpr.runtime.placemap.build.raycluster import embed_on_ray
-
-                embed_on_ray(model, checkpoint, ray_address, ray_workers, embedder.batch_size,
-                             not quiet, on_unreadable)  # fmt: skip
-            else:
-                embed_here(embedder, checkpoint, not quiet, on_unreadable)
-        except BaseException:
-            if not checkpoint.done:  # nothing to resume from
-                checkpoint.remove()
-            raise
-        if not checkpoint.done:
-            raise EdgeVPRError(f"none of the {len(paths)} images in {images_dir} could be read")
+                raise EdgeVPRError("--ray builds maps from folders of images, not drives")
+            checkpoint, taught = teach(embedder, images_dir, drive_args, partial_folder(out),
+                                       fresh, quiet, on_unreadable)  # fmt: skip
+            click.echo(f"drive: {taught.describe()}", err=True)
+        else:
+            images = _checkpoint(out, embedder, paths, fresh)
+            _embed_images(images, embedder, model, ray_address, ray_workers, quiet,
+                          on_unreadable)  # fmt: skip
+            if not images.done:
+                raise EdgeVPRError(f"none of the {len(paths)} images in {images_dir} could be "
+                                   "read")  # fmt: skip
+            checkpoint = images
         placemap = build_from_checkpoint(checkpoint, embedder, options)
         if tile_size is not None:
             manifest = write_tiles(placemap, out, tile_size)
@@ -223,6 +234,26 @@ def build(
             + without_coordinates(placemap, placemap.ids().tolist())
             + f", {time.perf_counter() - started:.1f} s with {embedder.backend}"
         )
+
+
+def _embed_images(
+    checkpoint: EmbedCheckpoint, embedder: Embedder, model: Path, ray_address: str | None,
+    ray_workers: int | None, quiet: bool, on_unreadable: Any,
+) -> None:  # fmt: skip
+    """Embed a list of images into ``checkpoint``, here or on Ray (a failure with nothing
+    embedded leaves no work folder)."""
+    try:
+        if ray_address is not None:
+            from edgevpr.runtime.placemap.build.raycluster import embed_on_ray
+
+            embed_on_ray(model, checkpoint, ray_address, ray_workers, embedder.batch_size,
+                         not quiet, on_unreadable)  # fmt: skip
+        else:
+            embed_here(embedder, checkpoint, not quiet, on_unreadable)
+    except BaseException:
+        if not checkpoint.done:  # nothing to resume from
+            checkpoint.remove()
+        raise
 
 
 def _check_output(out: Path, tile_size: float | None) -> None:
@@ -265,23 +296,27 @@ def _descriptors_file(path: Path | None, embedder: Embedder) -> np.ndarray | Non
 )
 @click.option("--skip-unreadable", is_flag=True, help="Warn about and skip unreadable images.")
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
+@click.option("--fresh", is_flag=True, help="Drives: ignore an interrupted add and start over.")
+@drive_options
 @model_options
 def add(
-    map_path: Path,
-    images: tuple[Path, ...],
-    model: Path,
-    skip_unreadable: bool,
-    quiet: bool,
-    batch: int | None,
-    threads: int | None,
-    providers: tuple[str, ...],
-) -> None:
-    """Add IMAGES (files or folders) to MAP, which is then replaced atomically. MAP is
-    locked meanwhile: another command changing it is refused in one line."""
+    map_path: Path, images: tuple[Path, ...], model: Path, skip_unreadable: bool, quiet: bool,
+    fresh: bool, batch: int | None, threads: int | None, providers: tuple[str, ...],
+    **given: Any,
+) -> None:  # fmt: skip
+    """Add IMAGES (files or folders) to MAP, or one recorded drive (a video, a bag, a folder
+    of frames or photos, with the same options as `index build`) as a drive of its own.
+    MAP is replaced atomically, and locked meanwhile: another command changing it is
+    refused in one line."""
+    drive_args = DriveArgs.of(given)
     with exclusive(map_path, str(map_path)):
         placemap = PlaceMap.load(map_path)
         embedder = open_embedder(model, batch, threads, providers)
         check_same_model(embedder, placemap)
+        if len(images) == 1 and is_drive(images[0], drive_args):
+            _add_drive(placemap, map_path, embedder, images[0], drive_args, fresh, quiet,
+                       skip_unreadable)  # fmt: skip
+            return
         paths = new_images(placemap, expand_images(images))
         if not paths:
             raise EdgeVPRError("every image is already in the map; the map is unchanged")
@@ -295,6 +330,28 @@ def add(
             + (f", {len(skipped)} unreadable skipped" if skipped else "")
             + f"; it now has {len(placemap)}"
         )
+
+
+def _add_drive(
+    placemap: PlaceMap, map_path: Path, embedder: Embedder, source: Path, args: DriveArgs,
+    fresh: bool, quiet: bool, skip_unreadable: bool,
+) -> None:  # fmt: skip
+    """Teach ``source`` into the map as a new drive (resumable in MAP.partial)."""
+    def report(frame: Any, exc: EdgeVPRError) -> None:
+        click.echo(f"warning: skipped {exc}", err=True)
+
+    taken = {d["name"] for d in placemap.drives()}
+    checkpoint, taught = teach(embedder, source, args, partial_folder(map_path), fresh, quiet,
+                               report if skip_unreadable else None, taken)  # fmt: skip
+    added: list[int] = []
+    for descriptors, records in checkpoint.places():
+        added.extend(placemap.add(descriptors, records,
+                                  source=embedder.model_summary()).tolist())  # fmt: skip
+    placemap.save(map_path)
+    checkpoint.remove()
+    click.echo(f"added drive {records[0].drive} to {map_path}: {taught.describe()}; ids "
+               f"{added[0]}..{added[-1]}; it now has {len(placemap)} places in "
+               f"{len(placemap.drives())} drives")  # fmt: skip
 
 
 @index.command("remove")

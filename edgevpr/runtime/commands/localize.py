@@ -1,5 +1,6 @@
-"""``edgevpr localize MAP --model MODEL SOURCE --out track.jsonl``: a track from a folder of
-frames, a video or a ROS bag, one JSON line per frame (torch-free)."""
+"""``edgevpr localize MAP SOURCE --model MODEL --out track.EXT``: a track from a folder of
+frames, a video or a ROS bag, in any of the track formats (JSON lines, CSV, TUM, GPX,
+GeoJSON, KML, a ROS 2 bag), scored against a truth where one is given (torch-free)."""
 
 from __future__ import annotations
 
@@ -12,15 +13,21 @@ import click
 import numpy as np
 
 from edgevpr.core.errors import EdgeVPRError
-from edgevpr.core.files import atomic_open
 from edgevpr.runtime.commands.query import VERIFY_HELP, PathArg, model_options, open_embedder
 from edgevpr.runtime.localize.fix import Fix
 from edgevpr.runtime.localize.localizer import AUTO, MODES, Localizer
-from edgevpr.runtime.localize.sources import open_source
+from edgevpr.runtime.localize.sources import FrameSource, open_source
+from edgevpr.runtime.localize.stream import StreamFrame
+from edgevpr.runtime.localize.truth import TrackScore, TruthScorer, truth_positions
 from edgevpr.runtime.placemap import PlaceMap
-from edgevpr.runtime.placemap.place_record import record_for
+from edgevpr.runtime.tracks.positions import PositionOptions, Positions, parse_start_time
+from edgevpr.runtime.tracks.track import DEFAULT_MAX_GAP_S, EAST_NORTH
+from edgevpr.runtime.tracks.writers import TRACK_FORMATS, TrackFrame, track_format, track_writer
 
 DEFAULT_RADIUS_M = 25.0
+PEEK_FRAMES = 8  # frames looked at first, to tell whether their names carry the truth
+FORMAT_HELP = "; ".join(f"{f.name} ({'/'.join(f.suffixes) or 'a folder'}): {f.about}"
+                        for f in TRACK_FORMATS.values())  # fmt: skip
 
 
 @click.command()
@@ -29,9 +36,24 @@ DEFAULT_RADIUS_M = 25.0
 @click.option(
     "--model", "-m", "model", type=PathArg, required=True, help="The model that built MAP."
 )
-@click.option(
-    "--out", "-o", "out", type=PathArg, required=True, help="Track to write (JSON lines)."
-)
+@click.option("--out", "-o", "out", type=PathArg, required=True,
+              help="Track to write, its format chosen by the suffix.")
+@click.option("--format", "track_format_name", type=click.Choice(list(TRACK_FORMATS)),
+              default=None, help=f"The track format, whatever the suffix: {FORMAT_HELP}.")
+@click.option("--truth", default=None,
+              help="True positions: a position topic of the bag SOURCE (/gps/fix), or a GPX, "
+              "CSV, TUM or SRT file (default: the frames' names, where they carry "
+              "coordinates).")
+@click.option("--max-gap", type=click.FloatRange(0, min_open=True), default=DEFAULT_MAX_GAP_S,
+              show_default=True, help="--truth: seconds a frame may be from a true position.")
+@click.option("--time-offset", type=float, default=0.0, show_default=True,
+              help="--truth: seconds added to the truth's times.")
+@click.option("--start-time", default=None,
+              help="--truth with absolute times over a video: when its first frame was taken "
+              "(default: the video's creation time).")
+@click.option("--json", "as_json", is_flag=True,
+              help="Print the summary as one JSON object (with the score where there is a "
+              "truth).")
 @click.option("--plot", type=PathArg, help="Also draw the track over the map's places (PNG).")
 @click.option("--topic", help="Bags: the image topic (sensor_msgs/Image or CompressedImage).")
 @click.option(
@@ -82,7 +104,7 @@ DEFAULT_RADIUS_M = 25.0
     type=click.FloatRange(0, min_open=True),
     default=DEFAULT_RADIUS_M,
     show_default=True,
-    help="Metres within which a fix counts as right (where frame names carry their true position).",
+    help="Metres within which a fix counts as right (where there is a truth).",
 )
 @click.option("--limit", type=click.IntRange(1), default=None, help="Only the first N frames.")
 @click.option("--skip-unreadable", is_flag=True, help="Warn about and skip unreadable frames.")
@@ -94,6 +116,12 @@ def localize(
     source: Path,
     model: Path,
     out: Path,
+    track_format_name: str | None,
+    truth: str | None,
+    max_gap: float,
+    time_offset: float,
+    start_time: str | None,
+    as_json: bool,
     plot: Path | None,
     topic: str | None,
     mode: str,
@@ -112,11 +140,17 @@ def localize(
     providers: tuple[str, ...],
 ) -> None:
     """Localise every frame of SOURCE (a folder of images, a video, or a ROS 1/2 bag) in
-    MAP, writing one JSON line per frame to OUT (atomically: a failed run leaves OUT as it
-    was). Prints how many fixes were accepted and, where frame names carry coordinates
-    (@east@north@... names), their error."""
+    MAP, writing the track to OUT (atomically: a failed run leaves OUT as it was). Prints
+    how many fixes were accepted and, where there is a truth (--truth, or frame names with
+    coordinates), how right they were: the accepted fixes within --radius, their error
+    median and p95, and the share of all fixes within it."""
+    fmt = track_format(out, track_format_name)
     placemap = PlaceMap.load(map_path, verify=verify)
     frames = open_source(source, topic)
+    first = _peek(frames)
+    options = PositionOptions(max_gap=max_gap, time_offset=time_offset,
+                              start_time=parse_start_time(start_time))  # fmt: skip
+    scorer = _scorer(truth_positions(truth, source, frames.kind, first, options), radius)
     localizer = Localizer(
         open_embedder(model, batch, threads, providers),
         placemap,
@@ -127,6 +161,8 @@ def localize(
         max_speed=max_speed,
         k=k,
     )
+    layout = localizer.layout
+    frame = TrackFrame(layout.kind, bool(layout.coordinates.utm_zones))
 
     def report(frame: Any, exc: EdgeVPRError) -> None:
         click.echo(f"warning: skipped {exc}", err=True)
@@ -136,20 +172,33 @@ def localize(
         stream, progress=not quiet, on_unreadable=report if skip_unreadable else None
     )
     kept: list[Fix] = []
-    with atomic_open(out) as fh:
+    with track_writer(out, fmt, frame) as writer:
         for fix in fixes:
-            fh.write((json.dumps(fix.to_dict()) + "\n").encode())
+            writer.add(fix)
             kept.append(_light(fix))
-    truth = _truth(kept)
-    click.echo(_summary(kept, truth, radius, localizer, frames.description, out))
+            if scorer is not None:
+                scorer.add(fix, StreamFrame(None, fix.timestamp, fix.name))
+    score = None if scorer is None else scorer.score()
+    _print_summary(kept, score, localizer, frames.description, out, fmt.name, as_json)
     if plot is not None:
         from edgevpr.runtime.localize.trackplot import draw_track
 
         fixes_xy = np.array([_xy(f) for f in kept]).reshape(-1, 2)
         accepted = np.array([f.accepted for f in kept], bool)
         title = f"{len(kept)} frames, {accepted.sum()} accepted ({localizer.mode} matching)"
-        draw_track(localizer.layout.xy, fixes_xy, accepted, truth, plot, title)
-        click.echo(f"wrote {plot}")
+        truth_xy = scorer.truth_xy() if scorer is not None and layout.kind == EAST_NORTH else None
+        draw_track(layout.xy, fixes_xy, accepted, truth_xy, plot, title)
+        click.echo(f"wrote {plot}", err=as_json)
+
+
+def _peek(frames: FrameSource) -> list[StreamFrame]:
+    first = list(itertools.islice(frames.frames, PEEK_FRAMES))
+    frames.frames = itertools.chain(first, frames.frames)
+    return first
+
+
+def _scorer(positions: Positions | None, radius: float) -> TruthScorer | None:
+    return None if positions is None else TruthScorer(positions, radius)
 
 
 def _light(fix: Fix) -> Fix:
@@ -166,35 +215,22 @@ def _xy(fix: Fix) -> tuple[float, float]:
     return (fix.position.first, fix.position.second)
 
 
-def _truth(fixes: list[Fix]) -> np.ndarray | None:
-    """True east/north of each frame from its name, where every frame's name carries one."""
-    points = []
-    for fix in fixes:
-        record = record_for(fix.name) if fix.name else None
-        if record is None or record.east is None:
-            return None
-        points.append((record.east, record.north))
-    return np.array(points, np.float64).reshape(-1, 2) if points else None
-
-
-def _summary(
-    fixes: list[Fix], truth: np.ndarray | None, radius: float, localizer: Localizer,
-    source: str, out: Path,
-) -> str:  # fmt: skip
-    accepted = np.array([f.accepted for f in fixes], bool)
+def _print_summary(
+    fixes: list[Fix], score: TrackScore | None, localizer: Localizer, source: str, out: Path,
+    fmt: str, as_json: bool,
+) -> None:  # fmt: skip
+    accepted = sum(f.accepted for f in fixes)
+    if as_json:
+        click.echo(json.dumps({
+            "out": str(out), "format": fmt, "source": source, "frames": len(fixes),
+            "accepted": accepted, "mode": localizer.mode, "length": localizer.length,
+            "threshold": localizer.threshold, "calibrated": bool(localizer.calibration),
+            "score": None if score is None else score.to_dict(),
+        }))  # fmt: skip
+        return
     line = (
-        f"wrote {out}: {len(fixes)} frames from {source}, {int(accepted.sum())} fixes "
+        f"wrote {out} ({fmt}): {len(fixes)} frames from {source}, {accepted} fixes "
         f"accepted ({localizer.mode} matching over {localizer.length} frames, threshold "
         f"{localizer.threshold:.3f}{', calibrated' if localizer.calibration else ''})"
     )
-    if truth is None or not len(fixes) or localizer.layout.kind != "east/north":
-        return line
-    error = np.linalg.norm(np.array([_xy(f) for f in fixes]) - truth, axis=1)
-    right = np.nan_to_num(error, nan=np.inf) <= radius
-    line += f"; {100 * right.mean():.1f} % of all fixes within {radius:g} m"
-    if accepted.any():
-        line += (
-            f"; accepted: {100 * right[accepted].mean():.1f} % within {radius:g} m, "
-            f"median error {np.nanmedian(error[accepted]):.1f} m"
-        )
-    return line
+    click.echo(line if score is None else f"{line}; {score.describe()}")

@@ -9,8 +9,10 @@ from typing import Any
 from edgevpr.core.errors import EdgeVPRError
 from edgevpr.runtime.recognizer import Match
 
-EAST_NORTH = "east/north"  # metres in the map's planar frame (UTM where the map says so)
-LAT_LON = "lat/lon"  # WGS84 degrees
+# The kinds of position have one home, shared with the tracks read in: metres east/north
+# in the map's planar frame (UTM where the map says so), WGS84 degrees, or metres travelled
+# along the drive that taught the map.
+from edgevpr.runtime.tracks.track import EAST_NORTH, KINDS, LAT_LON, ROUTE_M
 
 INITIALISING = "initialising"  # fewer frames than the sequence needs
 TRACKING = "tracking"  # the last fixes were accepted
@@ -21,14 +23,15 @@ LOST = "lost"  # no fix accepted for a whole sequence length
 class Position:
     """A position whose kind is named, never guessed from a tuple."""
 
-    kind: str  # EAST_NORTH or LAT_LON
-    first: float  # east (metres) or latitude (degrees)
-    second: float  # north (metres) or longitude (degrees)
+    kind: str  # EAST_NORTH, LAT_LON or ROUTE_M
+    first: float  # east (metres), latitude (degrees) or metres along the route
+    second: float  # north (metres) or longitude (degrees); 0 along a route
     utm_zone: str | None = None  # for east/north positions, where the map records it
 
     def __post_init__(self) -> None:
-        if self.kind not in (EAST_NORTH, LAT_LON):
-            raise EdgeVPRError(f"position kind must be {EAST_NORTH} or {LAT_LON}, not {self.kind}")
+        if self.kind not in KINDS:
+            raise EdgeVPRError(f"position kind must be one of {', '.join(KINDS)}, not "
+                               f"{self.kind}")  # fmt: skip
 
     @property
     def east(self) -> float:
@@ -46,6 +49,12 @@ class Position:
     def lon(self) -> float:
         return self._geographic()[1]
 
+    @property
+    def route_m(self) -> float:
+        if self.kind != ROUTE_M:
+            raise EdgeVPRError(f"this position is {self.kind}, not metres along a route")
+        return self.first
+
     def _planar(self) -> tuple[float, float]:
         if self.kind != EAST_NORTH:
             raise EdgeVPRError("this position is latitude/longitude, not east/north")
@@ -57,6 +66,8 @@ class Position:
         return self.first, self.second
 
     def to_dict(self) -> dict[str, Any]:
+        if self.kind == ROUTE_M:
+            return {"kind": self.kind, "route_m": self.first}
         names = ("east", "north") if self.kind == EAST_NORTH else ("lat", "lon")
         data: dict[str, Any] = {"kind": self.kind, names[0]: self.first, names[1]: self.second}
         if self.utm_zone:

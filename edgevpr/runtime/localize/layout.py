@@ -1,8 +1,10 @@
 """How a map's places lie for tracking: their traversal order, positions in metres, and
 whether they form a route.
 
-A map is a route when its places were recorded in travel order: by their timestamps where
-every place has one, else by the natural order of their file names (``frame2`` before
+A map is a route when its places were recorded in travel order: by their drive and their
+order in it where every place was taught from a recorded drive (each drive a segment of its
+own: a route never runs from the end of one drive into the next), else by their timestamps
+where every place has one, else by the natural order of their file names (``frame2`` before
 ``frame10``), else by id. Where places carry coordinates, the order is taken as a route
 only if consecutive places are mostly neighbours; a map without coordinates can only be a
 route.
@@ -18,6 +20,7 @@ import numpy as np
 
 from edgevpr.core.geo import LocalProjection, PlaceCoordinates
 from edgevpr.core.layout_names import parse_layout_name
+from edgevpr.runtime.localize.fix import ROUTE_M
 from edgevpr.runtime.placemap import PlaceMap, PlaceRecord
 
 # Consecutive places count as neighbours within this multiple of the typical spacing, and a
@@ -36,10 +39,16 @@ class PlaceLayout:
     records: list[PlaceRecord]
     coordinates: PlaceCoordinates  # as the records give them, in traversal order
     projection: LocalProjection
-    kind: str | None  # "east/north", "lat/lon" or None: how positions are reported
+    kind: str | None  # "east/north", "lat/lon", "route metres" or None: how positions are reported
     spacing_m: float | None  # typical distance between neighbouring places
     is_route: bool
-    ordered_by: str  # "timestamp", "name" or "id"
+    ordered_by: str  # "drive", "timestamp", "name" or "id"
+    segments: np.ndarray  # per place, the number of its drive (all 0 without drives)
+
+    @property
+    def drives(self) -> int:
+        """How many drives (segments of the route) the places come from."""
+        return int(self.segments.max()) + 1 if len(self.segments) else 0
 
     def __len__(self) -> int:
         return len(self.ids)
@@ -74,7 +83,13 @@ class PlaceLayout:
         xy = projection.metres(coordinates)
         kind = placemap.coordinate_kind()
         kind = None if kind is None else kind.split("+")[0]
-        spacing = typical_spacing(xy)
+        route_m = _column(records, "route_m")
+        if kind is None and len(records) and np.isfinite(route_m).all():
+            xy, kind = np.stack([route_m, np.zeros_like(route_m)], axis=1), ROUTE_M
+        segments = drive_segments(records) if ordered_by == "drive" else np.zeros(len(ids), int)
+        # drives of one road lie on top of each other: the nearest place is the same spot in
+        # another drive, so their spacing is the step along each drive
+        spacing = drive_spacing(xy, segments) if ordered_by == "drive" else typical_spacing(xy)
         return cls(
             ids=ids,
             xy=xy,
@@ -83,8 +98,9 @@ class PlaceLayout:
             projection=projection,
             kind=kind,
             spacing_m=spacing,
-            is_route=is_route(xy, spacing),
+            is_route=is_route(xy, spacing, segments),
             ordered_by=ordered_by,
+            segments=segments,
         )
 
 
@@ -125,6 +141,11 @@ def timestamp_value(value: float | str | None) -> float | None:
 
 def traversal_order(records: list[PlaceRecord]) -> tuple[list[int], str]:
     """Indices of ``records`` in travel order, and what ordered them."""
+    if records and all(r.drive is not None and r.order is not None for r in records):
+        rank = _drive_ranks(records)
+        return sorted(range(len(records)),
+                      key=lambda i: (rank[records[i].drive], records[i].order,
+                                     records[i].id or 0)), "drive"  # fmt: skip
     times = [timestamp_value(r.timestamp) for r in records]
     if records and all(t is not None for t in times):
         return sorted(range(len(records)), key=lambda i: (times[i], records[i].id)), "timestamp"
@@ -132,6 +153,28 @@ def traversal_order(records: list[PlaceRecord]) -> tuple[list[int], str]:
         keys = [name_key(r.path) for r in records]  # type: ignore[arg-type]
         return sorted(range(len(records)), key=lambda i: (keys[i], records[i].id)), "name"
     return sorted(range(len(records)), key=lambda i: records[i].id or 0), "id"
+
+
+def _drive_ranks(records: list[PlaceRecord]) -> dict[str | None, int]:
+    """Drives numbered in the order their first place joined the map (lowest id)."""
+    first: dict[str | None, int] = {}
+    for record in records:
+        first[record.drive] = min(first.get(record.drive, record.id or 0), record.id or 0)
+    return {drive: rank for rank, drive in enumerate(sorted(first, key=first.__getitem__))}
+
+
+def drive_segments(records: list[PlaceRecord]) -> np.ndarray:
+    """Per record (already in traversal order), the number of its drive."""
+    rank = _drive_ranks(records)
+    return np.fromiter((rank[r.drive] for r in records), np.int64, len(records))
+
+
+def drive_spacing(xy: np.ndarray, segments: np.ndarray) -> float | None:
+    """Median distance between consecutive places of each drive (steps of 0 left out: a
+    place recorded twice at one spot)."""
+    steps = np.linalg.norm(np.diff(xy, axis=0), axis=1)[np.diff(segments) == 0]
+    steps = steps[np.isfinite(steps) & (steps > 0)]
+    return float(np.median(steps)) if len(steps) else None
 
 
 def typical_spacing(xy: np.ndarray) -> float | None:
@@ -153,10 +196,14 @@ def typical_spacing(xy: np.ndarray) -> float | None:
     return float(np.median(nearest)) if len(nearest) else None
 
 
-def is_route(xy: np.ndarray, spacing: float | None) -> bool:
-    """Whether consecutive places are mostly neighbours (always, without coordinates)."""
+def is_route(xy: np.ndarray, spacing: float | None, segments: np.ndarray) -> bool:
+    """Whether consecutive places of each drive are mostly neighbours (always, without
+    coordinates)."""
     known = np.isfinite(xy).all(axis=1)
     if known.sum() < 2 or spacing is None:
         return True
-    steps = np.linalg.norm(np.diff(xy[known], axis=0), axis=1)
+    same = np.diff(segments[known]) == 0
+    if not same.any():
+        return True
+    steps = np.linalg.norm(np.diff(xy[known], axis=0), axis=1)[same]
     return float(np.mean(steps <= NEIGHBOUR_FACTOR * max(spacing, 1e-9))) >= ROUTE_SHARE

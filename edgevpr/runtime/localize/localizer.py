@@ -43,12 +43,20 @@ from edgevpr.runtime.localize.fix import (
     INITIALISING,
     LAT_LON,
     LOST,
+    ROUTE_M,
     TRACKING,
     Fix,
     Position,
 )
 from edgevpr.runtime.localize.layout import PlaceLayout
-from edgevpr.runtime.localize.route import RouteConfig, RouteTracker, RowStats, z_scorer
+from edgevpr.runtime.localize.route import (
+    MARGIN_WINDOW,
+    RouteConfig,
+    RouteShape,
+    RouteTracker,
+    RowStats,
+    z_scorer,
+)
 from edgevpr.runtime.localize.stream import (
     StreamFrame,
     embedded_frames,
@@ -123,7 +131,7 @@ class Localizer:
         self.max_speed = None if max_speed is None else real(max_speed, "max speed")
         self.layout = PlaceLayout.of(placemap)
         self.mode = (ROUTE if self.layout.is_route else AREA) if mode == AUTO else mode
-        if self.mode == AREA and self.layout.kind is None:
+        if self.mode == AREA and self.layout.kind in (None, ROUTE_M):
             raise EdgeVPRError("area tracking needs a map whose places have coordinates")
         self._route_config = replace(route or RouteConfig(), length=self.length)
         self._area_config = replace(area or AreaConfig(), length=self.length)
@@ -163,6 +171,13 @@ class Localizer:
             )
         return found
 
+    @property
+    def _route_shape(self) -> RouteShape:
+        """The map's drives as segments of the route; another drive's place within
+        MARGIN_WINDOW places' spacing of the best is the same answer."""
+        spacing = self.layout.spacing_m or 0.0
+        return RouteShape(self.layout.segments, self.layout.xy, MARGIN_WINDOW * spacing)
+
     def _sample(self) -> np.ndarray:
         ids = self.layout.ids
         picks = np.random.default_rng(0).permutation(len(ids))[:STATS_SAMPLE]
@@ -172,7 +187,7 @@ class Localizer:
         """Forget the stream: the next frame starts a new sequence."""
         if self.mode == ROUTE:
             self._tracker: RouteTracker | AreaTracker = RouteTracker(
-                len(self.layout), self._route_config
+                len(self.layout), self._route_config, self._route_shape
             )
         else:
             spacing = self.layout.spacing_m or 1.0
@@ -415,6 +430,8 @@ class Localizer:
             return None
         if self.layout.kind == EAST_NORTH:
             return Position(EAST_NORTH, float(xy[0]), float(xy[1]), record.utm_zone)
+        if self.layout.kind == ROUTE_M:
+            return Position(ROUTE_M, float(xy[0]), 0.0)
         return Position(LAT_LON, *self.layout.projection.lat_lon(xy))
 
     def _state(self) -> str:

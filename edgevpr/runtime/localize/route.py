@@ -80,6 +80,34 @@ class RouteConfig:
 
 
 @dataclass(frozen=True)
+class RouteShape:
+    """Where a route breaks into drives, and where its places lie.
+
+    ``segments``: per route place, the number of its drive (non-decreasing): a hypothesis
+    stays in the drive it was seeded in. ``xy`` (metres, NaN where unknown) and ``near_m``:
+    a hypothesis in another drive within ``near_m`` of the best is the same answer from a
+    second traversal of the road, not a rival.
+    """
+
+    segments: np.ndarray
+    xy: np.ndarray | None = None
+    near_m: float = 0.0
+
+    def __post_init__(self) -> None:
+        segments = np.asarray(self.segments, np.int64)
+        if segments.ndim != 1 or (len(segments) and np.any(np.diff(segments) < 0)):
+            raise EdgeVPRError("route segments must be one non-decreasing number per place")
+        if self.xy is not None and np.shape(self.xy) != (len(segments), 2):
+            raise EdgeVPRError("route place positions must be one (x, y) per place")
+        object.__setattr__(self, "segments", segments)
+
+    def ends(self) -> np.ndarray:
+        """Per place, the last route position of its drive."""
+        last = np.flatnonzero(np.diff(self.segments, append=np.iinfo(np.int64).max) != 0)
+        return last[np.searchsorted(last, np.arange(len(self.segments)))]
+
+
+@dataclass(frozen=True)
 class RouteEstimate:
     """The best path: where it stands now, and how it compares."""
 
@@ -144,9 +172,16 @@ class RouteTracker:
     """The beam of route hypotheses over a stream of frames (torch-free, no map access of
     its own: each frame brings its seeds and a scorer)."""
 
-    def __init__(self, places: int, config: RouteConfig | None = None) -> None:
+    def __init__(
+        self, places: int, config: RouteConfig | None = None, shape: RouteShape | None = None
+    ) -> None:
         self.places = whole(places, "route places", 1)
         self.config = config or RouteConfig()
+        self.shape = shape or RouteShape(np.zeros(self.places, np.int64))
+        if len(self.shape.segments) != self.places:
+            raise EdgeVPRError(f"the route shape has {len(self.shape.segments)} places, not "
+                               f"{self.places}")  # fmt: skip
+        self._ends = self.shape.ends()
         self._speeds = np.unique(np.asarray(self.config.speeds, np.float64))
         self._octaves = np.abs(np.log2(self._speeds))
         self.reset()
@@ -154,6 +189,7 @@ class RouteTracker:
     def reset(self) -> None:
         length = self.config.length
         self._position = np.zeros(0)
+        self._end = np.zeros(0, np.int64)  # the last position of each hypothesis' drive
         self._speed = np.zeros(0, np.int64)
         self._ring = np.zeros((0, length))
         self._frames = 0
@@ -171,32 +207,36 @@ class RouteTracker:
         column = self._frames % config.length
         self._frames += 1
         step = min(max(float(step), 0.0), float(config.length))
-        positions, speeds, rings, costs = self._moved(step)
+        positions, ends, speeds, rings, costs = self._moved(step)
         seeded = np.asarray(seeds, np.float64)[: config.seeds]
         positions = np.concatenate([positions, np.tile(seeded, len(self._speeds))])
+        seeded_ends = self._ends[np.clip(seeded.astype(np.int64), 0, self.places - 1)]
+        ends = np.concatenate([ends, np.tile(seeded_ends, len(self._speeds))])
         speeds = np.concatenate([speeds, np.repeat(np.arange(len(self._speeds)), len(seeded))])
         rings = np.concatenate([rings, np.zeros((len(seeded) * len(self._speeds), config.length))])
         costs = np.concatenate([costs, np.zeros(len(seeded) * len(self._speeds))])
         rings[:, column] = score(positions) - costs - config.speed_cost * self._octaves[speeds]
         totals = rings.sum(axis=1) / self.frames
         keep = self._survivors(positions, speeds, totals)
-        self._position, self._speed, self._ring = positions[keep], speeds[keep], rings[keep]
+        self._position, self._end = positions[keep], ends[keep]
+        self._speed, self._ring = speeds[keep], rings[keep]
         return self._estimate(totals[keep])
 
-    def _moved(self, step: float) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    def _moved(self, step: float) -> tuple[np.ndarray, ...]:
         """Every hypothesis moved by its speed and by the speeds either side (at a cost);
-        those that leave the route are dropped."""
+        those that leave their drive are dropped."""
         if not len(self._position):
-            empty = np.zeros(0)
-            return empty, np.zeros(0, np.int64), np.zeros((0, self.config.length)), empty
+            empty, none = np.zeros(0), np.zeros(0, np.int64)
+            return empty, none, none, np.zeros((0, self.config.length)), empty
         parts = []
         for change in (-1, 0, 1):
             speed = np.clip(self._speed + change, 0, len(self._speeds) - 1)
             cost = np.where(speed != self._speed, self.config.change_cost, 0.0)
-            parts.append((self._position + self._speeds[speed] * step, speed, self._ring, cost))
-        position, speed, ring, cost = (np.concatenate(p) for p in zip(*parts, strict=True))
-        inside = position <= self.places - 1
-        return position[inside], speed[inside], ring[inside], cost[inside]
+            moved = self._position + self._speeds[speed] * step
+            parts.append((moved, self._end, speed, self._ring, cost))
+        position, end, speed, ring, cost = (np.concatenate(p) for p in zip(*parts, strict=True))
+        inside = position <= end
+        return position[inside], end[inside], speed[inside], ring[inside], cost[inside]
 
     def _survivors(self, positions: np.ndarray, speeds: np.ndarray, totals: np.ndarray):
         """One hypothesis per (half-place, speed), the best; then the beam's best."""
@@ -207,9 +247,23 @@ class RouteTracker:
         unique = order[first]
         return unique[np.argsort(-totals[unique], kind="stable")[: self.config.beam]]
 
+    def _rivals(self) -> np.ndarray:
+        """Which hypotheses are a different answer from the best: in its drive, more than
+        MARGIN_WINDOW places away; in another drive, further than ``near_m`` from it (or
+        anywhere, where either position is unknown)."""
+        best = self._position[0]
+        far = np.abs(self._position - best) > MARGIN_WINDOW
+        other = self._end != self._end[0]
+        if not other.any() or self.shape.xy is None:
+            return far
+        places = np.clip(np.round(self._position).astype(np.int64), 0, self.places - 1)
+        distance = np.linalg.norm(self.shape.xy[places] - self.shape.xy[places[0]], axis=1)
+        apart = ~(np.nan_to_num(distance, nan=np.inf) <= self.shape.near_m)
+        return np.where(other, apart, far)
+
     def _estimate(self, totals: np.ndarray) -> RouteEstimate:
         best = float(self._position[0])
-        far = np.abs(self._position - best) > MARGIN_WINDOW
+        far = self._rivals()
         rival = float(totals[far].max()) if far.any() else float(totals.min()) - 1.0
         place = min(int(round(best)), self.places - 1)
         return RouteEstimate(

@@ -15,7 +15,6 @@ from pathlib import Path
 import cv2
 
 from edgevpr.core.errors import EdgeVPRError
-from edgevpr.core.extras import install_hint
 from edgevpr.core.images import IMAGE_SUFFIXES, list_images
 from edgevpr.runtime.localize.layout import name_key, timestamp_value
 from edgevpr.runtime.localize.localizer import StreamFrame
@@ -33,6 +32,8 @@ class FrameSource:
     description: str
     frames: Iterator[StreamFrame]
     total: int | None = None
+    kind: str = "folder"  # "folder", "video" or "bag"
+    path: Path | None = None
 
 
 def open_source(path: str | os.PathLike[str], topic: str | None = None) -> FrameSource:
@@ -63,7 +64,7 @@ def folder_source(folder: Path) -> FrameSource:
             stamp = timestamp_value(record_for(path).timestamp)
             yield StreamFrame(path, timestamp=stamp, name=str(path))
 
-    return FrameSource(f"{len(paths)} images in {folder}", frames(), len(paths))
+    return FrameSource(f"{len(paths)} images in {folder}", frames(), len(paths), "folder", folder)
 
 
 def video_source(path: Path) -> FrameSource:
@@ -86,23 +87,15 @@ def video_source(path: Path) -> FrameSource:
         finally:
             capture.release()
 
-    return FrameSource(f"video {path}", frames(), total)
+    return FrameSource(f"video {path}", frames(), total, "video", path)
 
 
 def bag_source(path: Path, topic: str | None) -> FrameSource:
     """The image messages of one topic of a ROS 1 or ROS 2 bag (read with ``rosbags``)."""
-    try:
-        from rosbags.highlevel import AnyReader, AnyReaderError
-    except ImportError:
-        raise EdgeVPRError(
-            f"reading bags needs the 'rosbags' package: {install_hint('rosbags')}"
-        ) from None
-    folder = path.parent if path.suffix.lower() in (".mcap", ".db3") else path
-    try:
-        reader = AnyReader([folder])
-        reader.open()
-    except (AnyReaderError, OSError, ValueError) as exc:
-        raise EdgeVPRError(f"cannot read bag {path}: {exc}") from None
+    from edgevpr.runtime.tracks.bags import open_bag_reader
+
+    reader = open_bag_reader(path)
+    from rosbags.highlevel import AnyReaderError
     images = [c for c in reader.connections if c.msgtype in IMAGE_TYPES]
     found = sorted({c.topic for c in images})
     if topic is None and len(found) == 1:
@@ -135,4 +128,4 @@ def bag_source(path: Path, topic: str | None) -> FrameSource:
         finally:
             reader.close()
 
-    return FrameSource(f"{total} messages on {topic} in {path}", frames(), total)
+    return FrameSource(f"{total} messages on {topic} in {path}", frames(), total, "bag", path)

@@ -249,6 +249,11 @@ class PlaceMap:
             counts = self._records.source_counts(len(self._sources))
             return [{**s, "places": int(n)} for s, n in zip(self._sources, counts, strict=True)]
 
+    def drives(self) -> list[dict[str, Any]]:
+        """Each drive places were taught from: name, places, span of frame order, metres."""
+        with self._lock.reading():
+            return self._records.drives()
+
     def source_of(self, place_id: int) -> dict[str, Any] | None:
         """The exported model that embedded a place (None when the map does not know)."""
         place_id = whole(place_id, "place id")

@@ -17,6 +17,7 @@ from edgevpr.core.geo import check_latlon, is_utm_zone
 from edgevpr.core.layout_names import parse_layout_name
 
 FLOAT_FIELDS = ("east", "north", "lat", "lon", "heading")
+MAX_DRIVE_NAME = 200
 
 
 @dataclass(frozen=True)
@@ -32,6 +33,9 @@ class PlaceRecord:
     heading: float | None = None
     timestamp: float | str | None = None
     id: int | None = None
+    drive: str | None = None  # the recorded drive it was taught from
+    order: int | None = None  # its frame's place in that drive
+    route_m: float | None = None  # metres travelled along that drive
 
     def __post_init__(self) -> None:
         if self.path is not None:
@@ -39,11 +43,27 @@ class PlaceRecord:
         if self.id is not None:
             object.__setattr__(self, "id", whole(self.id, "place id", 0))
         label = self.path or self.id
+        self._check_drive(label)
         for name in FLOAT_FIELDS:
             value = getattr(self, name)
             if value is not None:
                 object.__setattr__(self, name, real(value, f"place {label}: {name}"))
         self._check_fields(label)
+
+    def _check_drive(self, label: object) -> None:
+        """The drive, the order in it and the metres travelled along it."""
+        if self.drive is not None and (
+            not isinstance(self.drive, str) or not 0 < len(self.drive) <= MAX_DRIVE_NAME
+        ):
+            raise EdgeVPRError(f"place {label}: a drive is named by 1 to {MAX_DRIVE_NAME} "
+                               f"characters, not {shown(self.drive)}")  # fmt: skip
+        if self.order is not None:
+            object.__setattr__(self, "order", whole(self.order, f"place {label}: order", 0))
+        if self.route_m is not None:
+            metres = real(self.route_m, f"place {label}: route_m")
+            if metres < 0:
+                raise EdgeVPRError(f"place {label}: route_m must be >= 0, not {metres}")
+            object.__setattr__(self, "route_m", metres)
 
     def _check_fields(self, label: object) -> None:
         """The zone, timestamp, coordinate pairs and heading of the record called ``label``."""

@@ -19,7 +19,10 @@ from edgevpr.core.errors import EdgeVPRError
 from edgevpr.core.geo import PlaceCoordinates, is_utm_zone
 from edgevpr.runtime.placemap.place_record import FLOAT_FIELDS, PlaceRecord
 
-TEXT_FIELDS = ("path", "timestamp")  # timestamps as JSON text: a number or a string
+TEXT_FIELDS = ("path", "timestamp", "drive")  # timestamps as JSON text: a number or a string
+# Columns maps written before drives existed do not have: read as unknown.
+OPTIONAL_COLUMNS = ("drive.offsets", "drive.blob", "drive.present", "order", "route_m")
+NO_ORDER = -1
 NO_SOURCE = -1
 MAX_ZONES = 32767
 
@@ -89,6 +92,8 @@ class RecordTable:
         self._zones: list[str] = []  # the UTM zones rows name, by code
         self._zone_codes = np.empty(0, np.int16)  # -1: none
         self._text = {name: TextColumn() for name in TEXT_FIELDS}
+        self._order = np.empty(0, np.int64)  # NO_ORDER: unknown
+        self._route_m = np.empty(0, np.float64)  # NaN: unknown
         self._live = 0
         self._geo: tuple[np.ndarray, PlaceCoordinates] | None = None
 
@@ -159,6 +164,10 @@ class RecordTable:
             value = self._floats[name][row]
             values[name] = None if np.isnan(value) else float(value)
         values["id"] = int(self._ids[row])
+        values["drive"] = self._text["drive"][row]
+        order, metres = int(self._order[row]), float(self._route_m[row])
+        values["order"] = None if order == NO_ORDER else order
+        values["route_m"] = None if np.isnan(metres) else metres
         return PlaceRecord.checked(values)
 
     def source_of(self, place_id: int) -> int | None:
@@ -184,6 +193,25 @@ class RecordTable:
             }
             self._geo = (self.live_ids(), PlaceCoordinates(utm_zones=zones, **columns))
         return self._geo
+
+    def drives(self) -> list[dict[str, Any]]:
+        """Each drive the live places were taught from: its name, places, the span of its
+        frames' order and the metres travelled along it (in the order first seen)."""
+        summary: dict[str, dict[str, Any]] = {}
+        for row in self.live_rows().tolist():
+            name = self._text["drive"][row]
+            if name is None:
+                continue
+            entry = summary.setdefault(name, {"name": name, "places": 0, "first": None,
+                                              "last": None, "metres": 0.0})  # fmt: skip
+            entry["places"] += 1
+            order, metres = int(self._order[row]), float(self._route_m[row])
+            if order != NO_ORDER:
+                entry["first"] = order if entry["first"] is None else min(entry["first"], order)
+                entry["last"] = order if entry["last"] is None else max(entry["last"], order)
+            if not np.isnan(metres):
+                entry["metres"] = max(entry["metres"], metres)
+        return list(summary.values())
 
     def coordinate_kind(self) -> str | None:
         """'east/north', 'lat/lon', both joined by '+', or None when no place has any."""
@@ -225,6 +253,9 @@ class RecordTable:
         self._text["timestamp"].extend(
             None if r.timestamp is None else json.dumps(r.timestamp) for r in rows
         )
+        self._text["drive"].extend(r.drive for r in rows)
+        self._order[span] = [NO_ORDER if r.order is None else r.order for r in rows]
+        self._route_m[span] = [np.nan if r.route_m is None else r.route_m for r in rows]
         self._rows += count
         self._live += count
         self._geo = None
@@ -252,6 +283,8 @@ class RecordTable:
         self._alive = _grown(self._alive, size)
         self._sources = _grown(self._sources, size)
         self._zone_codes = _grown(self._zone_codes, size)
+        self._order = _grown(self._order, size)
+        self._route_m = _grown(self._route_m, size)
         self._floats = {name: _grown(column, size) for name, column in self._floats.items()}
 
     # ------------------------------------------------------------------ as columns
@@ -262,6 +295,7 @@ class RecordTable:
         arrays = {"ids": self._ids[live], "sources": self._sources[live],
                   "zones": self._zone_codes[live]}  # fmt: skip
         arrays["floats"] = np.stack([self._floats[n][live] for n in FLOAT_FIELDS], axis=1)
+        arrays["order"], arrays["route_m"] = self._order[live], self._route_m[live]
         for name in TEXT_FIELDS:
             for part, array in self._text[name].encoded(live).items():
                 arrays[f"{name}.{part}"] = array
@@ -299,9 +333,26 @@ class RecordTable:
         table._zones = list(zones)
         table._floats = {n: np.array(floats[:, i], np.float64) for i, n in enumerate(FLOAT_FIELDS)}
         for name in TEXT_FIELDS:
-            parts = {p: arrays[f"{name}.{p}"] for p in ("offsets", "blob", "present")}
-            table._text[name] = TextColumn.decoded(parts, count, name)
+            parts = {p: arrays.get(f"{name}.{p}") for p in ("offsets", "blob", "present")}
+            if any(part is None for part in parts.values()):
+                parts = {"offsets": np.zeros(count + 1, np.int64), "blob": np.zeros(0, np.uint8),
+                         "present": np.zeros(count, bool)}  # fmt: skip
+            table._text[name] = TextColumn.decoded(parts, count, name)  # type: ignore[arg-type]
+        table._order, table._route_m = _drive_numbers(arrays, count)
         return table
+
+
+def _drive_numbers(arrays: dict[str, np.ndarray], count: int) -> tuple[np.ndarray, np.ndarray]:
+    """The order and route-metre columns (unknown throughout in maps made before drives)."""
+    order = arrays.get("order")
+    metres = arrays.get("route_m")
+    order = np.full(count, NO_ORDER, np.int64) if order is None else np.array(order, np.int64)
+    metres = np.full(count, np.nan) if metres is None else np.array(metres, np.float64)
+    if order.shape != (count,) or metres.shape != (count,):
+        raise EdgeVPRError("the records' drive columns disagree in length")
+    if (order < NO_ORDER).any() or np.isinf(metres).any() or (metres < 0).any():
+        raise EdgeVPRError("a record has a negative order or route metres")
+    return order, metres
 
 
 def check_float_columns(floats: np.ndarray) -> None:

@@ -13,7 +13,6 @@ from __future__ import annotations
 import json
 import math
 import os
-import secrets
 import shutil
 import tempfile
 from collections import OrderedDict
@@ -25,7 +24,7 @@ import numpy as np
 
 from edgevpr.core.checks import file_path, unit_rows, whole
 from edgevpr.core.errors import EdgeVPRError, first_line
-from edgevpr.core.files import write_text_atomic
+from edgevpr.core.files import replace_folder, write_text_atomic
 from edgevpr.core.geo import GeoPrior, LocalProjection, check_prior, is_utm_zone
 from edgevpr.runtime.placemap.core import PlaceMap
 from edgevpr.runtime.placemap.parts import Neighbours
@@ -225,7 +224,7 @@ def write_tiles(placemap: PlaceMap, folder: str | os.PathLike[str], tile_size_m:
     work = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", suffix=".writing", dir=folder.parent))
     try:
         manifest = _write_tile_files(placemap, work, ids, cells, tile_size_m, frame)
-        _swap_in(work, folder)
+        replace_folder(work, folder)
     except BaseException:
         shutil.rmtree(work, ignore_errors=True)
         raise
@@ -251,22 +250,6 @@ def _write_tile_files(placemap: PlaceMap, work: Path, ids: np.ndarray, cells: np
                 "places": len(ids), "tiles": tiles}  # fmt: skip
     write_text_atomic(work / MANIFEST, json.dumps(manifest, indent=1))
     return manifest
-
-
-def _swap_in(work: Path, folder: Path) -> None:
-    """Put the finished ``work`` folder at ``folder``: the tiled map there (checked to be
-    one) moves aside under a fresh name and is removed; nothing else is touched."""
-    if not folder.exists():
-        work.rename(folder)
-        return
-    old = folder.with_name(f".{folder.name}.old-{secrets.token_hex(6)}")
-    folder.rename(old)
-    try:
-        work.rename(folder)
-    except OSError:
-        old.rename(folder)
-        raise
-    shutil.rmtree(old, ignore_errors=True)
 
 
 def _number(value: Any, name: str, low: float, high: float) -> float:

@@ -18,7 +18,7 @@ import sys
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 from tqdm import tqdm
@@ -29,7 +29,7 @@ from edgevpr.runtime.embedder import Embedder
 from edgevpr.runtime.placemap import PlaceMap
 from edgevpr.runtime.placemap.core import DEFAULT_INDEX
 from edgevpr.runtime.placemap.kinds import TRAIN_ROWS
-from edgevpr.runtime.placemap.place_record import record_for
+from edgevpr.runtime.placemap.place_record import PlaceRecord, record_for
 from edgevpr.runtime.placemap.projection import PCA, WHITENED, Projection
 
 CHUNK_IMAGES = 1024
@@ -104,12 +104,9 @@ class EmbedCheckpoint:
         if not np.isfinite(descriptors[ok]).all():
             bad = indices[ok][~np.isfinite(descriptors[ok]).all(axis=1)]
             raise EdgeVPRError(f"the model gave NaN or infinity for {self.paths[int(bad[0])]}")
-        buffer = io.BytesIO()
-        np.savez(buffer, indices=indices.astype(np.int64), ok=ok.astype(bool),
-                 descriptors=descriptors)  # fmt: skip
-        data = buffer.getvalue()
-        name = f"chunk-{int(indices.min()):010d}-{hashlib.sha256(data).hexdigest()}.npz"
-        write_bytes_atomic(self.folder / name, data)
+        write_chunk(self.folder, int(indices.min()), {
+            "indices": indices.astype(np.int64), "ok": ok.astype(bool),
+            "descriptors": descriptors})  # fmt: skip
         self._done[indices] = True
         self._embedded += int(ok.sum())
 
@@ -127,23 +124,12 @@ class EmbedCheckpoint:
         """A chunk's (indices, ok, descriptors), everything checked; ``seen`` marks the
         images earlier chunks held (the constructor's own marks otherwise)."""
         refuse = f"{chunk} is not a chunk of this build"
-        if chunk.is_symlink() or not chunk.is_file():
-            raise EdgeVPRError(f"{refuse} (not a plain file); build with --fresh")
-        data = chunk.read_bytes()
-        if hashlib.sha256(data).hexdigest() != chunk.stem.rsplit("-", 1)[-1]:
-            raise EdgeVPRError(f"{chunk} changed after it was written; build with --fresh")
-        try:
-            with np.load(io.BytesIO(data), allow_pickle=False) as arrays:
-                if sorted(arrays.files) != ["descriptors", "indices", "ok"]:
-                    raise ValueError("other arrays")
-                indices, ok, descriptors = arrays["indices"], arrays["ok"], arrays["descriptors"]
-        except (OSError, ValueError, EOFError) as exc:
-            raise EdgeVPRError(f"{chunk} is unreadable ({first_line(exc)}); build with --fresh"
-                               ) from None  # fmt: skip
+        arrays = read_chunk(chunk, {"indices": np.int64, "ok": np.bool_,
+                                    "descriptors": np.float32})  # fmt: skip
+        indices, ok, descriptors = arrays["indices"], arrays["ok"], arrays["descriptors"]
         count = len(indices)
-        if (indices.dtype != np.int64 or ok.dtype != bool or descriptors.dtype != np.float32
-                or ok.shape != (count,) or descriptors.shape != (count, self.dim)):  # fmt: skip
-            raise EdgeVPRError(f"{refuse} (its arrays have other types or shapes)")
+        if ok.shape != (count,) or descriptors.shape != (count, self.dim):
+            raise EdgeVPRError(f"{refuse} (its arrays have other shapes)")
         marks = self._done if seen is None else seen
         if count and (indices.min() < 0 or indices.max() >= len(self.paths)
                       or len(np.unique(indices)) != count or marks[indices].any()):  # fmt: skip
@@ -155,8 +141,46 @@ class EmbedCheckpoint:
             seen[indices] = True
         return indices, ok, descriptors
 
+    def places(self) -> Iterator[tuple[np.ndarray, list[PlaceRecord]]]:
+        """(descriptors, records) chunk by chunk, in the order of the images' list."""
+        for indices, descriptors in self.read():
+            order = np.argsort(indices)
+            yield descriptors[order], [record_for(self.paths[i]) for i in indices[order].tolist()]
+
     def remove(self) -> None:
         remove_tree(self.folder)
+
+
+def write_chunk(folder: Path, first: int, arrays: dict[str, np.ndarray]) -> None:
+    """One chunk file of a build's work folder, named by its first item and the sha256 of
+    its contents (checked when it is read back)."""
+    buffer = io.BytesIO()
+    np.savez(buffer, **arrays)  # type: ignore[arg-type]
+    data = buffer.getvalue()
+    write_bytes_atomic(folder / f"chunk-{first:010d}-{hashlib.sha256(data).hexdigest()}.npz",
+                       data)  # fmt: skip
+
+
+def read_chunk(chunk: Path, expected: dict[str, type]) -> dict[str, np.ndarray]:
+    """A chunk's arrays, refused by name unless it is a plain file whose contents still
+    have the sha256 of its name and exactly the ``expected`` arrays of those types."""
+    refuse = f"{chunk} is not a chunk of this build"
+    if chunk.is_symlink() or not chunk.is_file():
+        raise EdgeVPRError(f"{refuse} (not a plain file); build with --fresh")
+    data = chunk.read_bytes()
+    if hashlib.sha256(data).hexdigest() != chunk.stem.rsplit("-", 1)[-1]:
+        raise EdgeVPRError(f"{chunk} changed after it was written; build with --fresh")
+    try:
+        with np.load(io.BytesIO(data), allow_pickle=False) as found:
+            if sorted(found.files) != sorted(expected):
+                raise ValueError("other arrays")
+            arrays = {name: found[name] for name in expected}
+    except (OSError, ValueError, EOFError) as exc:
+        raise EdgeVPRError(f"{chunk} is unreadable ({first_line(exc)}); build with --fresh"
+                           ) from None  # fmt: skip
+    if any(arrays[name].dtype != np.dtype(kind) for name, kind in expected.items()):
+        raise EdgeVPRError(f"{refuse} (its arrays have other types)")
+    return arrays
 
 
 def _list_hash(paths: list[Path]) -> str:
@@ -225,26 +249,40 @@ def progress_bar(total: int, done: int, shown: bool) -> tqdm:
 
 
 # ------------------------------------------------------------------ the map
+class EmbeddedPlaces(Protocol):
+    """What a map is built from: a work folder of embedded places (``EmbedCheckpoint`` for
+    a list of images, ``DriveCheckpoint`` for a recorded drive)."""
+
+    folder: Path
+
+    @property
+    def embedded(self) -> int: ...
+
+    def places(self) -> Iterator[tuple[np.ndarray, list[PlaceRecord]]]: ...
+
+    def remove(self) -> None: ...
+
+
 def build_from_checkpoint(
-    checkpoint: EmbedCheckpoint, embedder: Embedder, options: MapOptions
+    checkpoint: EmbeddedPlaces, embedder: Embedder, options: MapOptions
 ) -> PlaceMap:
-    """The map of every embedded image, compressed as ``options`` say: the projection fitted
-    and the index trained on a sample of the descriptors, then filled chunk by chunk."""
+    """The map of every embedded place, compressed as ``options`` say: the projection
+    fitted and the index trained on a sample of the descriptors, then filled chunk by
+    chunk."""
     sample = _sample(checkpoint, TRAIN_ROWS)
     projection = None
     if options.pca:
         fit_on = options.fit_on if options.fit_on is not None else sample
         projection = Projection.fit(fit_on, options.pca, WHITENED if options.whiten else PCA)
     placemap = PlaceMap.create(
-        embedder.descriptor_dim, embedder.fingerprint, capacity=max(checkpoint.done, 1),
+        embedder.descriptor_dim, embedder.fingerprint, capacity=max(checkpoint.embedded, 1),
         model=embedder.model_summary(), index=options.index, storage=options.storage,
         projection=projection, store=options.store, rerank=options.rerank, **options.params,
     )  # fmt: skip
     placemap.train(sample)
     del sample
     source = embedder.model_summary()
-    for indices, descriptors in _in_order(checkpoint):
-        records = [record_for(checkpoint.paths[i]) for i in indices.tolist()]
+    for descriptors, records in checkpoint.places():
         placemap.add(descriptors, records, source=source)
     if len(placemap) != checkpoint.embedded:  # never a map of fewer places than embedded
         raise EdgeVPRError(
@@ -254,19 +292,11 @@ def build_from_checkpoint(
     return placemap
 
 
-def _in_order(checkpoint: EmbedCheckpoint) -> Iterator[tuple[np.ndarray, np.ndarray]]:
-    """Chunks in the order of their first image, each sorted within (one chunk in memory
-    at a time)."""
-    for indices, descriptors in checkpoint.read():
-        order = np.argsort(indices)
-        yield indices[order], descriptors[order]
-
-
-def _sample(checkpoint: EmbedCheckpoint, rows: int) -> np.ndarray:
+def _sample(checkpoint: EmbeddedPlaces, rows: int) -> np.ndarray:
     """The first ``rows`` descriptors (chunks are in image order, so this spans the list's
     start; images are usually listed by route or area, not by content)."""
     parts, total = [], 0
-    for _, descriptors in checkpoint.read():
+    for descriptors, _ in checkpoint.places():
         parts.append(descriptors)
         total += len(descriptors)
         if total >= rows:

@@ -40,7 +40,7 @@ from edgevpr.runtime.placemap.kinds import HNSWLIB, TRAIN_ROWS, SearchIndex, ind
 from edgevpr.runtime.placemap.kinds.hnswlib_index import HnswIndex
 from edgevpr.runtime.placemap.parts import MapParts
 from edgevpr.runtime.placemap.projection import Projection
-from edgevpr.runtime.placemap.records import RecordTable
+from edgevpr.runtime.placemap.records import OPTIONAL_COLUMNS, RecordTable
 from edgevpr.runtime.placemap.search import DEFAULT_RERANK
 from edgevpr.runtime.placemap.vectors import NONE, STORES, VectorStore
 
@@ -183,9 +183,10 @@ def _parts(
     fingerprint, model = meta["fingerprint"], meta["model"]
     if not isinstance(fingerprint, str) or not fingerprint or not isinstance(model, dict):
         raise TypeError("fingerprint must be a string and model an object")
-    records = RecordTable.from_columns(
-        {n: sections[f"records.{n}"] for n in RECORD_SECTIONS}, meta["zones"], len(sources)
-    )
+    columns = {n: sections[f"records.{n}"] for n in RECORD_SECTIONS}
+    columns.update({n: sections[f"records.{n}"] for n in OPTIONAL_COLUMNS
+                    if f"records.{n}" in sections})  # fmt: skip
+    records = RecordTable.from_columns(columns, meta["zones"], len(sources))
     next_id = whole(meta["next_id"], "next_id", 0, 2**62)
     ids = records.live_ids()
     if len(ids) != meta["places"] or (len(ids) and ids[-1] >= next_id):

@@ -1,0 +1,267 @@
+"""Teaching maps from recorded drives, measured on nordland64.
+
+Usage: python benchmarks/teach.py --model MODEL.onnx [--data ../shared/data]
+       [--out benchmarks/results/teach.md] [--work DIR]
+
+Everything runs through the installed ``edgevpr`` command, as a user would run it:
+
+1. Round trip. nordland64's test database (1176 summer frames, 20 m apart, in travel order)
+   recorded three ways: an MJPG video with a GPX track, a ROS 2 bag of raw ``Image`` and
+   ``NavSatFix`` messages, and JPEGs with EXIF GPS. The file names' east/north, shifted to
+   (400 km, 7000 km) in UTM zone 33W (the route then lies in its zone), become the
+   recordings' latitude/longitude. Each recording taught into a map with ``index build``;
+   its places against the map built from the named PNGs: count, and the largest position
+   difference (taught east/north less the shift).
+2. Truth from a bag. The winter test frames recorded as a bag with their own NavSatFix,
+   localised against the bag-taught map with ``--truth /gps/fix``; the winter PNG folder
+   localised against the folder map with the truth in its file names. Both summaries.
+3. Keyframes. Maps taught from the summer bag with ``--every`` 0 (every frame), 20, 40 and
+   80 m: places, file size, and the winter bag localised against each (L=10): the share of
+   all frames whose fix is within 25 m (sequence Recall@1), accepted fixes and their
+   precision.
+4. Bad input: each case's one line, exit status, and whether anything was written.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from edgevpr.bench.machine import describe_cpu
+from edgevpr.core.geo import utm_to_latlon
+from edgevpr.core.images import list_images
+from edgevpr.core.layout_names import parse_layout_name
+from edgevpr.data.recordings import record_bag, record_photos, record_video, write_gpx
+from edgevpr.runtime.localize.layout import name_key
+from edgevpr.runtime.placemap import PlaceMap
+
+ZONE = "33W"
+SHIFT = (400_000.0, 7_000_000.0)
+START = 1_700_000_000.0
+EDGEVPR = str(Path(sys.executable).with_name("edgevpr"))
+
+
+def edgevpr(*args: object, check: bool = True) -> subprocess.CompletedProcess:
+    done = subprocess.run([EDGEVPR, *(str(a) for a in args)], capture_output=True, text=True)
+    if check and done.returncode:
+        raise SystemExit(f"edgevpr {' '.join(map(str, args))} failed:\n{done.stderr}")
+    return done
+
+
+def drive(folder: Path) -> tuple[list[np.ndarray], list[tuple[float, float]], list[float]]:
+    """A folder's frames in travel order, their lat/lon (shifted names), times 1 s apart."""
+    paths = sorted(list_images(folder), key=lambda p: name_key(p.name))
+    names = [parse_layout_name(p.name) for p in paths]
+    frames = [cv2.imread(str(p)) for p in paths]
+    latlon = [utm_to_latlon(n.east + SHIFT[0], n.north + SHIFT[1], ZONE) for n in names]
+    return frames, latlon, [START + i for i in range(len(frames))]
+
+
+def round_trip(model: Path, test: Path, work: Path) -> tuple[list[dict], Path, Path]:
+    folder_map = work / "folder.vprmap"
+    edgevpr("index", "build", model, test / "database", "-o", folder_map, "-q")
+    reference = _positions(folder_map, (0.0, 0.0))
+    frames, latlon, times = drive(test / "database")
+    rec = work / "summer"
+    rec.mkdir()
+    record_video(rec / "drive.avi", frames, 1.0)
+    write_gpx(rec / "drive.gpx", times, latlon)
+    record_bag(rec / "bag", frames, times, latlon)
+    record_photos(rec / "photos", frames, times, latlon)
+    sources = {
+        "video + GPX": [rec / "drive.avi", "--track", rec / "drive.gpx", "--start-time",
+                        str(START)],
+        "ROS 2 bag (Image + NavSatFix)": [rec / "bag"],
+        "JPEGs with EXIF GPS": [rec / "photos"],
+    }  # fmt: skip
+    rows = [{"source": "named PNG folder (reference)", "places": len(reference),
+             "max_diff_m": 0.0, "seconds": None}]  # fmt: skip
+    for name, source in sources.items():
+        out = work / f"{len(rows)}.vprmap"
+        began = time.perf_counter()
+        edgevpr("index", "build", model, *source, "-o", out, "-q")
+        taught = _positions(out, SHIFT)
+        same = len(taught) == len(reference)
+        diff = float(np.abs(taught - reference).max()) if same else math.inf
+        rows.append({"source": name, "places": len(taught), "max_diff_m": diff,
+                     "seconds": time.perf_counter() - began})  # fmt: skip
+    return rows, folder_map, work / "2.vprmap"
+
+
+def _positions(path: Path, shift: tuple[float, float]) -> np.ndarray:
+    records = sorted(PlaceMap.load(path).records(), key=lambda r: (r.north, r.east))
+    return np.array([(r.east - shift[0], r.north - shift[1]) for r in records])
+
+
+def truth_runs(model: Path, test: Path, folder_map: Path, bag_map: Path, work: Path) -> dict:
+    frames, latlon, times = drive(test / "queries")
+    winter = record_bag(work / "winter", frames, times, latlon)
+    runs = {
+        "winter bag vs bag-taught map, --truth /gps/fix":
+            [bag_map, winter, "--truth", "/gps/fix"],
+        "winter PNGs vs folder map, truth from file names": [folder_map, test / "queries"],
+    }  # fmt: skip
+    results = {}
+    for name, (map_path, source, *extra) in runs.items():
+        done = edgevpr("localize", map_path, source, "-m", model, "-o", work / "t.jsonl",
+                       "--json", "-q", *extra)  # fmt: skip
+        results[name] = json.loads(done.stdout)
+    return {"winter": winter, "runs": results}
+
+
+def keyframes(model: Path, summer_bag: Path, winter: Path, work: Path) -> list[dict]:
+    rows = []
+    for every in (0, 20, 40, 80):
+        out = work / f"every{every}.vprmap"
+        edgevpr("index", "build", model, summer_bag, "--every", every, "-o", out, "-q")
+        done = edgevpr("localize", out, winter, "-m", model, "--truth", "/gps/fix",
+                       "--length", "10", "-o", work / "k.jsonl", "--json", "-q")  # fmt: skip
+        score = json.loads(done.stdout)["score"]
+        rows.append({"every": every, "places": len(PlaceMap.load(out)),
+                     "bytes": out.stat().st_size, **score})  # fmt: skip
+    return rows
+
+
+def bad_inputs(model: Path, work: Path, rec: Path) -> list[dict]:
+    bad = work / "bad"
+    bad.mkdir()
+    frames = [np.full((32, 64, 3), 30 * i, np.uint8) for i in range(5)]
+    lat_lon = [utm_to_latlon(SHIFT[0], SHIFT[1] + 20 * i, ZONE) for i in range(5)]
+    times = [START + i for i in range(5)]
+    nofix = _nofix_bag(bad / "nofix", frames, times, lat_lon)
+    (bad / "nan.csv").write_text("time,lat,lon\n" + "".join(
+        f"{t - START},{'nan' if i == 2 else lat},{lon}\n"
+        for i, (t, (lat, lon)) in enumerate(zip(times, lat_lon, strict=True))))  # fmt: skip
+    (bad / "damaged.gpx").write_text((rec / "drive.gpx").read_text()[:700])
+    (bad / "damaged.srt").write_text("1\n00:00:00,000 --> 00:00:00,033\n[latitude: 63.5\n")
+    (bad / "damaged.csv").write_text("time,lat,lon\n0,63.5,12.0\n1,63.5,\n")
+    photos = bad / "photos"
+    shutil.copytree(rec / "photos", photos)
+    cv2.imwrite(str(photos / "zz_no_gps.jpg"), frames[0])
+    video = rec / "drive.avi"
+    cases = {
+        "GNSS topic without a fix": [nofix],
+        "NaN positions (CSV)": [video, "--track", bad / "nan.csv"],
+        "track does not overlap the video in time": [video, "--track", rec / "drive.gpx",
+                                                     "--start-time", str(START + 86400)],
+        "photo without GPS": [photos],
+        "missing topic": [rec / "bag", "--position-topic", "/gps/missing"],
+        "damaged GPX": [video, "--track", bad / "damaged.gpx", "--start-time", str(START)],
+        "damaged SRT": [video, "--track", bad / "damaged.srt"],
+        "damaged CSV": [video, "--track", bad / "damaged.csv"],
+        "bag whose clock never meets the track's": [rec / "bag", "--track", rec / "drive.gpx",
+                                                    "--time-offset", "-3600"],
+    }  # fmt: skip
+    rows = []
+    for name, args in cases.items():
+        out = bad / "out.vprmap"
+        before = set(bad.iterdir())
+        done = edgevpr("index", "build", model, *args, "-o", out, "-q", check=False)
+        written = sorted(p.name for p in set(bad.iterdir()) - before)
+        lines = [line for line in done.stderr.splitlines() if line.strip()]
+        rows.append({"case": name, "status": done.returncode, "lines": len(lines),
+                     "message": lines[-1] if lines else "", "written": written})  # fmt: skip
+    return rows
+
+
+def _nofix_bag(path: Path, frames, times, lat_lon) -> Path:
+    """A bag whose NavSatFix messages all say STATUS_NO_FIX."""
+    from rosbags.rosbag2 import Writer
+    from rosbags.typesys import Stores, get_typestore
+
+    store = get_typestore(Stores.ROS2_HUMBLE)
+    t = store.types
+    with Writer(path, version=8) as writer:
+        images = writer.add_connection("/camera/image_raw", "sensor_msgs/msg/Image",
+                                       typestore=store)  # fmt: skip
+        fixes = writer.add_connection("/gps/fix", "sensor_msgs/msg/NavSatFix", typestore=store)
+        for frame, seconds, (lat, lon) in zip(frames, times, lat_lon, strict=True):
+            ns = int(seconds * 1e9)
+            header = t["std_msgs/msg/Header"](
+                stamp=t["builtin_interfaces/msg/Time"](sec=ns // 10**9, nanosec=ns % 10**9),
+                frame_id="camera")  # fmt: skip
+            image = t["sensor_msgs/msg/Image"](
+                header=header, height=frame.shape[0], width=frame.shape[1], encoding="bgr8",
+                is_bigendian=0, step=frame.shape[1] * 3, data=frame.reshape(-1))  # fmt: skip
+            writer.write(images, ns, store.serialize_cdr(image, "sensor_msgs/msg/Image"))
+            fix = t["sensor_msgs/msg/NavSatFix"](
+                header=header, status=t["sensor_msgs/msg/NavSatStatus"](status=-1, service=1),
+                latitude=lat, longitude=lon, altitude=0.0, position_covariance=np.zeros(9),
+                position_covariance_type=0)  # fmt: skip
+            writer.write(fixes, ns, store.serialize_cdr(fix, "sensor_msgs/msg/NavSatFix"))
+    return path
+
+
+def report(model: Path, trip: list[dict], truth: dict, frames: list[dict], bad: list[dict],
+           seconds: float) -> str:  # fmt: skip
+    lines = [
+        "# Teaching maps from recorded drives (nordland64)", "",
+        f"{time.strftime('%Y-%m-%d')}, {describe_cpu()}: `python benchmarks/teach.py "
+        f"--model {model.name}` ({seconds:.0f} s in all; the model: MixVPR-Lite0 trained "
+        "with Multi-Similarity on nordland64's train split, 64x128, exported to ONNX FP32).",
+        "", (__doc__ or "").split("\n\n", 1)[1].strip(), "",
+        "## 1. Round trip: three recordings against the folder of named images", "",
+        "| recording | places | largest position difference | build time |",
+        "|---|---|---|---|",
+    ]  # fmt: skip
+    for row in trip:
+        took = "" if row["seconds"] is None else f"{row['seconds']:.1f} s"
+        lines.append(f"| {row['source']} | {row['places']} | {row['max_diff_m'] * 1000:.1f} mm "
+                     f"| {took} |")  # fmt: skip
+    lines += ["", "## 2. Truth from the winter bag's own GNSS against file-name truth", "",
+              "| run | frames | accepted | precision within 25 m | error median | p95 | "
+              "share of all fixes within 25 m |", "|---|---|---|---|---|---|---|"]  # fmt: skip
+    for name, run in truth["runs"].items():
+        s = run["score"]
+        lines.append(f"| {name} | {s['frames']} | {s['accepted']} | {100 * s['precision']:.2f} % "
+                     f"| {s['median_m']:.3f} m | {s['p95_m']:.3f} m | "
+                     f"{100 * s['share_within']:.2f} % |")  # fmt: skip
+    lines += ["", "## 3. Keyframes: map size and sequence Recall@1 (L=10) against spacing", "",
+              "| --every | places | map file | sequence R@1 (fix within 25 m, all frames) | "
+              "accepted | precision of accepted |", "|---|---|---|---|---|---|"]  # fmt: skip
+    for row in frames:
+        every = "every frame (0)" if not row["every"] else f"{row['every']} m"
+        precision = "-" if row["precision"] is None else f"{100 * row['precision']:.1f} %"
+        lines.append(f"| {every} | {row['places']} | {row['bytes'] / 1e6:.2f} MB | "
+                     f"{100 * row['share_within']:.1f} % | {row['accepted']} | {precision} |")
+    lines += ["", "## 4. Bad input: one line, nothing written", "",
+              "| case | exit | lines on stderr | message | files left |", "|---|---|---|---|---|"]
+    for row in bad:
+        message = row["message"].replace("|", "\\|")
+        left = ", ".join(row["written"]) or "none"
+        lines.append(f"| {row['case']} | {row['status']} | {row['lines']} | {message} | {left} |")
+    return "\n".join(lines) + "\n"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--model", type=Path, required=True)
+    parser.add_argument("--data", type=Path, default=Path("../shared/data"))
+    parser.add_argument("--out", type=Path, default=Path("benchmarks/results/teach.md"))
+    parser.add_argument("--work", type=Path, default=None)
+    args = parser.parse_args()
+    began = time.perf_counter()
+    test = args.data / "nordland64/images/test"
+    work = args.work or Path(tempfile.mkdtemp(prefix="teach-"))
+    work.mkdir(parents=True, exist_ok=True)
+    trip, folder_map, bag_map = round_trip(args.model, test, work)
+    truth = truth_runs(args.model, test, folder_map, bag_map, work)
+    frames = keyframes(args.model, work / "summer/bag", truth["winter"], work)
+    bad = bad_inputs(args.model, work, work / "summer")
+    text = report(args.model, trip, truth, frames, bad, time.perf_counter() - began)
+    args.out.write_text(text)
+    print(text)
+
+
+if __name__ == "__main__":
+    main()
