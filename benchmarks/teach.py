@@ -37,12 +37,13 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from edgevpr.bench.machine import describe_cpu
+from edgevpr.bench.machine import describe_cpu, machine_info
 from edgevpr.core.geo import utm_to_latlon
 from edgevpr.core.images import list_images
 from edgevpr.core.layout_names import parse_layout_name
 from edgevpr.data.recordings import record_bag, record_photos, record_video, write_gpx
 from edgevpr.runtime.localize.layout import name_key
+from edgevpr.runtime.localize.route import DEFAULT_SPEEDS
 from edgevpr.runtime.placemap import PlaceMap
 
 ZONE = "33W"
@@ -206,7 +207,7 @@ def report(model: Path, trip: list[dict], truth: dict, frames: list[dict], bad: 
            seconds: float) -> str:  # fmt: skip
     lines = [
         "# Teaching maps from recorded drives (nordland64)", "",
-        f"{time.strftime('%Y-%m-%d')}, {describe_cpu()}: `python benchmarks/teach.py "
+        f"{time.strftime('%Y-%m-%d')}, {describe_cpu(machine_info())}: `python benchmarks/teach.py "
         f"--model {model.name}` ({seconds:.0f} s in all; the model: MixVPR-Lite0 trained "
         "with Multi-Similarity on nordland64's train split, 64x128, exported to ONNX FP32).",
         "", (__doc__ or "").split("\n\n", 1)[1].strip(), "",
@@ -234,6 +235,12 @@ def report(model: Path, trip: list[dict], truth: dict, frames: list[dict], bad: 
         precision = "-" if row["precision"] is None else f"{100 * row['precision']:.1f} %"
         lines.append(f"| {every} | {row['places']} | {row['bytes'] / 1e6:.2f} MB | "
                      f"{100 * row['share_within']:.1f} % | {row['accepted']} | {precision} |")
+    lines += ["", f"Why spacing costs recall: the winter frames are 20 m apart, so against a map "
+              f"with a place every N metres the stream moves 20/N places a frame; the route "
+              f"search tries speeds {', '.join(f'{v:g}' for v in DEFAULT_SPEEDS)}x. At 80 m "
+              "(0.25 places a frame) the true speed is outside them: teach with --every at "
+              "most twice the spacing of the frames that will be localised (or give the "
+              "Localizer a RouteConfig with slower speeds)."]  # fmt: skip
     lines += ["", "## 4. Bad input: one line, nothing written", "",
               "| case | exit | lines on stderr | message | files left |", "|---|---|---|---|---|"]
     for row in bad:

@@ -193,7 +193,8 @@ def test_a_photo_without_gps_is_refused_or_listed_and_skipped(cli, exported, rec
     cv2.imwrite(str(photos / "zz_plain.jpg"), np.full((48, 48, 3), 90, np.uint8))
     out = tmp_path / "m.vprmap"
     refused = cli("index", "build", exported["onnx"], photos, "-o", out, "-q")
-    assert refused.code == 2 and "zz_plain.jpg: no GPS position" in refused.err
+    assert refused.code == 2 and "have no GPS position" in refused.err
+    assert "(zz_plain.jpg)" in refused.err
     assert "--skip-unreadable" in refused.err and not out.exists()
     assert not (tmp_path / "m.vprmap.partial").exists()
     skipped = cli("index", "build", exported["onnx"], photos, "-o", out, "-q",

@@ -121,6 +121,12 @@ def teach(
     """Embed a drive's keyframes into the work folder ``folder`` (resuming what it holds);
     ``taken``: drive names the map already has."""
     frames, positions = open_drive(source, args.topic, args.positions)
+    unplaced = positions.unplaced()
+    if unplaced and on_unreadable is None:  # refused before anything is embedded
+        shown = ", ".join(Path(name).name for name in unplaced[:3])
+        raise EdgeVPRError(f"{len(unplaced)} of {frames.total} frames have {positions.reason()} "
+                           f"({shown}{', ...' if len(unplaced) > 3 else ''}): "
+                           "--skip-unreadable lists and skips them")  # fmt: skip
     name = args.drive or source.stem or source.name
     if name in taken:
         raise EdgeVPRError(f"the map already holds a drive named {name!r}: name this one "

@@ -31,7 +31,7 @@ from edgevpr.runtime.localize.stream import StreamFrame
 from edgevpr.runtime.placemap.place_record import record_for
 from edgevpr.runtime.tracks.bags import read_bag_track
 from edgevpr.runtime.tracks.files import read_track_file
-from edgevpr.runtime.tracks.photos import PhotoPosition, photo_position
+from edgevpr.runtime.tracks.photos import PhotoPosition
 from edgevpr.runtime.tracks.track import (
     DEFAULT_MAX_GAP_S,
     EAST_NORTH,
@@ -102,6 +102,10 @@ class Positions(ABC):
         """What the positions cover against the frames seen (for a drive none was placed)."""
         return ""
 
+    def unplaced(self) -> list[str]:
+        """Frames known before any is embedded to have no position (photos without GPS)."""
+        return []
+
 
 class TrackPositions(Positions):
     """The track at each frame's time (``base`` added to relative frame times)."""
@@ -140,16 +144,20 @@ class TrackPositions(Positions):
 
 
 class PhotoPositions(Positions):
-    """Each photo's EXIF GPS or DJI XMP, in the first photo's UTM zone."""
+    """Each photo's EXIF GPS or DJI XMP (read once for the whole folder), in the first
+    placed photo's UTM zone."""
 
     description = "the photos' EXIF GPS / DJI XMP"
     required = True
 
-    def __init__(self, first: PhotoPosition) -> None:
-        self.zone = utm_zone_for(first.lat, first.lon)
+    def __init__(self, found: dict[str, PhotoPosition | None]) -> None:
+        first = next((p for p in found.values() if p is not None), None)
+        if first is None:
+            raise EdgeVPRError("no photo has a GPS position in its EXIF or XMP")
+        self.found, self.zone = found, utm_zone_for(first.lat, first.lon)
 
     def of(self, frame: StreamFrame, index: int) -> FramePosition | None:
-        found = photo_position(Path(frame.image))
+        found = self.found.get(str(frame.image))
         if found is None:
             return None
         east, north = latlon_to_utm(found.lat, found.lon, self.zone)
@@ -157,6 +165,9 @@ class PhotoPositions(Positions):
 
     def reason(self) -> str:
         return "no GPS position in its EXIF or XMP"
+
+    def unplaced(self) -> list[str]:
+        return [name for name, found in self.found.items() if found is None]
 
 
 class NamePositions(Positions):
@@ -195,8 +206,8 @@ class RoutePositions(Positions):
 
 def open_positions(source: Path, frames_kind: str, first_frames: list[StreamFrame],
                    options: PositionOptions) -> Positions:  # fmt: skip
-    """The positions of a drive read from ``source`` (a "folder", "photos", "video" or
-    "bag"), given its first frames (for their times)."""
+    """The positions of a drive read from ``source`` (a "folder", "video" or "bag"), given
+    its first frames (for their names)."""
     if options.track is not None:
         track = read_track_file(options.track).shifted(options.time_offset)
         return TrackPositions(track, options, _base(source, frames_kind, track, options))
@@ -205,12 +216,6 @@ def open_positions(source: Path, frames_kind: str, first_frames: list[StreamFram
         return TrackPositions(track.shifted(options.time_offset), options, 0.0)
     if options.position_topic is not None:
         raise EdgeVPRError("--position-topic applies to bags only")
-    if frames_kind == "photos":
-        first = next((found for f in first_frames if (found := photo_position(Path(f.image)))),
-                     None)  # fmt: skip
-        if first is None:
-            raise EdgeVPRError(f"the first photos in {source} have no GPS position")
-        return PhotoPositions(first)
     named = next((p for f in first_frames if (p := name_position(f)) is not None), None)
     if frames_kind == "folder" and named is not None:
         return NamePositions(named)

@@ -38,6 +38,7 @@ from edgevpr.runtime.placemap.place_record import PlaceRecord
 from edgevpr.runtime.tracks.photos import photo_position
 from edgevpr.runtime.tracks.positions import (
     FramePosition,
+    PhotoPositions,
     PositionOptions,
     Positions,
     open_positions,
@@ -80,8 +81,11 @@ class DriveReport:
 def open_drive(source: Path, topic: str | None, options: PositionOptions
                ) -> tuple[FrameSource, Positions]:  # fmt: skip
     """The frames of a recorded drive and where each was taken."""
-    frames = _photos(source) if options.track is None and is_photo_folder(source) else \
-        open_source(source, topic)  # fmt: skip
+    if options.track is None and is_photo_folder(source):
+        if options.position_topic is not None or topic is not None:
+            raise EdgeVPRError("--topic and --position-topic apply to bags only")
+        return _photos(source)
+    frames = open_source(source, topic)
     first = list(itertools.islice(frames.frames, PEEK_FRAMES))
     frames.frames = itertools.chain(first, frames.frames)
     positions = open_positions(source, frames.kind, first, options)
@@ -96,17 +100,16 @@ def is_photo_folder(source: Path) -> bool:
     return bool(images) and photo_position(images[0]) is not None
 
 
-def _photos(folder: Path) -> FrameSource:
+def _photos(folder: Path) -> tuple[FrameSource, PhotoPositions]:
     """Geotagged photos in the order they were taken (EXIF time; those without one after
-    them, by name)."""
+    them, by name), each photo's position read once."""
     paths = list_images(folder)
-    times = {}
-    for path in paths:
-        found = photo_position(path)
-        times[path] = None if found is None else found.time
+    found = {str(p): photo_position(p) for p in paths}
+    times = {p: (f.time if (f := found[str(p)]) is not None else None) for p in paths}
     ordered = sorted(paths, key=lambda p: (times[p] is None, times[p] or 0.0, p.name))
     frames = (StreamFrame(p, timestamp=times[p], name=str(p)) for p in ordered)
-    return FrameSource(f"{len(paths)} photos in {folder}", frames, len(paths), "photos", folder)
+    source = FrameSource(f"{len(paths)} photos in {folder}", frames, len(paths), "photos", folder)
+    return source, PhotoPositions(found)
 
 
 class KeyframeFilter:
@@ -309,11 +312,10 @@ class _Selection:
     def _unplaced(self, frame: StreamFrame) -> None:
         """A frame without a position: passed by, or bad input where positions are required."""
         reason = self.positions.reason()
-        if self.positions.required:
-            exc = EdgeVPRError(f"{frame.name or frame.image}: {reason}")
-            if self.on_unreadable is None:
-                raise EdgeVPRError(f"{exc} (--skip-unreadable lists and skips such frames)")
-            self.on_unreadable(frame, exc)
+        # where positions are required, teach() refused them all up front unless they are
+        # to be listed and skipped
+        if self.positions.required and self.on_unreadable is not None:
+            self.on_unreadable(frame, EdgeVPRError(f"{frame.name or frame.image}: {reason}"))
         self.skip(reason)
 
 
