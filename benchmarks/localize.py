@@ -11,15 +11,24 @@ true position.
 
 1. nordland64 and corridor test: single frames (exact search; confidence = best cosine less
    the second) against sequences of L = 5, 10, 20 (confidence = the fix's margin): R@1,
-   R@100P and AUC (average precision of accepted fixes). Variable speed: the query stream
+   R@100P and AUC (average precision of accepted fixes; a fix the Localizer's integrity
+   checks set aside, confidence 0, ranks last). Variable speed: the query stream
    resampled in segments of 60 frames at 1x, 0.5x (every frame twice) and 2x (every
    other frame dropped).
-2. Cost of the filter per frame (the Localizer's time less its kNN search) against the
+2. Kidnapped robot: the nordland64 test stream with 20 insertions of 30 consecutive frames
+   from at least 10 km away (start points drawn with seeds 0, 1, 2; after each insertion
+   the stream resumes where it left off), localised (L = 10) with the default threshold and
+   with a calibration written by ``edgevpr eval --split train --sequence 10
+   --threshold-at-precision 1.0`` (a stretch the test split does not use). Each frame's
+   fix is right within 25 m of that frame's own true position, inserted frames included:
+   precision of accepted fixes over the whole stream, and frames from each return to the
+   first right accepted fix.
+3. Cost of the filter per frame (the Localizer's time less its kNN search) against the
    embed time of a frame of MixVPR-Lite0 and of MixVPR-R50 4096 at 320x320 (ONNX Runtime,
    CPU, batch 1), on the nordland64 map and on a synthetic route of ``--big-map`` places of
    4096-d descriptors in the default index (faiss IVF over int8 codes, float descriptors
    stored for exact re-ranking, which the filter reads).
-3. Stream throughput, batch 1: the model alone on frames decoded and resized beforehand
+4. Stream throughput, batch 1: the model alone on frames decoded and resized beforehand
    (``Embedder.embed_batch``), ``Embedder.stream`` over the files (decoding and resizing of
    the next frame overlap the embedding of this one) and ``Localizer.run`` over the files;
    MixVPR-Lite0 on nordland64's 64x32 PNGs and MixVPR-R50 on corridor's frames re-encoded
@@ -36,6 +45,7 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -53,7 +63,7 @@ from edgevpr.export.onnx_export import export_onnx
 from edgevpr.model import build_model, get_preset
 from edgevpr.model.checkpoint import load_checkpoint, save_checkpoint
 from edgevpr.runtime import Embedder, PlaceMap
-from edgevpr.runtime.localize import Localizer, precision_recall
+from edgevpr.runtime.localize import Calibration, FixIntegrity, Localizer, precision_recall
 from edgevpr.runtime.localize.layout import traversal_order
 from edgevpr.runtime.localize.route import DEFAULT_SEEDS
 from edgevpr.runtime.placemap.place_record import PlaceRecord, record_for
@@ -132,6 +142,8 @@ def single_frames(data: RouteSet, stream: np.ndarray) -> dict[str, float]:
 
 
 def sequence(embedder: Embedder, data: RouteSet, length: int, stream: np.ndarray) -> dict:
+    """The Localizer's decisions: a fix ranks by its margin where the fix's integrity checks
+    let it be weighed at all (confidence above 0), else last."""
     localizer = Localizer(embedder, data.map, length=length, calibration=None)
     right, margins, seconds = [], [], []
     for frame, index in enumerate(stream):
@@ -141,7 +153,8 @@ def sequence(embedder: Embedder, data: RouteSet, length: int, stream: np.ndarray
         error = np.hypot(fix.position.east - data.truth[index, 0],
                          fix.position.north - data.truth[index, 1])  # fmt: skip
         right.append(error <= RADIUS_M)
-        margins.append(fix.margin if frame >= length - 1 else -np.inf)
+        weighed = frame >= length - 1 and fix.confidence > 0
+        margins.append(fix.margin if weighed else -np.inf)
     result = scores(np.array(right), np.array(margins))
     result["ms"] = 1000 * statistics.median(seconds)
     return result
@@ -163,6 +176,86 @@ def accuracy_rows(models: dict[str, Embedder], sets: dict[str, Path]) -> list[li
                     rows.append([model, name, pattern, str(len(stream)), how, f"{r['R@1']:.1f}",
                                  f"{r['R@100P']:.1f}", f"{r['AUC']:.3f}"])  # fmt: skip
     return rows
+
+
+# ------------------------------------------------------------------ kidnap
+KIDNAPS, KIDNAP_FRAMES, KIDNAP_MIN_M = 20, 30, 10_000.0
+UNCHECKED = FixIntegrity(gate=-100.0, floor=-100.0, frames=1, contradiction=100.0)
+
+
+def kidnap_stream(truth: np.ndarray, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """(query indices, 1 where inserted) of the test stream with KIDNAPS insertions of
+    KIDNAP_FRAMES consecutive frames from at least KIDNAP_MIN_M away; after each, the
+    stream resumes where it left off."""
+    rng = np.random.default_rng(seed)
+    frames = len(truth)
+    cuts = np.sort(rng.choice(np.arange(50, frames - 50), KIDNAPS, replace=False))
+    stream: list[int] = []
+    inserted: list[int] = []
+    last = 0
+    for cut in cuts:
+        stream += range(last, cut)
+        inserted += [0] * (cut - last)
+        far = np.linalg.norm(truth[: frames - KIDNAP_FRAMES] - truth[cut], axis=1) >= KIDNAP_MIN_M
+        start = int(rng.choice(np.flatnonzero(far)))
+        stream += range(start, start + KIDNAP_FRAMES)
+        inserted += [1] * KIDNAP_FRAMES
+        last = cut
+    stream += range(last, frames)
+    inserted += [0] * (frames - last)
+    return np.asarray(stream), np.asarray(inserted)
+
+
+def kidnap_run(embedder: Embedder, data: RouteSet, stream: np.ndarray, inserted: np.ndarray,
+               calibration: Calibration | None, integrity: FixIntegrity | None,
+               ) -> dict:  # fmt: skip
+    localizer = Localizer(embedder, data.map, length=10, calibration=calibration,
+                          integrity=integrity)  # fmt: skip
+    accepted, right, confident_wrong = [], [], 0
+    for index in stream:
+        fix = localizer.update_descriptor(data.queries[index])
+        error = np.hypot(fix.position.east - data.truth[index, 0],
+                         fix.position.north - data.truth[index, 1])  # fmt: skip
+        accepted.append(fix.accepted)
+        right.append(error <= RADIUS_M)
+        confident_wrong += int(fix.accepted and error > RADIUS_M and fix.confidence >= 0.9)
+    accepted_, right_ = np.array(accepted), np.array(right)
+    returns = np.flatnonzero((inserted[:-1] == 1) & (inserted[1:] == 0)) + 1
+    delays = []
+    for back in returns:
+        good = np.flatnonzero(accepted_[back:] & right_[back:])
+        delays.append(int(good[0]) + 1 if len(good) else len(stream) - back)
+    wrong = int((accepted_ & ~right_).sum())
+    return {"accepted": int(accepted_.sum()), "wrong": wrong,
+            "precision": 1 - wrong / max(int(accepted_.sum()), 1), "delays": delays,
+            "confident_wrong": confident_wrong}  # fmt: skip
+
+
+def kidnap_rows(embedder: Embedder, root: Path, calibration: Calibration) -> list[list[str]]:
+    data = RouteSet(embedder, root)
+    rows = []
+    for seed in (0, 1, 2):
+        stream, inserted = kidnap_stream(data.truth, seed)
+        runs = (("default", None, None), ("calibrated", calibration, None),
+                ("default, integrity checks off", None, UNCHECKED))  # fmt: skip
+        for name, given, integrity in runs:
+            r = kidnap_run(embedder, data, stream, inserted, given, integrity)
+            rows.append([str(seed), name, str(len(stream)), str(r["accepted"]), str(r["wrong"]),
+                         f"{r['precision']:.4f}", str(r["confident_wrong"]),
+                         f"{statistics.median(r['delays']):.0f}",
+                         f"{np.percentile(r['delays'], 95):.0f}"])  # fmt: skip
+    return rows
+
+
+def held_out_calibration(model: Path, data: Path, work: Path) -> Calibration:
+    """The calibration a user would write: route matching over 10 frames, precision 1.0,
+    measured on nordland64's train split (a stretch of route the test split does not use)."""
+    out = work / "calibration.json"
+    command = [str(Path(sys.executable).with_name("edgevpr")), "eval", str(model), str(data),
+               "--split", "train", "--pr", "--sequence", "10", "--threshold-at-precision", "1.0",
+               "--calibration", str(out)]  # fmt: skip
+    subprocess.run(command, check=True, capture_output=True)
+    return Calibration.load(out)
 
 
 # ------------------------------------------------------------------ cost
@@ -285,7 +378,7 @@ def table(header: list[str], rows: list[list[str]]) -> str:
     return "\n".join(lines + ["| " + " | ".join(map(str, r)) + " |" for r in rows])
 
 
-SECTIONS = ("accuracy", "cost", "stream")
+SECTIONS = ("accuracy", "kidnap", "cost", "stream")
 
 
 def measure(section: str, args: argparse.Namespace, work: Path) -> list[list[str]]:
@@ -296,6 +389,10 @@ def measure(section: str, args: argparse.Namespace, work: Path) -> list[list[str
     sets = {name: args.data / name for name in ("nordland64", "corridor")}
     if section == "accuracy":
         return accuracy_rows({m: exported(c, work) for m, c in models.items()}, sets)
+    if section == "kidnap":
+        trained = exported(args.trained, work)
+        calibration = held_out_calibration(trained.path, sets["nordland64"], work)
+        return kidnap_rows(trained, sets["nordland64"], calibration)
     lite0 = exported(args.trained, work)
     torch.manual_seed(0)
     r50_config = get_preset("mixvpr_resnet50_4096").with_size(320, 320)
@@ -309,6 +406,11 @@ def measure(section: str, args: argparse.Namespace, work: Path) -> list[list[str
 HEADERS = {
     "accuracy": ("Recall and confidence (a fix is right within 25 m)",
                  ["model", "set", "speed", "frames", "matching", "R@1", "R@100P", "AUC"]),
+    "kidnap": ("Kidnapped: 20 insertions of 30 frames from at least 10 km away (nordland64 "
+               "test, MS-trained; calibration at precision 1.0 from the train split)",
+               ["seed", "threshold", "frames", "accepted", "wrong accepted",
+                "precision of accepted", "of them with confidence >= 0.9",
+                "frames to the first right accepted fix after a return: median", "p95"]),
     "cost": ("Filter cost a frame (medians, ms; filter = update less its kNN search)",
              ["map", "places", "update", "kNN search", "filter", "of Lite0 embed",
               "of R50 embed"]),

@@ -6,14 +6,18 @@ import torch, and a missing optional dependency only affects the command that ne
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import os
+import signal
 import sys
+import threading
+from collections.abc import Iterator
 
 import click
 
 from edgevpr import __version__
-from edgevpr.core.errors import EdgeVPRError
+from edgevpr.core.errors import EdgeVPRError, Interrupted
 from edgevpr.core.extras import EXTRA_FOR_MODULE
 
 # command name -> "module:attribute"; each stage owns its own click commands.
@@ -68,14 +72,47 @@ def cli() -> None:
     """Visual place recognition from training to the edge."""
 
 
+def _interrupt(signum: int, frame: object) -> None:
+    raise Interrupted(signal.Signals(signum).name)
+
+
+@contextlib.contextmanager
+def signals_interrupt() -> Iterator[None]:
+    """SIGINT and SIGTERM raise :class:`Interrupted` in the main thread while a command runs
+    (SIGTERM would otherwise end the process on the spot, leaving temporary files)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = {s: signal.signal(s, _interrupt) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for number, handler in previous.items():
+            signal.signal(number, handler)
+
+
+def quiet_video_backends() -> None:
+    """Keep FFmpeg's and OpenCV's own log lines off stderr (read when OpenCV loads, so set
+    before any command imports it); EDGEVPR_DEBUG=1 or the variables set by hand keep them."""
+    if not os.environ.get("EDGEVPR_DEBUG"):
+        os.environ.setdefault("OPENCV_FFMPEG_LOGLEVEL", "-8")  # AV_LOG_QUIET
+        os.environ.setdefault("OPENCV_LOG_LEVEL", "ERROR")
+
+
 def main(argv: list[str] | None = None) -> None:
     """Entry point: user errors become one line on stderr and a non-zero exit."""
+    quiet_video_backends()
     try:
-        code = cli.main(args=argv, prog_name="edgevpr", standalone_mode=False)
+        with signals_interrupt():
+            code = cli.main(args=argv, prog_name="edgevpr", standalone_mode=False)
     except EdgeVPRError as exc:
         click.echo(f"error: {exc}", err=True)
         sys.exit(exc.exit_code)
-    except click.exceptions.Abort:
+    except click.exceptions.Abort as exc:  # click's name for a KeyboardInterrupt inside it
+        cause = exc.__cause__
+        if isinstance(cause, Interrupted):
+            click.echo(f"interrupted ({cause.name})", err=True)
+            sys.exit(cause.exit_code)
         click.echo("aborted", err=True)
         sys.exit(130)
     except click.UsageError as exc:
@@ -85,6 +122,9 @@ def main(argv: list[str] | None = None) -> None:
         sys.exit(exc.exit_code)
     except click.ClickException as exc:
         click.echo(f"error: {exc.format_message()}", err=True)
+        sys.exit(exc.exit_code)
+    except Interrupted as exc:
+        click.echo(f"interrupted ({exc.name})", err=True)
         sys.exit(exc.exit_code)
     except KeyboardInterrupt:
         click.echo("interrupted", err=True)

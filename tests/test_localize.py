@@ -1,12 +1,11 @@
 """Localisation from a stream: the route tracker and area filter on known paths, the
 Localizer on a real model, calibration, ``eval --pr --sequence``, ``edgevpr localize`` and
-its sources (folders, videos, ROS bags), and the ROS 2 node against a stand-in rclpy."""
+its sources (folders, videos, ROS bags); the ROS 2 node is tested in test_field.py."""
 
 from __future__ import annotations
 
 import itertools
 import json
-import sys
 import types
 from pathlib import Path
 
@@ -262,8 +261,12 @@ def test_calibration_is_found_beside_the_map_and_sets_the_threshold(
     localizer = Localizer(embedder, PlaceMap.load(map_copy), length=5)
     assert localizer.calibration == Calibration.load(sidecar(map_copy))
     assert localizer.threshold == calibration.threshold
+    # found beside the map but for another length: set aside, with a note; given: refused
+    aside = Localizer(embedder, PlaceMap.load(map_copy), length=7)
+    assert aside.calibration is None
+    assert "for route matching over 5 frames, not route over 7" in aside.calibration_note
     with pytest.raises(EdgeVPRError, match="for route matching over 5 frames, not route over 7"):
-        Localizer(embedder, PlaceMap.load(map_copy), length=7)
+        Localizer(embedder, PlaceMap.load(map_copy), length=7, calibration=sidecar(map_copy))
     other = Calibration.fit(margins, correct, 1.0, "f" * 64, "route", 5)
     with pytest.raises(EdgeVPRError, match="measured with another model"):
         Localizer(embedder, PlaceMap.load(map_copy), length=5, calibration=other)
@@ -447,62 +450,3 @@ def test_fixes_become_poses_and_navsat_fixes() -> None:
         navsat_fields(fix)
 
 
-def message_tree(*names: str):
-    """A stand-in ROS message: nested attributes created on first use."""
-
-    class Message(types.SimpleNamespace):
-        def __getattr__(self, name: str):
-            child = Message()
-            setattr(self, name, child)
-            return child
-
-    return Message
-
-
-def test_ros2_node_against_a_stand_in_rclpy(
-    embedder: Embedder, exported: dict[str, Path], route: dict, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    published: list = []
-
-    class Node:
-        def __init__(self, name: str) -> None:
-            self.parameters = {"map": str(route["map"]), "model": str(exported["onnx"]),
-                               "length": 5}  # fmt: skip
-
-        def declare_parameter(self, name, default):
-            self.parameters.setdefault(name, default)
-
-        def get_parameter(self, name):
-            return types.SimpleNamespace(value=self.parameters[name])
-
-        def create_publisher(self, kind, topic, depth):
-            self.output_topic = topic
-            return types.SimpleNamespace(publish=published.append)
-
-        def create_subscription(self, kind, topic, callback, depth):
-            self.input = (kind, topic, callback)
-
-    rclpy = types.ModuleType("rclpy")
-    rclpy_node = types.ModuleType("rclpy.node")
-    rclpy_node.Node = Node
-    monkeypatch.setitem(sys.modules, "rclpy", rclpy)
-    monkeypatch.setitem(sys.modules, "rclpy.node", rclpy_node)
-    from edgevpr.runtime.localize.ros_node import build_node
-
-    names = ("Image", "CompressedImage", "PoseWithCovarianceStamped", "NavSatFix")
-    message_types = {name: message_tree() for name in names}
-    node = build_node(message_types)
-    kind, topic, callback = node.input
-    assert kind is message_types["Image"] and topic == "/camera/image_raw"
-    for i, path in enumerate(route["queries"]):
-        bgr = cv2.imread(str(path))
-        callback(types.SimpleNamespace(
-            header=types.SimpleNamespace(stamp=types.SimpleNamespace(sec=50 + i, nanosec=0)),
-            height=96, width=128, encoding="bgr8", is_bigendian=0, step=384, data=bgr.ravel(),
-        ))  # fmt: skip
-    assert len(published) >= PLACES // 3  # accepted fixes only
-    pose = published[-1]
-    assert pose.header.frame_id == "map" and pose.header.stamp.sec >= 55
-    truth = [record_for(p) for p in route["queries"]]
-    assert min(abs(pose.pose.pose.position.y - t.north) for t in truth) <= 25
-    assert len(pose.pose.covariance) == 36

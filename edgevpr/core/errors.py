@@ -21,6 +21,21 @@ class GateFailure(EdgeVPRError):
     exit_code = 1
 
 
+class Interrupted(KeyboardInterrupt):
+    """SIGINT or SIGTERM, raised in the main thread by the CLI's handler, so that every
+    ``finally`` and atomic write runs as for Ctrl-C (nothing temporary is left behind) and
+    a long run can keep what it has done. ``name``: the signal's name."""
+
+    def __init__(self, name: str = "SIGINT") -> None:
+        super().__init__(name)
+        self.name = name
+
+    @property
+    def exit_code(self) -> int:
+        """128 + the signal's number, as a shell reports a process the signal ended."""
+        return 143 if self.name == "SIGTERM" else 130
+
+
 def first_line(exc: BaseException, limit: int = 300) -> str:
     """The first line of an exception's message (its type's name if it has none), cut to
     ``limit`` characters: what a one-line error quotes of a library's long complaint."""

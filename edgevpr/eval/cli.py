@@ -132,6 +132,8 @@ def evaluate(
         raise EdgeVPRError("--threshold-at-precision needs --sequence L and --calibration OUT")
     data = read_split(dataset_dir, split)
     embedder = load_embedder(model, batch_size=batch, size=size, threads=threads)
+    if precision is not None and calibration_out is not None:
+        check_calibration_target(calibration_out, embedder.fingerprint)
     depth = max(PLOT_MAX_N if plot else 0, GRID_K if visualize else 0, 2 if pr else 0)
     result = run_evaluation(embedder, data, radius=radius, ns=ns, depth=depth)
     analysis = analyse(result, ns, pr, sequence_length)
@@ -207,6 +209,23 @@ def analyse(result: Evaluation, ns: tuple[int, ...], pr: bool, length: int | Non
     if length is not None:
         analysis.sequence = sequence_evaluation(result, length, ns)
     return analysis
+
+
+def check_calibration_target(out: Path, fingerprint: str) -> None:
+    """Refuse, before evaluating, a calibration for a map that another model built: every
+    Localizer on that map would set it aside (or, given it explicitly, refuse to start)."""
+    if out.suffix.lower() == ".json":
+        return
+    if not out.exists():
+        raise EdgeVPRError(f"--calibration {out}: no place map there (give the map the "
+                           "calibration is for, or a .json file)")  # fmt: skip
+    from edgevpr.runtime.commands.query import load_any_map
+
+    built_by = load_any_map(out, verify=False).fingerprint
+    if built_by != fingerprint:
+        raise EdgeVPRError(f"{out} was built by another model (fingerprint {built_by[:12]}, this "
+                           f"one {fingerprint[:12]}): calibrate with the model that built it; "
+                           "nothing written")  # fmt: skip
 
 
 def write_calibration(

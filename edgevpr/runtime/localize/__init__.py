@@ -12,7 +12,14 @@ temporal filter on area maps, calibrated confidence, and frame sources (torch-fr
 
 from edgevpr.runtime.localize.calibration import Calibration, precision_recall
 from edgevpr.runtime.localize.fix import INITIALISING, LOST, TRACKING, Fix, Position
-from edgevpr.runtime.localize.localizer import AREA, AUTO, ROUTE, Localizer, StreamFrame
+from edgevpr.runtime.localize.localizer import (
+    AREA,
+    AUTO,
+    ROUTE,
+    FixIntegrity,
+    Localizer,
+    StreamFrame,
+)
 
 __all__ = [
     "AREA",
@@ -23,6 +30,7 @@ __all__ = [
     "TRACKING",
     "Calibration",
     "Fix",
+    "FixIntegrity",
     "Localizer",
     "Position",
     "StreamFrame",

@@ -37,10 +37,19 @@ def stamp_seconds(message: Any) -> float | None:
     return None if seconds is None else float(seconds) + float(nanos) * 1e-9
 
 
+def data_bytes(data: Any) -> np.ndarray:
+    """A message's ``uint8[]`` field as bytes: rclpy gives ``array('B')`` or ``bytes``,
+    rosbags a numpy array, rospy ``bytes`` or a list."""
+    try:
+        return np.frombuffer(memoryview(data).cast("B"), np.uint8)
+    except TypeError:  # no buffer: a list of numbers
+        return np.asarray(data, np.uint8).reshape(-1)
+
+
 def image_of(message: Any, msgtype: str) -> tuple[Any, str]:
     """(pixels or encoded bytes, encoding) of an image message."""
     if msgtype.endswith("CompressedImage"):
-        return bytes(np.asarray(message.data, np.uint8)), "rgb8"  # decoded as a file is
+        return data_bytes(message.data).tobytes(), "rgb8"  # decoded as a file is
     return pixels_of(message)
 
 
@@ -56,7 +65,7 @@ def pixels_of(message: Any) -> tuple[np.ndarray, str]:
     height, width, step = int(message.height), int(message.width), int(message.step)
     sample = np.dtype(spec.dtype).itemsize
     row_bytes = width * spec.channels * sample
-    data = np.frombuffer(bytes(np.asarray(message.data, np.uint8)), np.uint8)
+    data = data_bytes(message.data)
     if height < 1 or width < 1 or step < row_bytes or len(data) < step * height:
         raise EdgeVPRError(
             f"image message of {width}x{height} {encoding} holds {len(data)} bytes, step {step}"

@@ -1,4 +1,5 @@
-"""Where frames come from: a folder of images, a video file, or a ROS 1 / ROS 2 bag.
+"""Where frames come from: a folder of images, a video file, a ROS 1 / ROS 2 bag, or a live
+source (a camera, a network stream or a GStreamer pipeline: ``live``).
 
 Each source yields :class:`StreamFrame` items lazily (a bag or a video is never read whole)
 with a name, and a timestamp where the source has one: a bag's header stamps, a video's
@@ -7,9 +8,10 @@ position, or the timestamp field of evaluation-layout file names.
 
 from __future__ import annotations
 
+import itertools
 import os
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import cv2
@@ -17,6 +19,7 @@ import cv2
 from edgevpr.core.errors import EdgeVPRError
 from edgevpr.core.images import IMAGE_SUFFIXES, list_images
 from edgevpr.runtime.localize.layout import name_key, timestamp_value
+from edgevpr.runtime.localize.live import LiveStats, NewestFrame, live_kind, open_capture
 from edgevpr.runtime.localize.localizer import StreamFrame
 from edgevpr.runtime.localize.rosmsg import IMAGE_TYPES, image_of, stamp_seconds
 from edgevpr.runtime.placemap.place_record import record_for
@@ -27,21 +30,45 @@ VIDEO_SUFFIXES = (".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v", ".mpg", ".mpe
 
 @dataclass
 class FrameSource:
-    """Frames to localise, lazily, with how many there are where known."""
+    """Frames to localise, lazily, with how many there are where known; ``notes``: what
+    the source found wrong while it was read (a truncated video), for the user."""
 
     description: str
     frames: Iterator[StreamFrame]
     total: int | None = None
-    kind: str = "folder"  # "folder", "video" or "bag"
+    kind: str = "folder"  # "folder", "video", "bag", "photos" or "live"
     path: Path | None = None
+    notes: list[str] = field(default_factory=list)
+    live: LiveStats | None = None  # live sources: frames read, localised and dropped
 
 
-def open_source(path: str | os.PathLike[str], topic: str | None = None) -> FrameSource:
-    """A folder of images, a video file, or a bag (a ROS 1 ``.bag``, or a ROS 2 bag folder
-    or its ``.mcap``/``.db3`` file; ``topic`` names the image topic where there are several)."""
-    path = Path(path)
+def open_source(
+    source: str | os.PathLike[str], topic: str | None = None, max_frames: int | None = None,
+    duration: float | None = None,
+) -> FrameSource:  # fmt: skip
+    """A folder of images, a video file, a bag (a ROS 1 ``.bag``, or a ROS 2 bag folder or
+    its ``.mcap``/``.db3`` file; ``topic`` names the image topic where there are several),
+    or a live source: a camera (``0``, ``/dev/video0``), a stream URL or a GStreamer
+    pipeline, read until it ends, ``max_frames`` were localised or ``duration`` seconds."""
+    spec = str(source)
+    kind = None if Path(spec).exists() else live_kind(spec)
+    if kind is not None:
+        if topic is not None:
+            raise EdgeVPRError("--topic applies to bags only")
+        reader = NewestFrame(open_capture(spec, kind), spec if kind != "gstreamer" else kind)
+        return FrameSource(f"{kind} {spec}", reader.frames(max_frames, duration), None,
+                           "live", None, live=reader.stats)  # fmt: skip
+    found = _recorded(Path(spec), topic)
+    if max_frames is not None:
+        found.frames = itertools.islice(found.frames, max_frames)
+        found.total = max_frames if found.total is None else min(found.total, max_frames)
+    return found
+
+
+def _recorded(path: Path, topic: str | None) -> FrameSource:
     if not path.exists():
-        raise EdgeVPRError(f"frame source {path} does not exist")
+        raise EdgeVPRError(f"frame source {path} does not exist (nor is it a camera, a stream "
+                           "URL or a GStreamer pipeline)")  # fmt: skip
     if (path / "metadata.yaml").is_file() or path.suffix.lower() in BAG_SUFFIXES:
         return bag_source(path, topic)
     if topic is not None:
@@ -68,11 +95,13 @@ def folder_source(folder: Path) -> FrameSource:
 
 
 def video_source(path: Path) -> FrameSource:
-    """A video file, frame by frame (BGR from OpenCV), timestamps from its position."""
+    """A video file, frame by frame (BGR from OpenCV), timestamps from its position; a file
+    that ends before the frame count its header gives is noted (truncated or damaged)."""
     capture = cv2.VideoCapture(str(path))
     if not capture.isOpened():
         raise EdgeVPRError(f"cannot open {path} as a video (OpenCV could not read it)")
     total = int(capture.get(cv2.CAP_PROP_FRAME_COUNT)) or None
+    source = FrameSource(f"video {path}", iter(()), total, "video", path)
 
     def frames() -> Iterator[StreamFrame]:
         index = 0
@@ -80,14 +109,18 @@ def video_source(path: Path) -> FrameSource:
             while True:
                 ok, image = capture.read()
                 if not ok:
-                    return
+                    break
                 seconds = capture.get(cv2.CAP_PROP_POS_MSEC) / 1000.0
                 yield StreamFrame(image, seconds, f"{path.name}#{index}", encoding="bgr8")
                 index += 1
         finally:
             capture.release()
+        if total is not None and index < total:
+            source.notes.append(f"read {index} of the {total} frames {path.name}'s header "
+                                "gives: the video is truncated or damaged")  # fmt: skip
 
-    return FrameSource(f"video {path}", frames(), total, "video", path)
+    source.frames = frames()
+    return source
 
 
 def bag_source(path: Path, topic: str | None) -> FrameSource:

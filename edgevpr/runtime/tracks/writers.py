@@ -21,6 +21,7 @@ import io
 import json
 import math
 import shutil
+import sys
 import tempfile
 from abc import ABC, abstractmethod
 from collections.abc import Iterator
@@ -40,6 +41,7 @@ from edgevpr.runtime.localize.rosmsg import navsat_fields, pose_fields
 # Times from 1980 on (the GPS epoch) are dates; earlier ones are a clock that started with
 # the stream (a video's position in seconds), which date-stamped formats leave out.
 FIRST_DATE_S = 315_964_800.0
+STDOUT = "-"  # --out -: JSON lines on standard output, as they come
 POSE_TOPIC, FIX_TOPIC = "/edgevpr/pose", "/edgevpr/fix"
 CONFIDENCE_TOPIC, STATE_TOPIC = "/edgevpr/confidence", "/edgevpr/state"
 
@@ -89,6 +91,14 @@ class JsonLinesWriter(FileTrackWriter):
 
     def write(self, fix: Fix) -> None:
         self.fh.write((json.dumps(fix.to_dict()) + "\n").encode())
+
+
+class LiveJsonLinesWriter(JsonLinesWriter):
+    """JSON lines to standard output, each flushed as it is written (``--out -``)."""
+
+    def write(self, fix: Fix) -> None:
+        super().write(fix)
+        self.fh.flush()
 
 
 CSV_COLUMNS = ("frame", "name", "timestamp", "state", "accepted", "confidence", "margin",
@@ -329,12 +339,14 @@ TRACK_FORMATS: dict[str, TrackFormat] = {f.name: f for f in (
 
 
 def track_format(path: Path, name: str | None = None) -> TrackFormat:
-    """The format named, else the one the path's suffix chooses."""
+    """The format named, else the one the path's suffix chooses (JSON lines for ``-``)."""
     if name is not None:
         if name not in TRACK_FORMATS:
             raise EdgeVPRError(f"track format must be one of {', '.join(TRACK_FORMATS)}, "
                                f"not {name!r}")  # fmt: skip
         return TRACK_FORMATS[name]
+    if str(path) == STDOUT:
+        return TRACK_FORMATS["jsonl"]
     suffix = path.suffix.lower()
     for found in TRACK_FORMATS.values():
         if suffix in found.suffixes:
@@ -363,7 +375,13 @@ def check_writable(fmt: TrackFormat, frame: TrackFrame, path: Path) -> None:
 @contextlib.contextmanager
 def track_writer(path: Path, fmt: TrackFormat, frame: TrackFrame) -> Iterator[TrackWriter]:
     """``with track_writer(path, fmt, frame) as w: w.add(fix)``: the track appears at
-    ``path`` only when the block ends without an exception."""
+    ``path`` only when the block ends without an exception; ``-``: JSON lines to standard
+    output as they come."""
+    if str(path) == STDOUT:
+        if fmt.name != "jsonl":
+            raise EdgeVPRError(f"--out - streams JSON lines; {fmt.name} goes to a file")
+        yield LiveJsonLinesWriter(sys.stdout.buffer, frame)
+        return
     check_writable(fmt, frame, path)
     if fmt.storage is not None:
         with _bag_writer(path, fmt.storage, frame) as bag:
