@@ -11,7 +11,8 @@
 #
 # Real images, a trained checkpoint and the wheels of what the GPU machine lacks (it reaches no
 # package index; its image has torch, onnx, onnxruntime, OpenCV, click, tqdm, pytest) travel
-# in .gpu_carry/ (git-ignored, about 45 MB), made here with
+# in .gpu_carry/ (git-ignored, 46 MB as --prepare made it on 2026-12-06: 37 MB of wheels,
+# 6 MB checkpoint, 2 MB of images; the run carries at most 64 MiB), made here with
 #   benchmarks/gpu_check.sh --prepare ../shared/data/nordland64 /work/runs/lite0-ms/best.pt
 # and carried with the run: carry=[".gpu_carry"], command "bash benchmarks/gpu_check.sh".
 # hnswlib publishes no wheels: chroma-hnswlib's (the same `hnswlib` module) stands in there.

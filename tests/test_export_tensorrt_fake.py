@@ -115,8 +115,8 @@ class Config:
     def add_optimization_profile(self, profile: dict) -> None:
         self.profiles.append(profile)
 
-    def create_timing_cache(self, data: bytes) -> bytes:
-        return data
+    def create_timing_cache(self, data: bytes) -> bytes | None:
+        return None if data.startswith(b"corrupt") else data  # TensorRT: None, no exception
 
     def set_timing_cache(self, cache: bytes, ignore_mismatch: bool) -> bool:
         if cache.startswith(b"foreign"):
@@ -172,26 +172,56 @@ def fake_tensorrt(version: str, built: dict, **behaviour: object) -> types.Modul
             if behaviour.get("fails"):
                 self.logger.log(ILogger.Severity.ERROR, "out of workspace for the MatMul")
                 return None
+            dynamic = any(lo != hi for lo, _, hi in config.profiles[0].values())
+            if config.default_device_type == "DLA" and dynamic:
+                self.logger.log(ILogger.Severity.ERROR, "DLA does not support dynamic shapes")
+                return None
             return b"ENGINE"
 
     class OnnxParser:
-        num_errors = 0
+        errors: list[str] = []
+
+        @property
+        def num_errors(self) -> int:
+            return len(self.errors)
+
+        def get_error(self, i: int) -> str:
+            return self.errors[i]
 
         def __init__(self, network: Network, logger: ILogger) -> None:
             self.network = network
 
         def parse(self, data: bytes) -> bool:
             model = onnx.load_from_string(data)
+            zeros = {t.name: t for t in model.graph.initializer}
+            for node in model.graph.node:
+                if node.op_type in ("QuantizeLinear", "DequantizeLinear") and len(node.input) > 2:
+                    if onnx.numpy_helper.to_array(zeros[node.input[2]]).any():
+                        self.errors = ["TensorRT only supports symmetric quantization"]
+                        return False
             self.network.model = model
             self.network.layers = [lay for n in model.graph.node for lay in layers_of(n)]
             return True
 
     class Inspector:
+        """TensorRT 10 writes "Format/Datatype"; 11 splits it into "Format" and "Datatype".
+        On a DLA build the first ``dla_layers`` layers run as one DLA foreign node."""
+
         def get_engine_information(self, _format: str) -> str:
             network = built["network"]
-            layers = [{"Name": lay.name, "Outputs": [{"Format/Datatype": (
-                "Row major linear FP32" if lay.precision == "float32"
-                else "Row major linear FP16 format")}]} for lay in network.layers]  # fmt: skip
+            layers = []
+            for lay in network.layers:
+                fp32 = lay.precision == "float32"
+                output = ({"Format/Datatype": "Row major linear FP32" if fp32
+                           else "Row major linear FP16 format"} if major < 11 else
+                          {"Format": "Row major linear", "Datatype": "FP32" if fp32
+                           else "Half"})  # fmt: skip
+                layers.append({"Name": lay.name, "LayerType": "CaskConvolution",
+                               "Outputs": [output]})  # fmt: skip
+            dla = int(behaviour.get("dla_layers", 0))
+            if dla:
+                layers = [{"Name": "{ForeignNode[mm1...div]}", "LayerType": "DLA",
+                           "Outputs": [{}]}] * dla + layers[dla:]  # fmt: skip
             return json.dumps({"Layers": layers})
 
     class Runtime:
@@ -203,7 +233,7 @@ def fake_tensorrt(version: str, built: dict, **behaviour: object) -> types.Modul
 
     trt.ILogger, trt.Builder, trt.OnnxParser, trt.Runtime = ILogger, Builder, OnnxParser, Runtime
     flags = {"EXPLICIT_BATCH": 0} if major < 11 else {}
-    if major >= 10:
+    if major >= 10 and not behaviour.get("flag_removed"):
         flags["STRONGLY_TYPED"] = 1 if major == 10 else 0
     trt.NetworkDefinitionCreationFlag = types.SimpleNamespace(**flags)
     names = ["FP16", "OBEY_PRECISION_CONSTRAINTS"] if major < 11 else []
@@ -308,8 +338,8 @@ def test_weakly_typed_pins_exact_layers_and_unnamed_helpers(tiny_onnx: Path, mon
 
 
 def test_dla_on_tensorrt_10_takes_the_fp16_flag_with_gpu_fallback(tiny_onnx, monkeypatch) -> None:
-    options = EngineOptions(dla_core=1, workspace_mb=512, opt_level=5)
-    built = build_with("10.3.0.26", tiny_onnx, monkeypatch, options, dla_cores=2)
+    options = EngineOptions(dla_core=1, workspace_mb=512, opt_level=5, batch=BatchRange(4, 4, 4))
+    built = build_with("10.3.0.26", tiny_onnx, monkeypatch, options, dla_cores=2, dla_layers=3)
     config = built["config"]
     assert {"FP16", "GPU_FALLBACK"} <= config.flags
     assert (config.default_device_type, config.DLA_core) == ("DLA", 1)
@@ -376,3 +406,88 @@ def test_an_engine_left_from_before_does_not_pass_for_the_new_header(
 def test_int8_engines_need_a_signed_qdq_model(tiny_onnx: Path, monkeypatch) -> None:
     with pytest.raises(EdgeVPRError, match="Q/DQ INT8 ONNX model"):
         build_with("10.3.0.26", tiny_onnx, monkeypatch, EngineOptions(precision="int8"))
+
+
+def test_dla_takes_a_fixed_batch_and_must_run_layers_on_the_dla(tiny_onnx, monkeypatch,
+                                                               capsys) -> None:  # fmt: skip
+    with pytest.raises(EdgeVPRError, match="DLA takes no dynamic dimensions"):
+        EngineOptions(dla_core=0, batch=BatchRange(1, 8, 32))
+    # the stand-in refuses it as TensorRT does, had it got that far
+    built: dict = {}
+    trt = fake_tensorrt("10.3.0.26", built)
+    logged: list[str] = []
+    logger = types.SimpleNamespace(log=lambda severity, message: logged.append(message))
+    builder = trt.Builder(logger)
+    config = builder.create_builder_config()
+    config.default_device_type = "DLA"
+    config.add_optimization_profile({"images": ((1, 3, 32, 32), (8, 3, 32, 32), (32, 3, 32, 32))})
+    assert builder.build_serialized_network(builder.create_network(0), config) is None
+    assert logged == ["DLA does not support dynamic shapes"]
+    fixed = EngineOptions(dla_core=0, batch=BatchRange(8, 8, 8))
+    with pytest.raises(EdgeVPRError, match="no layer of the engine runs on DLA core 0"):
+        build_with("10.3.0.26", tiny_onnx, monkeypatch, fixed, dla_cores=2, dla_layers=0)
+    assert not (tiny_onnx.parent / "tiny_fp16.engine").exists()
+    build_with("10.3.0.26", tiny_onnx, monkeypatch, fixed, dla_cores=2, dla_layers=2)
+    assert "2 of " in capsys.readouterr().err
+
+
+def test_tensorrt_11_inspector_fields_are_read(tiny_onnx, monkeypatch) -> None:
+    built = build_with("11.4.0.106", tiny_onnx, monkeypatch)
+    report = json.loads(built["engine"].with_name("tiny_fp16.engine.layers.json").read_text())
+    assert report["layers"] == len(built["network"].layers)
+    from edgevpr.export.tensorrt_build import output_datatype
+
+    assert "FP32" in output_datatype({"Format": "Row major linear", "Datatype": "FP32"})
+    assert "FP32" in output_datatype({"Format/Datatype": "Row major linear FP32"})
+    assert "FP32" not in output_datatype({"Format": "Row major linear", "Datatype": "Half"})
+
+
+def test_tensorrt_11_without_the_deprecated_flag_stays_strongly_typed(tiny_onnx, monkeypatch):
+    built = build_with("11.9.0.1", tiny_onnx, monkeypatch, flag_removed=True)
+    assert built["network"].flags == 0  # strongly typed by default, no flag to set
+    assert "FP16" not in built["config"].flags  # (11 has no FP16 flag at all)
+    assert read_engine_header(built["engine"]).extra["strongly_typed"] is True
+
+
+def test_an_unreadable_timing_cache_is_a_refused_one(tiny_onnx, monkeypatch, capsys) -> None:
+    (tiny_onnx.parent / "timing.cache").write_bytes(b"corrupt bytes")
+    built = build_with("10.3.0.26", tiny_onnx, monkeypatch)
+    assert "refused the timing cache" in capsys.readouterr().err
+    assert built["cache"].read_bytes() == b"+timed"
+
+
+def qdq_model(zero_point: int, dtype: int = TensorProto.INT8) -> onnx.ModelProto:
+    """The tiny model with one Q/DQ pair on its input, quantised around ``zero_point``."""
+    model = tiny_descriptor_model()
+    first = model.graph.node[0]
+    scale = onnx.helper.make_tensor("q_scale", TensorProto.FLOAT, [], [0.05])
+    zero = onnx.helper.make_tensor("q_zero", dtype, [], [zero_point])
+    model.graph.initializer.extend([scale, zero])
+    quant = onnx.helper.make_node("QuantizeLinear", [first.input[0], "q_scale", "q_zero"],
+                                  ["q_out"], name="q")  # fmt: skip
+    dequant = onnx.helper.make_node("DequantizeLinear", ["q_out", "q_scale", "q_zero"],
+                                    ["dq_out"], name="dq")  # fmt: skip
+    first.input[0] = "dq_out"
+    nodes = [quant, dequant, *model.graph.node]
+    del model.graph.node[:]
+    model.graph.node.extend(nodes)
+    set_metadata(model, ModelMetadata(16, PreprocessSpec(32, 32), {"backbone": "x"}, "ab" * 32,
+                                      "int8", "0.1.0"))  # fmt: skip
+    return model
+
+
+def test_int8_with_a_non_zero_zero_point_is_refused_before_building(tmp_path, monkeypatch):
+    options = EngineOptions(precision="int8")
+    asymmetric = tmp_path / "asym.onnx"
+    save_onnx_atomic(qdq_model(3), asymmetric)
+    with pytest.raises(EdgeVPRError, match="symmetric quantisation only, and q has a non-zero"):
+        build_with("10.3.0.26", asymmetric, monkeypatch, options)
+    assert not list(tmp_path.glob("*.engine*"))
+    symmetric = tmp_path / "sym.onnx"
+    save_onnx_atomic(qdq_model(0), symmetric)
+    built = build_with("10.3.0.26", symmetric, monkeypatch, options)
+    assert built["engine"].read_bytes() == b"ENGINE"
+    unsigned = tmp_path / "u8.onnx"
+    save_onnx_atomic(qdq_model(128, TensorProto.UINT8), unsigned)
+    with pytest.raises(EdgeVPRError, match="signed int8 Q/DQ only"):
+        build_with("10.3.0.26", unsigned, monkeypatch, options)

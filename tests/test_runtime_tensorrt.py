@@ -242,7 +242,7 @@ def test_engine_descriptors_match_onnx_runtime(tmp_path: Path) -> None:  # pragm
     assert cosine.min() >= 0.9999
 
 
-def test_ort_tensorrt_provider_builds_fp16_with_caches_keyed_by_versions_and_gpu(
+def test_ort_tensorrt_provider_keeps_the_graphs_precision_and_keys_its_caches(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     import onnxruntime as ort
@@ -253,7 +253,7 @@ def test_ort_tensorrt_provider_builds_fp16_with_caches_keyed_by_versions_and_gpu
     monkeypatch.setattr(trt_provider, "tensorrt_library_version", lambda: "10.3.0.26")
     monkeypatch.setattr(trt_provider, "gpu_name", lambda: "NVIDIA Jetson AGX Orin")
     options = trt_provider.provider_options("images", ["batch", 3, 64, 64], 8)
-    assert options["trt_fp16_enable"] is True and options["trt_timing_cache_enable"] is True
+    assert options["trt_fp16_enable"] is False and options["trt_timing_cache_enable"] is True
     cache = Path(options["trt_engine_cache_path"])
     assert cache == Path(options["trt_timing_cache_path"]) and cache.is_dir()
     assert cache.parent == tmp_path / "ort-tensorrt"

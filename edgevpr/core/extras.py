@@ -9,7 +9,7 @@ EXTRA_FOR_MODULE = {
     "pytorch_metric_learning": "train",
     "matplotlib": "plot",
     "foxglove": "live",
-    "onnx": "export",
+    "onnx": "engine",
     "onnxscript": "export",
     "tensorrt": "trt",
     "rosbags": "ros",

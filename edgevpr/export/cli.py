@@ -108,6 +108,11 @@ to the board and run there, e.g.
     "--int8", is_flag=True, help="Also write an INT8 ONNX model for CPUs (static, calibrated)."
 )
 @click.option(
+    "--fp16", is_flag=True,
+    help="Also write a mixed-precision FP16 ONNX model for GPU execution providers (ONNX "
+    "Runtime's TensorRT and CUDA): FP16 but for LayerNorm and the L2 normalisations.",
+)
+@click.option(
     "--trt", is_flag=True, help="Also build a TensorRT engine (needs TensorRT and an NVIDIA GPU)."
 )
 @click.option(
@@ -240,6 +245,7 @@ def export(
     checkpoint: Path,
     out: Path | None,
     int8: bool,
+    fp16: bool,
     trt: bool,
     trt_precision: str,
     batch: BatchRange,
@@ -273,6 +279,7 @@ def export(
         out=out,
         opset=opset,
         int8=int8,
+        fp16=fp16,
         trt=trt,
         engine=EngineOptions(
             precision=trt_precision,

@@ -2,9 +2,12 @@
 precision artifact (INT8 for CPUs, FP16 for TensorRT), and which module each node came from.
 
 The rule is the same for INT8 and FP16: LayerNormalization nodes (their mean and
-variance overflow or lose precision in FP16 and quantise badly), and the final L2
+variance overflow or lose precision in FP16 and quantise badly); the final L2
 normalisation - every node downstream of the tensor that the last ``ReduceL2`` reads, up to
-the output. The descriptor's norm is a sum of D squares, which FP16 cannot hold for D = 4096.
+the output (the descriptor's norm is a sum of D squares, which FP16 cannot hold for
+D = 4096); every intermediate L2 normalisation (NetVLAD's and SALAD's per-cluster ones: the
+norm and the nodes that divide by it); and generalised-mean pooling (GeM: x^p, its mean,
+and the 1/p root, which overflow FP16 for p around 3 on activations above ~40).
 """
 
 from __future__ import annotations
@@ -51,11 +54,46 @@ def l2_normalisation_nodes(graph: onnx.GraphProto) -> list[str]:
     return [node.name for node in descendants(graph, norms[-1].input[0])]
 
 
+DIVIDES = frozenset({"Div", "Reciprocal"})
+POOLS = frozenset({"ReduceMean", "ReduceSum", "GlobalAveragePool", "AveragePool"})
+NORM_TO_DIVISION = 4  # nodes between a norm and its division (clip, expand, unsqueeze)
+
+
+def intermediate_normalisations(graph: onnx.GraphProto) -> list[str]:
+    """Every L2 norm before the last one, with the nodes from it to the division by it."""
+    readers = consumers(graph)
+    keep: list[str] = []
+    for norm in [n for n in graph.node if n.op_type in NORM_OPS][:-1]:
+        keep.append(norm.name)
+        frontier = [(o, 0) for o in norm.output]
+        while frontier:
+            tensor, depth = frontier.pop()
+            for node in readers.get(tensor, []):
+                keep.append(node.name)
+                if node.op_type not in DIVIDES and depth < NORM_TO_DIVISION:
+                    frontier.extend((o, depth + 1) for o in node.output)
+    return keep
+
+
+def generalised_means(graph: onnx.GraphProto) -> list[str]:
+    """GeM pooling: each Pow, and the pooling that reads a Pow's output."""
+    readers = consumers(graph)
+    keep = []
+    for node in graph.node:
+        if node.op_type == "Pow":
+            keep.append(node.name)
+            keep += [r.name for o in node.output for r in readers.get(o, [])
+                     if r.op_type in POOLS]  # fmt: skip
+    return keep
+
+
 def fp32_nodes(model: onnx.ModelProto) -> list[str]:
     """Node names that keep FP32 arithmetic in FP16 and INT8 artifacts, in graph order."""
     graph = model.graph
     keep = {node.name for node in graph.node if node.op_type in ALWAYS_FP32_OPS}
     keep.update(l2_normalisation_nodes(graph))
+    keep.update(intermediate_normalisations(graph))
+    keep.update(generalised_means(graph))
     return [node.name for node in graph.node if node.name in keep]
 
 

@@ -241,5 +241,5 @@ def artifact_descriptors(
     """The artifact's descriptors, computed by the runtime that will ship it."""
     from edgevpr.runtime.embedder import Embedder
 
-    embedder = Embedder(path, providers=providers)
-    return np.asarray(embedder.embed_images(data.images), dtype=np.float32)
+    with Embedder(path, providers=providers) as embedder:  # a GPU engine's memory freed after
+        return np.asarray(embedder.embed_images(data.images), dtype=np.float32)

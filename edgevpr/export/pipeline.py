@@ -53,6 +53,7 @@ class ExportOptions:
     out: Path | None = None
     opset: int = DEFAULT_OPSET
     int8: bool = False
+    fp16: bool = False  # the mixed-precision FP16 ONNX, for GPU execution providers
     trt: bool = False
     engine: EngineOptions = field(default_factory=EngineOptions)
     parity_data: Path | None = None
@@ -250,6 +251,14 @@ class Exporter:
 
     def reduced_precision(self, onnx_path: Path, session: ExportSession) -> ExportReport:
         opts, stem, out = self.options, onnx_path.stem, session.report.out
+        if opts.trt and opts.engine.precision == "int8":
+            # TensorRT parses only symmetric, signed Q/DQ: the INT8 model is written for it
+            self.say("INT8 for TensorRT: activations quantised as symmetric int8")
+            opts = replace(opts, int8_options=replace(
+                opts.int8_options, activations="int8", symmetric_activations=True))  # fmt: skip
+            self.options = opts
+        if opts.fp16:
+            self.export_fp16(onnx_path, out / f"{stem}_fp16.onnx", session)
         if opts.int8:
             self.export_int8(onnx_path, out / f"{stem}_int8.onnx", session)
         if opts.trt:
@@ -301,6 +310,28 @@ class Exporter:
         row = ArtifactReport("ONNX", path, "fp32", details={"opset": self.options.opset})
         session.report.artifacts.append(row)
         self.gated(row, session, CPU, started)
+
+    def export_fp16(self, onnx_path: Path, path: Path, session: ExportSession) -> None:
+        """The graph in FP16 but for LayerNorm and the L2 normalisations (``graph.fp32_nodes``),
+        FP32 in and out: what ONNX Runtime's TensorRT (and CUDA) provider should run for FP16,
+        its precision in its types. Gated on the best provider here (the GPU's where there
+        is one: what will run it)."""
+        import onnx
+
+        from edgevpr.export.fp16 import convert_to_fp16
+        from edgevpr.export.graph import fp32_nodes
+        from edgevpr.export.onnx_io import save_onnx_atomic, set_metadata
+
+        started = time.perf_counter()
+        self.say("ONNX FP16: the graph in FP16, LayerNorm and L2 normalisations in FP32")
+        model = onnx.load(str(onnx_path))
+        metadata = read_onnx_metadata(onnx_path)
+        mixed = convert_to_fp16(model, set(fp32_nodes(model)))
+        set_metadata(mixed, replace(metadata, precision="fp16"))
+        save_onnx_atomic(mixed, path)
+        row = ArtifactReport("ONNX FP16", path, "fp16")
+        session.report.artifacts.append(row)
+        self.gated(row, session, None, started)
 
     def export_int8(self, onnx_path: Path, path: Path, session: ExportSession) -> None:
         started = time.perf_counter()

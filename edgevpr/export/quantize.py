@@ -66,6 +66,10 @@ class Int8Options:
     max_float_blocks: int = 8
     # Extra node names or module prefixes (e.g. "backbone.model.blocks.0") to keep in float.
     keep_float: tuple[str, ...] = ()
+    # Activations quantised around zero (zero-point 0): what TensorRT's ONNX parser takes
+    # ("TensorRT only supports symmetric quantization"); ONNX Runtime on CPUs does best with
+    # asymmetric uint8.
+    symmetric_activations: bool = False
 
     def __post_init__(self) -> None:
         if self.activations not in ACTIVATION_TYPES:
@@ -74,8 +78,10 @@ class Int8Options:
             raise EdgeVPRError(
                 f"calibration method must be one of {', '.join(CALIBRATION_METHODS)}"
             )
-        if not 0.0 < self.target_cosine <= 1.0:
-            raise EdgeVPRError(f"INT8 target cosine must be in (0, 1], got {self.target_cosine}")
+        if not 0.0 <= self.target_cosine <= 1.0:  # 0: no search, the fastest INT8
+            raise EdgeVPRError(f"INT8 target cosine must be in [0, 1], got {self.target_cosine}")
+        if self.symmetric_activations and self.activations != "int8":
+            raise EdgeVPRError("symmetric activations are signed: use int8 activations")
 
 
 @dataclass
@@ -193,6 +199,7 @@ class Quantizer:
                 nodes_to_exclude=exclude,
                 calibrate_method=CALIBRATION_METHODS[self.options.calibration],
                 calibration_cache_path=str(self.cache),
+                extra_options={"ActivationSymmetric": self.options.symmetric_activations},
             )
         return out, cosine_min(self.reference, run_descriptors(out, self.images))
 

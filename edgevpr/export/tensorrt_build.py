@@ -36,6 +36,7 @@ from pathlib import Path
 from typing import Any
 
 import onnx
+from onnx import numpy_helper
 
 from edgevpr.core.engine_header import EngineHeader, header_path
 from edgevpr.core.errors import EdgeVPRError
@@ -120,6 +121,9 @@ class EngineOptions:
             raise EdgeVPRError("DLA runs FP16 or INT8 engines on core 0 or 1, not FP32")
         if self.dla_core is not None and self.hardware_compatible:
             raise EdgeVPRError("a DLA engine cannot be hardware-compatible across GPUs")
+        if self.dla_core is not None and self.batch.min != self.batch.max:
+            raise EdgeVPRError(f"DLA takes no dynamic dimensions: give a fixed batch "
+                               f"(--trt-batch {self.batch.opt}), not {self.batch}")  # fmt: skip
 
 
 def engine_header(
@@ -176,18 +180,25 @@ def trt_major(version: str) -> int:
 
 def builds_strongly_typed(trt: Any, options: EngineOptions) -> bool:
     """Strongly typed wherever TensorRT has it, except DLA on TensorRT 10 (whose documented
-    route is the FP16 flag with GPU fallback); TensorRT 11 builds nothing else."""
+    route is the FP16 flag with GPU fallback). TensorRT 11 builds nothing else, whether or
+    not it still names the (deprecated) flag: its weak path would need the FP16 flag, which
+    11 removed."""
+    major = trt_major(trt.__version__)
+    if major >= 11:
+        return True
     if not hasattr(trt.NetworkDefinitionCreationFlag, "STRONGLY_TYPED"):
         return False
-    return options.dla_core is None or trt_major(trt.__version__) >= 11
+    return options.dla_core is None
 
 
 def network_flags(trt: Any, strong: bool) -> int:
     # The flag's value differs between releases (STRONGLY_TYPED is 1 in TensorRT 10, where
-    # EXPLICIT_BATCH is 0, and 0 in TensorRT 11), so it is always read from the module.
+    # EXPLICIT_BATCH is 0, and 0 in TensorRT 11), so it is read from the module; a TensorRT
+    # 11 without it is strongly typed by default and takes no flag.
     flags = 0
-    if strong:
-        flags |= 1 << int(trt.NetworkDefinitionCreationFlag.STRONGLY_TYPED)
+    strong_flag = getattr(trt.NetworkDefinitionCreationFlag, "STRONGLY_TYPED", None)
+    if strong and strong_flag is not None:
+        flags |= 1 << int(strong_flag)
     if trt_major(trt.__version__) < 10:
         flags |= 1 << int(trt.NetworkDefinitionCreationFlag.EXPLICIT_BATCH)
     return flags
@@ -208,6 +219,19 @@ def fp32_tensors(model: onnx.ModelProto, nodes: list[str]) -> set[str]:
 
 def is_qdq(model: onnx.ModelProto) -> bool:
     return any(node.op_type == "QuantizeLinear" for node in model.graph.node)
+
+
+def asymmetric_quantisation(model: onnx.ModelProto) -> str | None:
+    """The first Q/DQ node with a non-zero zero-point (TensorRT's ONNX parser takes only
+    symmetric quantisation), or None."""
+    initializers = {t.name: t for t in model.graph.initializer}
+    for node in model.graph.node:
+        if node.op_type not in ("QuantizeLinear", "DequantizeLinear") or len(node.input) < 3:
+            continue
+        zero = initializers.get(node.input[2])
+        if zero is not None and numpy_helper.to_array(zero).any():
+            return node.name or node.output[0]
+    return None
 
 
 def unsigned_quantisation(model: onnx.ModelProto) -> bool:
@@ -233,6 +257,12 @@ def typed_model(model: onnx.ModelProto, options: EngineOptions, strong: bool) ->
         if unsigned_quantisation(model):
             raise EdgeVPRError(
                 "TensorRT takes signed int8 Q/DQ only: export with --int8-activations int8"
+            )
+        asymmetric = asymmetric_quantisation(model)
+        if asymmetric is not None:
+            raise EdgeVPRError(
+                f"TensorRT takes symmetric quantisation only, and {asymmetric} has a non-zero "
+                "zero-point: export with --trt --trt-precision int8, which quantises for it"
             )
         return model
     if strong and options.precision == "fp16":
@@ -280,10 +310,17 @@ def configure(trt: Any, config: Any, options: EngineOptions, strong: bool) -> No
         config.set_flag(trt.BuilderFlag.OBEY_PRECISION_CONSTRAINTS)
 
 
+def _took_cache(config: Any, data: bytes) -> bool:
+    """Whether TensorRT made a cache of ``data`` and took it: ``create_timing_cache`` gives
+    None for bytes it cannot read (damaged, another version), which is a refusal too."""
+    cache = config.create_timing_cache(data)
+    return cache is not None and bool(config.set_timing_cache(cache, ignore_mismatch=False))
+
+
 def attach_timing_cache(config: Any, path: Path | None) -> None:
     """Start from the cache file where TensorRT accepts it, else from an empty cache."""
     cached = path.read_bytes() if path is not None and path.is_file() else b""
-    if config.set_timing_cache(config.create_timing_cache(cached), ignore_mismatch=False):
+    if _took_cache(config, cached):
         return
     if cached:
         print(
@@ -291,7 +328,7 @@ def attach_timing_cache(config: Any, path: Path | None) -> None:
             "starting a new one",
             file=sys.stderr,
         )
-        if config.set_timing_cache(config.create_timing_cache(b""), ignore_mismatch=False):
+        if _took_cache(config, b""):
             return
     raise EdgeVPRError("TensorRT refused an empty timing cache")
 
@@ -301,8 +338,23 @@ def timing_cache_bytes(config: Any) -> bytes | None:
     return None if cache is None else bytes(cache.serialize())
 
 
+def output_datatype(output: dict[str, Any]) -> str:
+    """A layer output's data type as the inspector writes it: TensorRT 10's
+    "Format/Datatype" ("Row major linear FP32"), or TensorRT 11's separate "Datatype" (and
+    "Format") fields."""
+    return " ".join(str(output.get(k, "")) for k in ("Format/Datatype", "Datatype", "Format"))
+
+
+def on_dla(layer: dict[str, Any]) -> bool:
+    """Whether the inspector places a layer on the DLA (a DLA subgraph is one layer whose
+    type or name says so, e.g. "{ForeignNode[...]}" of type "DLA")."""
+    kind = " ".join(str(layer.get(k, "")) for k in ("LayerType", "Origin", "TacticName"))
+    return "DLA" in kind.upper() or str(layer.get("Name", "")).startswith("{ForeignNode")
+
+
 def layer_report(trt: Any, log: TrtLog, blob: bytes, options: EngineOptions) -> dict[str, Any]:
-    """The engine inspector's layer list, and the layers whose outputs are FP32."""
+    """The engine inspector's layer list, the layers whose outputs are FP32 and, for DLA
+    builds, how many layers run on the DLA."""
     runtime = trt.Runtime(log.logger)
     if options.version_compatible:
         runtime.engine_host_code_allowed = True  # the engine carries its lean runtime
@@ -320,9 +372,25 @@ def layer_report(trt: Any, log: TrtLog, blob: bytes, options: EngineOptions) -> 
     fp32 = [
         str(lay.get("Name"))
         for lay in layers
-        if any("FP32" in str(o.get("Format/Datatype", "")) for o in lay.get("Outputs", []))
+        if any("FP32" in output_datatype(o) for o in lay.get("Outputs", []))
     ]
-    return {"layers": len(layers), "fp32_layers": fp32, "inspector": info}
+    report = {"layers": len(layers), "fp32_layers": fp32, "inspector": info}
+    if options.dla_core is not None:
+        report["dla_layers"] = sum(on_dla(lay) for lay in layers)
+    return report
+
+
+def check_dla_placement(report: dict[str, Any], options: EngineOptions) -> None:
+    """Refuse a DLA build where GPU fallback moved every layer to the GPU; say how many
+    layers the DLA runs otherwise."""
+    if options.dla_core is None or "dla_layers" not in report:
+        return
+    placed, total = report["dla_layers"], report["layers"]
+    if not placed:
+        raise EdgeVPRError(f"no layer of the engine runs on DLA core {options.dla_core} (GPU "
+                           f"fallback took all {total}): build without --dla-core")  # fmt: skip
+    print(f"DLA core {options.dla_core}: {placed} of {total} layers run on the DLA, the rest "
+          "on the GPU", file=sys.stderr)  # fmt: skip
 
 
 def build_engine(
@@ -386,6 +454,7 @@ def build_engine(
         fp32_layers=pinned or keep,
     )
     report = layer_report(trt, log, blob, options)
+    check_dla_placement(report, options)
     write_header(engine_path, header)
     write_bytes_atomic(engine_path, blob)
     layers_file = engine_path.with_name(engine_path.name + ".layers.json")

@@ -2,7 +2,8 @@
 on TensorRT 10): which layers must keep FP32 when the FP16 flag lets the builder choose.
 
 The ONNX parser names a layer after its node, tags it in the layer's metadata
-(``[ONNX Layer: name]``) and names the node's outputs as in the graph; any of the three ties
+(``[ONNX Layer: name]``, or ``[ONNX Layer: name | Local Function: f]`` inside an ONNX local
+function) and names the node's outputs as in the graph; any of the three ties
 a layer to a node, matched exactly (a prefix would tie node ``x`` to an unrelated ``x_1``).
 Some nodes become several layers, and the helpers are left unnamed: ReduceSumSquare and
 ReduceL2, the L2 normalisation, square their input in an unnamed ElementWise layer before the
@@ -13,6 +14,7 @@ named Reduce. So an unnamed float layer whose outputs feed only pinned layers is
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from typing import Any
 
@@ -30,12 +32,21 @@ class LayerView:
     float_outputs: bool  # every output is FP32 or FP16
 
 
+ONNX_LAYER = re.compile(r"\[ONNX Layer: ([^|\]]*?)\s*(?:\|[^\]]*)?\]")
+
+
+def tagged_nodes(metadata: str) -> set[str]:
+    """The ONNX node names a layer's metadata tags: ``[ONNX Layer: n]``, and
+    ``[ONNX Layer: n | Local Function: f]`` for nodes inside an ONNX local function."""
+    return {match.group(1) for match in ONNX_LAYER.finditer(metadata)}
+
+
 def ties_to(layer: LayerView, nodes: set[str], tensors: set[str]) -> bool:
     """Whether ``layer`` was built from one of the ONNX ``nodes`` (whose outputs are
     ``tensors``)."""
     if layer.name in nodes or any(t in tensors for t in layer.outputs):
         return True
-    return any(f"[ONNX Layer: {n}]" in layer.metadata for n in nodes)
+    return bool(tagged_nodes(layer.metadata) & nodes)
 
 
 def layers_to_pin(layers: list[LayerView], nodes: set[str], tensors: set[str]) -> list[int]:

@@ -332,6 +332,11 @@ class Embedder:
         descriptors = backend.run(chunk)[:n]
         if not np.isfinite(descriptors).all():
             raise EdgeVPRError(f"model {self.path} produced NaN or infinite descriptors")
+        if not np.abs(descriptors).max(axis=1).all():
+            # x / inf = 0: an FP16 overflow in the normalisation passes the finite check
+            raise EdgeVPRError(f"model {self.path} produced an all-zero descriptor on "
+                               f"{backend.description} (an FP16 overflow in its normalisation?): "
+                               "run the FP32 model or another provider")  # fmt: skip
         return descriptors
 
     def _require_open(self) -> InferenceBackend:

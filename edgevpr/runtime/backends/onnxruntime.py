@@ -9,6 +9,7 @@ thread-safe).
 
 from __future__ import annotations
 
+import logging
 import os
 import threading
 from dataclasses import dataclass
@@ -34,6 +35,11 @@ from edgevpr.runtime.backends.trt_provider import provider_options
 ORT_TYPES = {"tensor(float)": np.float32, "tensor(float16)": np.float16}
 # Buffers kept per thread: the full batch plus a couple of tail sizes.
 MAX_CACHED_SHAPES = 3
+LOG = logging.getLogger("edgevpr.onnxruntime")
+# ONNX Runtime drops a provider it cannot start and runs on the next: the best available was
+# TensorRT, whose pip-installed libraries are not on ONNX Runtime's loader path
+# (LD_LIBRARY_PATH must name the tensorrt_libs folder), or CUDA without its libraries.
+FALLBACK_WARNING = "%s could not start for %s: running on %s (check the CUDA/TensorRT libraries)"
 # The largest batch of the TensorRT provider's optimisation profile when none is asked for
 # (the embedder's default batch size).
 PROFILE_BATCH = 16
@@ -118,6 +124,8 @@ class OnnxBackend:
                 "check the CUDA/TensorRT libraries, or choose another provider"
             )
         self.provider = active[0]
+        if chosen[0][0] != self.provider:
+            LOG.warning(FALLBACK_WARNING, chosen[0][0], path, self.provider)
         self.device = "cuda" if self.provider in GPU_PROVIDERS else "cpu"
         props = self.session.get_modelmeta().custom_metadata_map
         self.metadata = ModelMetadata.from_props(props, source=f"ONNX model {path}")

@@ -9,6 +9,7 @@ from __future__ import annotations
 import ctypes
 import logging
 import threading
+import weakref
 from collections import deque
 from pathlib import Path
 from typing import Any
@@ -24,6 +25,15 @@ from edgevpr.core.engine_header import (
 from edgevpr.core.errors import EdgeVPRError
 
 MAX_LOGGED_ERRORS = 64
+# cudaErrorInsufficientDriver: cuda-python's own CUDA runtime is newer than the driver, as
+# the newest cuda-python 12.x is on JetPack 6.1/6.2 (CUDA 12.6)
+INSUFFICIENT_DRIVER = 35
+INSUFFICIENT_DRIVER_HELP = (
+    "CUDA error 35 (cudaErrorInsufficientDriver): this cuda-python is built for a newer CUDA "
+    "than the GPU driver runs; install the cuda-python of the driver's CUDA (nvidia-smi "
+    "names it; on a Jetson, JetPack's: pip install 'cuda-python==12.6.*' on JetPack 6.1/6.2)"
+)
+STREAM_NON_BLOCKING = 1  # cudaStreamNonBlocking: no implicit sync with the legacy stream
 LOG = logging.getLogger("edgevpr.tensorrt")
 
 
@@ -122,11 +132,17 @@ class _Cuda:
     def call(self, name: str, *args: Any) -> Any:
         result = getattr(self.rt, name)(*args)
         error, values = result[0], result[1:]
+        if int(error) == INSUFFICIENT_DRIVER:
+            raise EdgeVPRError(INSUFFICIENT_DRIVER_HELP)
         if int(error) != 0:
             _, message = self.rt.cudaGetErrorString(error)
             text = message.decode() if isinstance(message, bytes) else str(message)
             raise EdgeVPRError(f"CUDA {name} failed: {text}")
         return values[0] if len(values) == 1 else values if values else None
+
+    def clear_error(self) -> None:
+        """Reset CUDA's last error (a failed capture leaves one for the next call to find)."""
+        self.rt.cudaGetLastError()
 
     def device(self) -> tuple[str, tuple[int, int]]:
         count = self.call("cudaGetDeviceCount")
@@ -143,13 +159,17 @@ def local_gpu() -> tuple[str, tuple[int, int]]:
 
 
 class TensorRTBackend:
-    """A deserialized engine with one execution context, device buffers sized for the
-    engine's largest batch and pinned host buffers, all allocated once.
+    """A deserialized engine, device buffers sized for the engine's largest batch and pinned
+    host buffers, all allocated once (and freed by ``close``, or when the backend is
+    collected; a failure part-way through construction frees what it had allocated).
 
-    Each batch size seen a second time is captured as a CUDA graph (``execute_async_v3``
-    recorded on the stream after one plain run, as TensorRT asks after a shape change) and
-    replayed from then on, which saves the per-layer launch cost on small batches; where
-    capture fails, that batch size runs plainly.
+    Each batch size seen a second time gets an execution context of its own (all contexts
+    share one block of device memory: one batch runs at a time) whose work is captured as a
+    CUDA graph, as trtexec and Triton do it: the shape is set, one plain enqueue runs (its
+    result is this call's) and the stream is synchronised, then the same enqueue is captured
+    on a non-blocking stream. The graph is replayed from the third call of that size on, and
+    no other size ever changes that context's shape. Where capture fails, CUDA's error is
+    cleared and that size runs plainly.
 
     A TensorRT execution context is not thread-safe, and one GPU runs one batch at a time
     anyway: concurrent ``run`` calls are serialised by a lock.
@@ -172,10 +192,19 @@ class TensorRTBackend:
         self.metadata = self.header.model_metadata(source=f"engine header of {path}")
         trt = _import_tensorrt()
         self._cuda = _Cuda()
+        self._resources = _Resources(self._cuda)
+        self._finalizer = weakref.finalize(self, self._resources.release)
+        try:
+            self._open(trt, batch_size)
+        except BaseException:
+            self.close()
+            raise
+
+    def _open(self, trt: Any, batch_size: int | None) -> None:
         gpu_name, capability = self._cuda.device()
         check_engine_compatibility(
-            self.header, trt.__version__, capability, gpu_name, engine=f"TensorRT engine {path}"
-        )
+            self.header, trt.__version__, capability, gpu_name,
+            engine=f"TensorRT engine {self.path}")  # fmt: skip
         self._trt = trt
         self._engine = self._deserialize(trt)
         self._find_io()
@@ -184,14 +213,11 @@ class TensorRTBackend:
         self.max_batch: int = max(largest, self.min_batch)
         self.description = f"TensorRT {trt.__version__} ({gpu_name}, {self.header.precision})"
         self.device = "cuda"
-        self._context = self._engine.create_execution_context()
-        if self._context is None:
-            raise EdgeVPRError(f"TensorRT could not create an execution context for {path}")
         self._lock = threading.Lock()
-        self._allocations: list[tuple[str, int]] = []
-        self._graphs: dict[int, Any] = {}  # batch size -> instantiated graph, or None: failed
-        self._seen: set[int] = set()
         self._allocate()
+        self._context = self._new_context()  # the one for sizes not (yet) captured
+        self._graphs: dict[int, Any] = {}  # batch size -> launchable graph, or None: failed
+        self._seen: set[int] = set()
 
     def _deserialize(self, trt: Any) -> Any:
         try:
@@ -246,78 +272,97 @@ class TensorRTBackend:
         spec, dim, batch = self.metadata.preprocess, self.metadata.descriptor_dim, self.max_batch
         in_shape = (batch, 3, spec.height, spec.width)
         out_shape = (batch, dim)
-        self._stream = self._cuda.call("cudaStreamCreate")
-        self._device_in = self._device_alloc(int(np.prod(in_shape)) * self.input_dtype.itemsize)
-        self._device_out = self._device_alloc(int(np.prod(out_shape)) * self.output_dtype.itemsize)
-        self._host_in = self._pinned(in_shape, self.input_dtype)
-        self._host_out = self._pinned(out_shape, self.output_dtype)
+        resources = self._resources
+        self._stream = resources.stream(STREAM_NON_BLOCKING)
+        self._device_in = resources.device(int(np.prod(in_shape)) * self.input_dtype.itemsize)
+        self._device_out = resources.device(int(np.prod(out_shape)) * self.output_dtype.itemsize)
+        self._host_in = resources.pinned(in_shape, self.input_dtype)
+        self._host_out = resources.pinned(out_shape, self.output_dtype)
+        size = getattr(self._engine, "device_memory_size_v2", None)
+        if size is None:  # TensorRT before 10.1
+            size = self._engine.device_memory_size
+        self._scratch = resources.device(max(int(size), 1))  # every context's activations
+        self._scratch_size = int(size)
+
+    def _new_context(self) -> Any:
+        """An execution context on the shared device memory, bound to the I/O buffers."""
+        trt = self._trt
+        context = self._engine.create_execution_context(
+            trt.ExecutionContextAllocationStrategy.USER_MANAGED)  # fmt: skip
+        if context is None:
+            raise EdgeVPRError(f"TensorRT could not create an execution context for {self.path}")
+        if hasattr(context, "set_device_memory"):  # TensorRT 10.1 on
+            context.set_device_memory(self._scratch, self._scratch_size)
+        else:
+            context.device_memory = self._scratch
         # the addresses never change, so they are bound once (and graphs may replay them)
-        self._context.set_tensor_address(self.input_name, int(self._device_in))
-        self._context.set_tensor_address(self.output_name, int(self._device_out))
+        context.set_tensor_address(self.input_name, int(self._device_in))
+        context.set_tensor_address(self.output_name, int(self._device_out))
+        self._resources.contexts.append(context)
+        return context
 
-    def _device_alloc(self, nbytes: int) -> int:
-        pointer = int(self._cuda.call("cudaMalloc", nbytes))
-        self._allocations.append(("cudaFree", pointer))
-        return pointer
-
-    def _pinned(self, shape: tuple[int, ...], dtype: np.dtype) -> np.ndarray:
-        nbytes = int(np.prod(shape)) * dtype.itemsize
-        pointer = int(self._cuda.call("cudaMallocHost", nbytes))
-        self._allocations.append(("cudaFreeHost", pointer))
-        raw = (ctypes.c_byte * nbytes).from_address(pointer)
-        return np.frombuffer(memoryview(raw), dtype=dtype).reshape(shape)
-
-    def _set_batch(self, n: int) -> None:
+    def _set_batch(self, context: Any, n: int) -> None:
         shape = (n, 3, self.metadata.preprocess.height, self.metadata.preprocess.width)
-        if not self._context.set_input_shape(self.input_name, shape):
+        if not context.set_input_shape(self.input_name, shape):
             raise EdgeVPRError(
                 f"TensorRT engine {self.path} refused input shape {shape} (its profile is "
                 f"{self.header.batch_min}..{self.header.batch_max} images)"
             )
-        out = tuple(self._context.get_tensor_shape(self.output_name))
+        out = tuple(context.get_tensor_shape(self.output_name))
         if out != (n, self.metadata.descriptor_dim):
             raise EdgeVPRError(
                 f"TensorRT engine {self.path} would give {out} for {n} images, not "
                 f"({n}, {self.metadata.descriptor_dim})"
             )
 
+    def _execute(self, context: Any) -> None:
+        if not context.execute_async_v3(int(self._stream)):
+            raise EdgeVPRError(f"TensorRT inference failed for {self.path}")
+
     def _enqueue(self, n: int) -> None:
+        """Run batch size ``n``: its graph where captured; the second time a size comes, a
+        context of its own is set to it, run once, synchronised and captured."""
         graph = self._graphs.get(n)
         if graph is not None:
             self._cuda.call("cudaGraphLaunch", graph, self._stream)
             return
-        if n in self._seen and n not in self._graphs:
-            self._graphs[n] = self._capture()
-            if self._graphs[n] is not None:
-                self._cuda.call("cudaGraphLaunch", self._graphs[n], self._stream)
-                return
-        self._seen.add(n)
-        if not self._context.execute_async_v3(int(self._stream)):
-            raise EdgeVPRError(f"TensorRT inference failed for {self.path}")
+        if n not in self._seen or n in self._graphs:  # first time, or capture failed
+            self._seen.add(n)
+            self._set_batch(self._context, n)
+            self._execute(self._context)
+            return
+        context = self._new_context()
+        self._set_batch(context, n)
+        self._execute(context)  # this call's result; and TensorRT's work after a shape change
+        self._cuda.call("cudaStreamSynchronize", self._stream)
+        self._graphs[n] = self._capture(context)
 
-    def _capture(self) -> Any:
-        """The context's work for the current shape as an instantiated CUDA graph, or None
-        where it cannot be captured (the stream is left usable either way)."""
+    def _capture(self, context: Any) -> Any:
+        """``context``'s enqueue as an instantiated CUDA graph, or None where it cannot be
+        captured (CUDA's error cleared, the stream left usable)."""
         rt = self._cuda.rt
         mode = rt.cudaStreamCaptureMode.cudaStreamCaptureModeThreadLocal
         try:
             self._cuda.call("cudaStreamBeginCapture", self._stream, mode)
         except EdgeVPRError:
+            self._cuda.clear_error()
             return None
-        captured = self._context.execute_async_v3(int(self._stream))
+        captured = context.execute_async_v3(int(self._stream))
         try:
             graph = self._cuda.call("cudaStreamEndCapture", self._stream)
         except EdgeVPRError:
+            self._cuda.clear_error()  # e.g. cudaErrorStreamCaptureInvalidated
             return None
         try:
             if not captured:
                 return None
             instance = self._cuda.call("cudaGraphInstantiate", graph, 0)
         except EdgeVPRError:
+            self._cuda.clear_error()
             return None
         finally:
             self._cuda.call("cudaGraphDestroy", graph)
-        self._allocations.append(("cudaGraphExecDestroy", instance))
+        self._resources.frees.append(("cudaGraphExecDestroy", instance))
         return instance
 
     def run(self, batch: np.ndarray) -> np.ndarray:
@@ -325,9 +370,10 @@ class TensorRTBackend:
         rt = self._cuda.rt
         n = batch.shape[0]
         with self._lock:
+            if self._resources.released:
+                raise EdgeVPRError(f"TensorRT engine {self.path} is closed")
             host_in = self._host_in[:n]
             host_in[...] = batch
-            self._set_batch(n)
             self._cuda.call(
                 "cudaMemcpyAsync",
                 self._device_in,
@@ -350,13 +396,51 @@ class TensorRTBackend:
             return host_out.astype(np.float32, copy=True)
 
     def close(self) -> None:
-        with self._lock:
+        """Free the engine's GPU and pinned memory (also done when it is collected);
+        closing twice is harmless."""
+        lock = getattr(self, "_lock", None)
+        with lock if lock is not None else threading.Lock():
+            self._graphs = {}
             self._context = None
-            self._graphs.clear()
-            for free, pointer in reversed(self._allocations):
-                self._cuda.call(free, pointer)
-            self._allocations.clear()
             self._host_in = self._host_out = np.zeros(0)  # no views of freed pinned memory
-            if getattr(self, "_stream", None) is not None:
-                self._cuda.call("cudaStreamDestroy", self._stream)
-                self._stream = None
+            self._finalizer()
+
+
+class _Resources:
+    """What a TensorRTBackend allocated, freed once in reverse order (by ``close`` or the
+    finaliser; never holding the backend itself, so it can be collected)."""
+
+    def __init__(self, cuda: _Cuda) -> None:
+        self.cuda = cuda
+        self.frees: list[tuple[str, Any]] = []
+        self.contexts: list[Any] = []
+        self.released = False
+
+    def stream(self, flags: int) -> Any:
+        stream = self.cuda.call("cudaStreamCreateWithFlags", flags)
+        self.frees.append(("cudaStreamDestroy", stream))
+        return stream
+
+    def device(self, nbytes: int) -> int:
+        pointer = int(self.cuda.call("cudaMalloc", nbytes))
+        self.frees.append(("cudaFree", pointer))
+        return pointer
+
+    def pinned(self, shape: tuple[int, ...], dtype: np.dtype) -> np.ndarray:
+        nbytes = int(np.prod(shape)) * dtype.itemsize
+        pointer = int(self.cuda.call("cudaMallocHost", nbytes))
+        self.frees.append(("cudaFreeHost", pointer))
+        raw = (ctypes.c_byte * nbytes).from_address(pointer)
+        return np.frombuffer(memoryview(raw), dtype=dtype).reshape(shape)
+
+    def release(self) -> None:
+        if self.released:
+            return
+        self.released = True
+        self.contexts.clear()  # contexts go before the memory they run on
+        for free, handle in reversed(self.frees):
+            try:
+                self.cuda.call(free, handle)
+            except EdgeVPRError as exc:  # keep freeing the rest
+                LOG.warning("TensorRT cleanup: %s", exc)
+        self.frees.clear()

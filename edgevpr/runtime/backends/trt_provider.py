@@ -1,11 +1,15 @@
 """Settings for ONNX Runtime's TensorRT execution provider.
 
 The provider builds a TensorRT engine from the ONNX model on first use (minutes) and keeps it
-in an engine cache. Without ``trt_fp16_enable`` it builds FP32 engines; without a timing
-cache each build times every kernel again; and an engine cached by one ONNX Runtime,
-TensorRT or GPU must not be offered to another, so the cache folder is keyed by all three.
-LayerNorm's Pow and Reduce stay FP32 (``trt_layer_norm_fp32_fallback``), as in our own
-engines.
+in an engine cache. It runs the graph's own precision: ``trt_fp16_enable`` on an FP32 graph
+would let TensorRT run every layer in FP16, and ``trt_layer_norm_fp32_fallback`` pins only a
+Pow-then-Reduce pair, not the final L2 normalisation (ReduceL2 becomes a product, a sum and
+a square root: a 4096-term sum of squares overflows FP16 and x / inf = 0 passes a finite
+check). So FP16 comes from the mixed-precision graph ``edgevpr export --fp16`` writes and
+gates (FP16 with LayerNorm and the L2 normalisations in FP32), as for our own engines.
+Without a timing cache each build times every kernel again; and an engine cached by one ONNX
+Runtime, TensorRT or GPU must not be offered to another, so the cache folder is keyed by all
+three.
 """
 
 from __future__ import annotations
@@ -66,13 +70,13 @@ def trt_cache_dir() -> Path:
 
 
 def provider_options(input_name: str, input_shape: list[Any], batch_size: int) -> dict[str, Any]:
-    """FP16 engines, engine and timing caches, and an optimisation profile for a dynamic
-    batch axis (without one, the provider rebuilds its engine for every new batch size)."""
+    """The graph's own precision, engine and timing caches, and an optimisation profile for
+    a dynamic batch axis (without one, the provider rebuilds its engine for every new batch
+    size)."""
     cache = trt_cache_dir()
     cache.mkdir(parents=True, exist_ok=True)
     options: dict[str, Any] = {
-        "trt_fp16_enable": True,
-        "trt_layer_norm_fp32_fallback": True,
+        "trt_fp16_enable": False,
         "trt_engine_cache_enable": True,
         "trt_engine_cache_path": str(cache),
         "trt_timing_cache_enable": True,
