@@ -372,13 +372,60 @@ def stream_rows(lite0: Embedder, r50: Path, sets: dict[str, Path], work: Path) -
     return rows
 
 
+# ------------------------------------------------------------------ one step
+STEP_SIZES = (10_000, 100_000)
+STEP_DIM = 512  # MixVPR-Lite0's descriptor; the step's cost is the map's, not the model's
+
+
+def step_rows(embedder: Embedder) -> list[list[str]]:
+    """``Localizer.update_descriptor`` (search + tracking + integrity + bookkeeping), one
+    frame at a time on synthetic routes in the default map, p50 and p90 over 350 frames
+    after 50 of warm-up; and the map's k-nearest search alone."""
+    rows = []
+    for places in STEP_SIZES:
+        placemap, queries = synthetic_route(_Dim(embedder, STEP_DIM), places, 400)
+        localizer = Localizer(_Dim(embedder, STEP_DIM), placemap, length=10, calibration=None)
+        for query in queries[:50]:
+            localizer.update_descriptor(query)
+        update, search = [], []
+        k = max(localizer.k, DEFAULT_SEEDS)
+        for query in queries[50:]:
+            start = time.perf_counter()
+            localizer.update_descriptor(query)
+            middle = time.perf_counter()
+            placemap.search(query[None], k)
+            update.append(middle - start)
+            search.append(time.perf_counter() - middle)
+        rows.append([f"synthetic route, {STEP_DIM}-d", f"{places:,}", placemap.index_kind,
+                     f"{1000 * statistics.median(update):.3f}",
+                     f"{1000 * float(np.percentile(update, 90)):.3f}",
+                     f"{1000 * statistics.median(search):.3f}"])  # fmt: skip
+    return rows
+
+
+class _Dim(Embedder):
+    """An embedder's fingerprint with another descriptor size: no model (frames come
+    embedded, through update_descriptor)."""
+
+    def __init__(self, embedder: Embedder, dim: int) -> None:  # no backend opened
+        self._fingerprint, self._dim = embedder.fingerprint, dim
+
+    @property
+    def fingerprint(self) -> str:
+        return self._fingerprint
+
+    @property
+    def descriptor_dim(self) -> int:
+        return self._dim
+
+
 # ------------------------------------------------------------------ report
 def table(header: list[str], rows: list[list[str]]) -> str:
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     return "\n".join(lines + ["| " + " | ".join(map(str, r)) + " |" for r in rows])
 
 
-SECTIONS = ("accuracy", "kidnap", "cost", "stream")
+SECTIONS = ("accuracy", "kidnap", "step", "cost", "stream")
 
 
 def measure(section: str, args: argparse.Namespace, work: Path) -> list[list[str]]:
@@ -389,6 +436,8 @@ def measure(section: str, args: argparse.Namespace, work: Path) -> list[list[str
     sets = {name: args.data / name for name in ("nordland64", "corridor")}
     if section == "accuracy":
         return accuracy_rows({m: exported(c, work) for m, c in models.items()}, sets)
+    if section == "step":
+        return step_rows(exported(args.trained, work))
     if section == "kidnap":
         trained = exported(args.trained, work)
         calibration = held_out_calibration(trained.path, sets["nordland64"], work)
@@ -411,6 +460,9 @@ HEADERS = {
                ["seed", "threshold", "frames", "accepted", "wrong accepted",
                 "precision of accepted", "of them with confidence >= 0.9",
                 "frames to the first right accepted fix after a return: median", "p95"]),
+    "step": ("One localisation step (Localizer.update_descriptor: search, tracking, "
+             "integrity checks, bookkeeping), one frame at a time, ms",
+             ["map", "places", "index", "step p50", "step p90", "its kNN search alone p50"]),
     "cost": ("Filter cost a frame (medians, ms; filter = update less its kNN search)",
              ["map", "places", "update", "kNN search", "filter", "of Lite0 embed",
               "of R50 embed"]),

@@ -132,7 +132,8 @@ def test_search_and_pipeline_rows(full_run) -> None:
     preprocess = [r for r in report["rows"] if r["stage"] == "decode+preprocess"]
     assert len(preprocess) == 1 and preprocess[0]["p50_ms"] > 0
     e2e = {(r["backend"], r["precision"]): r for r in report["rows"] if r["stage"] == "end-to-end"}
-    assert set(e2e) == {("ort-cpu", "fp32"), ("ort-cpu", "int8")}
+    assert {("ort-cpu", "fp32"), ("ort-cpu", "int8")} <= set(e2e)  # OpenVINO's too, if here
+    assert all(backend.startswith(("ort-", "openvino")) for backend, _ in e2e)
     assert all(r["vs_embed"] > 0 and r["map_size"] == 600 for r in e2e.values())
 
 

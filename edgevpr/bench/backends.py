@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from edgevpr.runtime.backends import CPU_EP, CUDA_EP, TENSORRT_EP
+from edgevpr.runtime.backends import CPU_EP, CUDA_EP, OPENVINO, OPENVINO_BF16, TENSORRT_EP
 
 # The files a backend runs (attributes of the benchmark's model group).
 CHECKPOINT, ONNX_FP32, ONNX_INT8, ENGINE = "checkpoint", "onnx_fp32", "onnx_int8", "engine"
@@ -53,6 +53,12 @@ BACKENDS: dict[str, BenchBackend] = {
     b.key: b
     for b in (
         BenchBackend("pytorch", "pytorch", "fp32", CHECKPOINT, module="torch", reference_rank=0),
+        # PyTorch's own best CPU paths: BF16 autocast (AMX / AVX-512 BF16) and NHWC
+        BenchBackend("pytorch-bf16", "pytorch", "bf16", CHECKPOINT, module="torch"),
+        BenchBackend("pytorch-nhwc", "pytorch nhwc", "fp32", CHECKPOINT, module="torch",
+                     torch_mode="channels-last"),
+        BenchBackend("pytorch-nhwc-bf16", "pytorch nhwc", "bf16", CHECKPOINT, module="torch",
+                     torch_mode="channels-last"),
         BenchBackend(
             "pytorch-cuda", "pytorch-cuda", "fp32", CHECKPOINT, device="cuda", module="torch",
             reference_rank=1,
@@ -69,14 +75,19 @@ BACKENDS: dict[str, BenchBackend] = {
                 device="cuda", module="torch", torch_mode="compiled"),
         BenchBackend("ort-cpu", "ort-cpu", "fp32", ONNX_FP32, (CPU_EP,), reference_rank=2),
         BenchBackend("ort-cpu-int8", "ort-cpu", "int8", ONNX_INT8, (CPU_EP,)),
+        BenchBackend("openvino", "openvino", "fp32", ONNX_FP32, (OPENVINO,), module="openvino"),
+        BenchBackend("openvino-bf16", "openvino", "bf16", ONNX_FP32, (OPENVINO_BF16,),
+                     module="openvino"),
+        BenchBackend("openvino-int8", "openvino", "int8", ONNX_INT8, (OPENVINO,),
+                     module="openvino"),
         BenchBackend(
             "ort-cuda", "ort-cuda", "fp32", ONNX_FP32, (CUDA_EP, CPU_EP), device="cuda",
             reference_rank=3,
         ),
-        BenchBackend(
-            "ort-trt", "ort-trt", "fp16", ONNX_FP32,
-            ((TENSORRT_EP, {"trt_fp16_enable": True}), CUDA_EP, CPU_EP), device="cuda",
-        ),
+        # the provider runs the graph's own precision (FP32 here; FP16 from the graph
+        # export --fp16 writes, never from trt_fp16_enable on an FP32 graph)
+        BenchBackend("ort-trt", "ort-trt", "fp32", ONNX_FP32, (TENSORRT_EP, CUDA_EP, CPU_EP),
+                     device="cuda"),
         BenchBackend("tensorrt", "tensorrt", "fp16", ENGINE, device="cuda", module="tensorrt"),
     )
 }  # fmt: skip

@@ -10,6 +10,7 @@ from edgevpr.bench.artifacts import default_cache_dir
 from edgevpr.bench.backends import BACKENDS
 from edgevpr.bench.report import STAGE_CHOICES, render
 from edgevpr.bench.run import DEFAULT_MODEL, BenchOptions, run_bench
+from edgevpr.bench.timing import FOREIGN_CPU_LIMIT
 from edgevpr.core.defaults import defaults_of, listed
 from edgevpr.core.errors import EdgeVPRError
 from edgevpr.core.files import write_text_atomic
@@ -81,7 +82,8 @@ def name_list(values: tuple[str, ...]) -> list[str]:
 @click.option("--index", "index_specs", multiple=True,
               help="Index specs for the search table (repeat): KIND[:STORAGE][:pcaD|:pcawD]"
               "[:store-f16|:store-none], e.g. hnswlib, usearch:i8:pca256, "
-              "faiss-ivf:sq8:pca256. Default: faiss-ivf and hnswlib.")
+              "faiss-ivf:sq8:pca256; default: what edgevpr index build makes. Default: default and "
+              "hnswlib.")
 @click.option("--prior", "prior_text", default="",
               help="Geo-prior radii in metres to time for every map, e.g. 100,1000,5000.")
 @click.option("--stages", "stage_names", multiple=True,
@@ -100,6 +102,9 @@ def name_list(values: tuple[str, ...]) -> list[str]:
               help="Output format (default: from --out's suffix, else md).")
 @click.option("--out", type=click.Path(dir_okay=False), default=None,
               help="Write the report here (the Markdown tables still go to the terminal).")
+@click.option("--allow-contended", is_flag=True,
+              help="Write --out even where rows ran while other processes used the CPUs "
+              "(by default such a report is refused: its numbers are not this model's).")
 @click.option("--no-isolate", is_flag=True,
               help="Measure in this process instead of a fresh one per backend (debugging).")
 def bench(
@@ -123,6 +128,7 @@ def bench(
     cache_dir: str | None,
     fmt: str | None,
     out: str | None,
+    allow_contended: bool,
     no_isolate: bool,
 ) -> None:
     """Latency of MODEL per backend, precision and batch size, per pipeline stage.
@@ -178,8 +184,23 @@ def bench(
         say(f"no MODEL given: benchmarking the preset {DEFAULT_MODEL}")
     report = run_bench(opts, say)
     if out_path is not None:
+        contended = contended_rows(report.rows)
+        if contended and not allow_contended:
+            click.echo(render(report, "md"))
+            raise EdgeVPRError(
+                f"{len(contended)} of {len(report.rows)} rows ran while other processes used "
+                f"more than {FOREIGN_CPU_LIMIT:.0%} of the CPUs ({', '.join(contended[:3])}"
+                f"{', ...' if len(contended) > 3 else ''}): {out_path} not written; rerun on a "
+                "quiet machine, or give --allow-contended")  # fmt: skip
         write_text_atomic(out_path, render(report, fmt))
         click.echo(render(report, "md"))
         say(f"wrote {out_path}")
     else:
         click.echo(render(report, fmt), nl=False)
+
+
+def contended_rows(rows: list) -> list[str]:
+    """The rows measured while other processes used more than FOREIGN_CPU_LIMIT of the
+    CPUs, named as the tables name them."""
+    return [f"{r.backend} {r.precision} batch {r.batch}" for r in rows
+            if r.foreign_cpu is not None and r.foreign_cpu > FOREIGN_CPU_LIMIT]

@@ -30,10 +30,12 @@ from edgevpr.bench.report import STAGE_SEARCH, Row
 from edgevpr.bench.stages import timed_row
 from edgevpr.bench.timing import PeakMemory, TimingConfig, measure, read_status_kib, reset_peak_rss
 from edgevpr.core.errors import EdgeVPRError
+from edgevpr.runtime.placemap.search import DEFAULT_RERANK
 
 MAP_SEED = 1
 QUERY_SEED = 2
 BUILD_CHUNK = 65536
+DEFAULT_SPEC = "default"  # --index default: the map `edgevpr index build` makes by default
 EXACT_TIMED_BYTES = 2 << 30  # exact search is timed where the float map fits in this
 FIT_ROWS = 20_000
 PRIOR_SEED = 3
@@ -47,11 +49,18 @@ class IndexSpec:
     pca: int | None = None
     whiten: bool = False
     store: str = "f32"
+    nlist: int | None = None  # inverted lists (faiss-ivf), where not the kind's default
+    rerank: int = DEFAULT_RERANK  # candidates re-ranked by their stored descriptor
+    default: bool = False  # what `edgevpr index build` makes with no options
 
     @classmethod
     def parse(cls, text: str) -> IndexSpec:
+        from edgevpr.runtime.placemap.build.resumable import MapOptions
         from edgevpr.runtime.placemap.kinds import index_kind
 
+        if text.strip() == DEFAULT_SPEC:
+            made = MapOptions()
+            return cls(made.index, store=made.store, rerank=made.rerank, default=True)
         kind, *rest = text.strip().split(":")
         info = index_kind(kind)
         spec = cls(kind)
@@ -63,19 +72,40 @@ class IndexSpec:
                 spec = _replace(spec, pca=int(token.lstrip("pcaw")), whiten=whiten)
             elif token in ("store-f32", "store-f16", "store-none"):
                 spec = _replace(spec, store=token.split("-", 1)[1])
+            elif token.startswith("nlist") and token[5:].isdigit() and info.own({"nlist": 1}):
+                spec = _replace(spec, nlist=int(token[5:]))
+            elif token.startswith("rerank") and token[6:].isdigit():
+                spec = _replace(spec, rerank=int(token[6:]))
             else:
-                raise EdgeVPRError(f"index spec {text!r}: {token!r} is not a storage of {kind}, "
-                                   "pcaD, pcawD or store-f32/f16/none")  # fmt: skip
+                raise EdgeVPRError(f"index spec {text!r}: {token!r} is not a storage of "
+                                   f"{kind}, pcaD, pcawD, store-f32/f16/none, nlistN or "
+                                   "rerankN")  # fmt: skip
         return spec
+
+    def resolved(self, dim: int, places: int) -> IndexSpec:
+        """The default spec made concrete for a map of ``places`` x ``dim`` (the projection
+        `index build` chooses for them); any other spec as it is."""
+        from edgevpr.runtime.placemap.build.defaults import default_projection
+
+        return _replace(self, pca=default_projection(dim, places)) if self.default else self
 
     @property
     def label(self) -> str:
         from edgevpr.runtime.placemap.kinds import index_kind
 
+        if self.default:
+            return f"{DEFAULT_SPEC} ({_replace(self, default=False).label})"
+
         parts = [self.kind, self.storage or index_kind(self.kind).storages[0]]
         if self.pca:
             parts.append(f"{'pcaw' if self.whiten else 'pca'}{self.pca}")
-        return ":".join(parts) + ("" if self.store == "f32" else f":store-{self.store}")
+        if self.store != "f32":
+            parts.append(f"store-{self.store}")
+        if self.nlist:
+            parts.append(f"nlist{self.nlist}")
+        if self.rerank != DEFAULT_RERANK:
+            parts.append(f"rerank{self.rerank}")
+        return ":".join(parts)
 
 
 def _replace(spec: IndexSpec, **changes: object) -> IndexSpec:
@@ -187,7 +217,10 @@ def build(
     if path.is_file() and info.is_file():
         return float(json.loads(info.read_text())["build_s"])
     start = time.perf_counter()
-    chunks = grown.chunks()
+    from edgevpr.runtime.placemap.kinds import TRAIN_ROWS
+
+    # lists set by hand are trained on the first chunk: as many rows as a kind trains on
+    chunks = grown.chunks(TRAIN_ROWS if spec.nlist else BUILD_CHUNK)
     first, first_xy = next(chunks)
     projection = None
     if spec.pca:
@@ -195,10 +228,11 @@ def build(
         projection = Projection.fit(first[:FIT_ROWS], spec.pca, kind)
     from edgevpr.runtime.placemap.kinds import index_kind
 
-    own = index_kind(spec.kind).own({"M": graph[0], "ef_construction": graph[1]})
+    given = {"M": graph[0], "ef_construction": graph[1], "nlist": spec.nlist}
+    own = index_kind(spec.kind).own({k: v for k, v in given.items() if v is not None})
     placemap = PlaceMap.create(first.shape[1], fingerprint, capacity=grown.size, index=spec.kind,
                                 storage=spec.storage, projection=projection, store=spec.store,
-                                **own)  # fmt: skip
+                                rerank=spec.rerank, **own)  # fmt: skip
     for vectors, xy in [(first, first_xy), *chunks]:
         records = [PlaceRecord.checked({"east": float(e), "north": float(n)}) for e, n in xy]
         placemap.add(vectors, records)

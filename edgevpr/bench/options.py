@@ -31,7 +31,7 @@ class BenchOptions:
     e2e_ef: int | None = None  # None: the runtime's default ef
     # index specs (see bench.mapsearch.IndexSpec): the map's default kind, and hnswlib's
     # float graph for reference; the first is the one the pipeline queries
-    indexes: tuple[str, ...] = ("faiss-ivf", "hnswlib")
+    indexes: tuple[str, ...] = ("default", "hnswlib")  # default: what index build makes
     prior_radii: tuple[float, ...] = ()  # geo-prior radii (m) measured for every map
     k: int = 10
     stages: tuple[str, ...] = STAGES

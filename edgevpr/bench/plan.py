@@ -18,7 +18,7 @@ from edgevpr.bench.stages import Target
 from edgevpr.bench.workload import Workload
 from edgevpr.core.errors import EdgeVPRError
 from edgevpr.core.extras import install_hint
-from edgevpr.runtime.backends import provider_named
+from edgevpr.runtime.backends import OPENVINO_RUNTIME, provider_named
 
 
 def unavailable_reason(
@@ -33,7 +33,10 @@ def unavailable_reason(
         return "no NVIDIA GPU (nvidia-smi found none)"
     name = backend.first_provider
     known = provider_named(name) if name is not None else None
-    if known is not None and name not in (machine.get("ort_providers") or []):
+    if known is not None and known.runtime == OPENVINO_RUNTIME:
+        if not has_module("openvino"):
+            return f"openvino is not installed ({known.install})"
+    elif known is not None and name not in (machine.get("ort_providers") or []):
         return f"this onnxruntime has no {name} ({known.install})"
     module = backend.module
     if module and module != "torch" and getattr(group, backend.artifact) is None:

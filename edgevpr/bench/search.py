@@ -90,7 +90,8 @@ def search_rows(
                 rows += in_worker(measure_exact, job, opts.isolate)
         except Exception as exc:  # noqa: BLE001 - a failed row, not a crash
             rows.append(failed_row(group, "exact (numpy)", size, exc))
-        for spec in specs:
+        for given in specs:
+            spec = given.resolved(real.shape[1], size)
             say(f"search: {size:,} places, {spec.label}")
             graph = (opts.M, opts.ef_construction)
             path = map_path(opts.cache_dir, grown, spec, group.fingerprint, graph)

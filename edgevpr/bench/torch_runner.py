@@ -22,9 +22,10 @@ def torch_reference(
 ) -> TorchEmbedder:
     """The checkpoint's model in eval mode on ``device``, ready for ``embed_batch``.
 
-    ``precision`` fp16 runs under CUDA autocast (LayerNorm and norms stay FP32, as in the
-    exported engines); ``mode`` "channels-last" stores weights and inputs NHWC, "compiled"
-    wraps the model in ``torch.compile`` (compiled during the warm-up calls).
+    ``precision`` fp16 runs under CUDA autocast and bf16 under CPU (or CUDA) autocast
+    (LayerNorm and norms stay FP32, as in the exported engines); ``mode`` "channels-last"
+    stores weights and inputs NHWC, "compiled" wraps the model in ``torch.compile``
+    (compiled during the warm-up calls).
     """
     if threads:
         torch.set_num_threads(threads)
@@ -33,19 +34,22 @@ def torch_reference(
     if mode == "channels-last":
         model = model.to(memory_format=torch.channels_last)
     forward = torch.compile(model) if mode == "compiled" else model
-    if precision == "fp16" or mode == "channels-last":
-        embedder.run = _wrapped(forward, embedder.device, precision == "fp16", mode)
+    if precision in AUTOCAST or mode == "channels-last":
+        embedder.run = _wrapped(forward, embedder.device, AUTOCAST.get(precision), mode)
     elif mode == "compiled":
         embedder.run = forward
     return embedder
 
 
-def _wrapped(forward: Any, device: torch.device, half: bool, mode: str) -> Any:
+AUTOCAST = {"fp16": torch.float16, "bf16": torch.bfloat16}
+
+
+def _wrapped(forward: Any, device: torch.device, half: torch.dtype | None, mode: str) -> Any:
     layout = torch.channels_last if mode == "channels-last" else torch.contiguous_format
 
     def run(images: torch.Tensor) -> torch.Tensor:
-        with torch.autocast(device.type, dtype=torch.float16, enabled=half):
-            return forward(images.contiguous(memory_format=layout))
+        with torch.autocast(device.type, dtype=half or torch.float32, enabled=half is not None):
+            return forward(images.contiguous(memory_format=layout)).float()
 
     return run
 

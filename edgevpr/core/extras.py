@@ -9,6 +9,7 @@ EXTRA_FOR_MODULE = {
     "pytorch_metric_learning": "train",
     "matplotlib": "plot",
     "foxglove": "live",
+    "openvino": "openvino",
     "onnx": "engine",
     "onnxscript": "export",
     "tensorrt": "trt",

@@ -82,7 +82,7 @@ FORMATS: dict[str, ArtifactFormat] = {
             suffixes=(".onnx",),
             precisions=("fp32", "fp16", "int8"),
             runs_on=RUNTIME,
-            backend="edgevpr.runtime.backends.onnxruntime:OnnxBackend",
+            backend="edgevpr.runtime.backends:open_onnx_backend",
             describer="edgevpr.runtime.describe:describe_onnx",
         ),
         ArtifactFormat(

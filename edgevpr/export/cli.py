@@ -113,6 +113,11 @@ to the board and run there, e.g.
     "Runtime's TensorRT and CUDA): FP16 but for LayerNorm and the L2 normalisations.",
 )
 @click.option(
+    "--openvino", is_flag=True,
+    help="Also gate the ONNX models on OpenVINO (FP32, BF16, and INT8 with --int8): what "
+    "--provider openvino / openvino-bf16 run (needs the openvino extra).",
+)
+@click.option(
     "--trt", is_flag=True, help="Also build a TensorRT engine (needs TensorRT and an NVIDIA GPU)."
 )
 @click.option(
@@ -246,6 +251,7 @@ def export(
     out: Path | None,
     int8: bool,
     fp16: bool,
+    openvino: bool,
     trt: bool,
     trt_precision: str,
     batch: BatchRange,
@@ -280,6 +286,7 @@ def export(
         opset=opset,
         int8=int8,
         fp16=fp16,
+        openvino=openvino,
         trt=trt,
         engine=EngineOptions(
             precision=trt_precision,
@@ -303,6 +310,7 @@ def export(
         gates={
             "fp32": Gate(min_cosine=fp32_min_cosine, max_abs=fp32_max_abs),
             "fp16": reduced,
+            "bf16": reduced,
             "int8": reduced,
         },
     )

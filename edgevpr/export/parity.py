@@ -224,6 +224,7 @@ class Gate:
 DEFAULT_GATES = {
     "fp32": Gate(min_cosine=0.99999, max_abs=1e-4),
     "fp16": Gate(min_cosine=0.99, max_recall1_drop=1.0),
+    "bf16": Gate(min_cosine=0.99, max_recall1_drop=1.0),  # gated like FP16
     "int8": Gate(min_cosine=0.99, max_recall1_drop=1.0),
 }
 

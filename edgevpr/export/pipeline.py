@@ -54,6 +54,7 @@ class ExportOptions:
     opset: int = DEFAULT_OPSET
     int8: bool = False
     fp16: bool = False  # the mixed-precision FP16 ONNX, for GPU execution providers
+    openvino: bool = False  # gate the ONNX models on OpenVINO too (FP32, BF16, INT8)
     trt: bool = False
     engine: EngineOptions = field(default_factory=EngineOptions)
     parity_data: Path | None = None
@@ -261,6 +262,8 @@ class Exporter:
             self.export_fp16(onnx_path, out / f"{stem}_fp16.onnx", session)
         if opts.int8:
             self.export_int8(onnx_path, out / f"{stem}_int8.onnx", session)
+        if opts.openvino:
+            self.gate_openvino(onnx_path, out / f"{stem}_int8.onnx", session)
         if opts.trt:
             precision = opts.engine.precision
             # an INT8 engine is built from the Q/DQ INT8 model (and gated against FP32 too)
@@ -332,6 +335,22 @@ class Exporter:
         row = ArtifactReport("ONNX FP16", path, "fp16")
         session.report.artifacts.append(row)
         self.gated(row, session, None, started)
+
+    def gate_openvino(self, onnx_path: Path, int8_path: Path, session: ExportSession) -> None:
+        """The ONNX models as OpenVINO runs them, each gated like any artifact: FP32, BF16
+        (its precision hint; gated like FP16) and the INT8 Q/DQ model where there is one."""
+        from edgevpr.runtime.backends import OPENVINO, OPENVINO_BF16
+
+        runs = [("OpenVINO", onnx_path, "fp32", OPENVINO),
+                ("OpenVINO BF16", onnx_path, "bf16", OPENVINO_BF16)]  # fmt: skip
+        if int8_path.is_file():
+            runs.append(("OpenVINO INT8", int8_path, "int8", OPENVINO))
+        for label, path, precision, provider in runs:
+            started = time.perf_counter()
+            self.say(f"{label}: gating {path.name}")
+            row = ArtifactReport(label, path, precision, details={"provider": provider})
+            session.report.artifacts.append(row)
+            self.gated(row, session, [provider], started)
 
     def export_int8(self, onnx_path: Path, path: Path, session: ExportSession) -> None:
         started = time.perf_counter()

@@ -53,8 +53,8 @@ def resolve_providers(
     """Requested providers (names, short aliases or (name, options)) -> ORT's list, checked
     against what this onnxruntime build offers; None picks the best available, in order."""
     if requested is None:
-        best: list[tuple[str, dict[str, Any]]] = [(p.name, {}) for p in PROVIDERS
-                                                  if p.name in available]  # fmt: skip
+        best: list[tuple[str, dict[str, Any]]] = [
+            (p.name, {}) for p in PROVIDERS if p.automatic and p.name in available]  # fmt: skip
         return best or [(CPU_EP, {})]
     if not requested:
         raise EdgeVPRError("no execution provider given")

@@ -26,6 +26,7 @@ from edgevpr.runtime.commands.query import PathArg, expand_images, model_options
 from edgevpr.runtime.commands.teach import DriveArgs, drive_options, is_drive, teach
 from edgevpr.runtime.embedder import Embedder
 from edgevpr.runtime.placemap import PlaceMap
+from edgevpr.runtime.placemap.build.defaults import AUTO, RULE
 from edgevpr.runtime.placemap.build.resumable import (
     EmbedCheckpoint,
     EmbeddedPlaces,
@@ -126,8 +127,8 @@ def index() -> None:
 @click.option("--storage", default=None,
               help="How the index holds vectors: hnswlib f32; usearch i8, f16, f32; "
               "faiss-ivf sq8, pq, f16; faiss-hnsw sq8, f16, f32 (default: the kind's first).")
-@click.option("--pca", type=click.IntRange(1, 65536), default=None,
-              help="Project descriptors to this many dimensions before indexing.")
+@click.option("--pca", type=click.IntRange(0, 65536), default=None,
+              help=f"Project descriptors to this many dimensions before indexing ({RULE}).")
 @click.option("--whiten", is_flag=True, help="Whitened PCA (centred, renormalised).")
 @click.option("--pca-from", type=PathArg, default=None,
               help="Fit the projection on these descriptors (.npy, N x D) instead of the map's.")
@@ -178,6 +179,7 @@ def build(
     _check_output(out, tile_size)
     if whiten and not pca:
         raise EdgeVPRError("--whiten needs --pca D")
+    projection = AUTO if pca is None else pca or None  # --pca 0: none
     with exclusive(out, str(out)):  # nothing else writes OUT or its work folder meanwhile
         drive = is_drive(images_dir, drive_args)
         paths = [] if drive else list_images(images_dir)
@@ -187,7 +189,7 @@ def build(
         params = {name: value for name, value in kind_params.items() if value is not None}
         if ef is not None:
             params[INDEX_KINDS[index_kind].breadth] = ef
-        options = MapOptions(index=index_kind, storage=storage, pca=pca, whiten=whiten,
+        options = MapOptions(index=index_kind, storage=storage, pca=projection, whiten=whiten,
                              fit_on=_descriptors_file(pca_from, embedder), store=store,
                              rerank=rerank, params=params)  # fmt: skip
         skipped: list[Path] = []
@@ -221,10 +223,12 @@ def build(
             what = f"{placemap.index_kind} ({placemap.storage})"
         if placemap.projection is not None:
             dims = placemap.projection.dims
-            fewer = f", fewer than --pca {options.pca}: the map's descriptors span no more" * (
-                dims < (options.pca or 0)
+            asked = options.pca if isinstance(options.pca, int) else 0
+            fewer = f", fewer than --pca {asked}: the map's descriptors span no more" * (
+                dims < asked
             )
-            what += f", projected to {dims}-d{fewer}"
+            chosen = " (the default for wide descriptors; --pca 0: none)" * (options.pca == AUTO)
+            what += f", projected to {dims}-d{fewer}{chosen}"
         checkpoint.remove()
         click.echo(
             f"wrote {out}: {len(placemap)} places"

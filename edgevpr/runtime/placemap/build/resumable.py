@@ -27,6 +27,7 @@ from edgevpr.core.errors import EdgeVPRError, first_line
 from edgevpr.core.files import remove_tree, write_bytes_atomic, write_text_atomic
 from edgevpr.runtime.embedder import Embedder
 from edgevpr.runtime.placemap import PlaceMap
+from edgevpr.runtime.placemap.build.defaults import AUTO, default_projection
 from edgevpr.runtime.placemap.core import DEFAULT_INDEX
 from edgevpr.runtime.placemap.kinds import TRAIN_ROWS
 from edgevpr.runtime.placemap.place_record import PlaceRecord, record_for
@@ -45,7 +46,7 @@ class MapOptions:
 
     index: str = DEFAULT_INDEX
     storage: str | None = None
-    pca: int | None = None
+    pca: int | str | None = AUTO  # dimensions, None: no projection, AUTO: the default rule
     whiten: bool = False
     fit_on: np.ndarray | None = field(default=None, repr=False)  # descriptors to fit PCA on
     store: str = "f32"
@@ -271,9 +272,12 @@ def build_from_checkpoint(
     chunk."""
     sample = _sample(checkpoint, TRAIN_ROWS)
     projection = None
-    if options.pca:
+    dims = options.pca
+    if dims == AUTO:
+        dims = default_projection(embedder.descriptor_dim, checkpoint.embedded)
+    if dims:
         fit_on = options.fit_on if options.fit_on is not None else sample
-        projection = Projection.fit(fit_on, options.pca, WHITENED if options.whiten else PCA)
+        projection = Projection.fit(fit_on, int(dims), WHITENED if options.whiten else PCA)
     placemap = PlaceMap.create(
         embedder.descriptor_dim, embedder.fingerprint, capacity=max(checkpoint.embedded, 1),
         model=embedder.model_summary(), index=options.index, storage=options.storage,
