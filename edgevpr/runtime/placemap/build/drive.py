@@ -22,14 +22,14 @@ import cv2
 import numpy as np
 
 from edgevpr.core.errors import EdgeVPRError
-from edgevpr.core.files import remove_tree, write_text_atomic
+from edgevpr.core.files import remove_tree
 from edgevpr.core.images import list_images
 from edgevpr.runtime.embedder import Embedder
 from edgevpr.runtime.localize.sources import FrameSource, open_source
 from edgevpr.runtime.localize.stream import StreamFrame, prepared_frame
 from edgevpr.runtime.placemap.build.resumable import (
     CHUNK_GLOB,
-    MANIFEST,
+    claim_work_folder,
     progress_bar,
     read_chunk,
     write_chunk,
@@ -150,15 +150,7 @@ class DriveCheckpoint:
 
     def __init__(self, folder: Path, identity: dict[str, Any], dim: int) -> None:
         self.folder, self.dim = folder, dim
-        manifest = folder / MANIFEST
-        if folder.exists() and (not manifest.is_file() or _read_json(manifest) != identity):
-            raise EdgeVPRError(
-                f"{folder} holds an interrupted build of another drive or model; remove it "
-                "(or build with --fresh) to start over"
-            )
-        folder.mkdir(parents=True, exist_ok=True)
-        if not manifest.is_file():
-            write_text_atomic(manifest, json.dumps(identity))
+        claim_work_folder(folder, identity, "another drive or model")
         self.identity = identity
         self.last_frame, self.embedded = -1, 0
         self.last: tuple[np.ndarray, np.ndarray, float] | None = None  # xy, descriptor, metres
@@ -227,13 +219,6 @@ class DriveCheckpoint:
                 fields["timestamp"] = time
             records.append(PlaceRecord(**fields))
         return records
-
-
-def _read_json(path: Path) -> Any:
-    try:
-        return json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError, UnicodeDecodeError):
-        return None
 
 
 def embed_drive(

@@ -68,15 +68,7 @@ class EmbedCheckpoint:
         self.paths = paths
         self.dim = dim
         identity = {"fingerprint": fingerprint, "images": _list_hash(paths), "count": len(paths)}
-        manifest = folder / MANIFEST
-        if folder.exists() and (not manifest.is_file() or _read_json(manifest) != identity):
-            raise EdgeVPRError(
-                f"{folder} holds an interrupted build of other images or another model; "
-                "remove it (or build with --fresh) to start over"
-            )
-        folder.mkdir(parents=True, exist_ok=True)
-        if not manifest.is_file():
-            write_text_atomic(manifest, json.dumps(identity))
+        claim_work_folder(folder, identity, "other images or another model")
         self._done = np.zeros(len(paths), bool)
         self._embedded = 0
         for chunk in self.chunks():
@@ -189,6 +181,18 @@ def _list_hash(paths: list[Path]) -> str:
     for path in paths:
         digest.update(str(path.resolve()).encode() + b"\0")
     return digest.hexdigest()
+
+
+def claim_work_folder(folder: Path, identity: dict[str, Any], other: str) -> None:
+    """Make ``folder`` the work folder of the build ``identity`` says (its manifest), or
+    resume it; one another build left (``other``, as the error names it) is refused."""
+    manifest = folder / MANIFEST
+    if folder.exists() and (not manifest.is_file() or _read_json(manifest) != identity):
+        raise EdgeVPRError(f"{folder} holds an interrupted build of {other}; remove it (or "
+                           "build with --fresh) to start over")  # fmt: skip
+    folder.mkdir(parents=True, exist_ok=True)
+    if not manifest.is_file():
+        write_text_atomic(manifest, json.dumps(identity))
 
 
 def _read_json(path: Path) -> Any:
