@@ -39,10 +39,13 @@ import numpy as np
 
 from edgevpr.bench.machine import describe_cpu, machine_info
 from edgevpr.core.geo import utm_to_latlon
-from edgevpr.core.images import list_images
-from edgevpr.core.layout_names import parse_layout_name
-from edgevpr.data.recordings import record_bag, record_photos, record_video, write_gpx
-from edgevpr.runtime.localize.layout import name_key
+from edgevpr.data.recordings import (
+    drive_of,
+    record_bag,
+    record_photos,
+    record_video,
+    write_gpx,
+)
 from edgevpr.runtime.localize.route import DEFAULT_SPEEDS
 from edgevpr.runtime.placemap import PlaceMap
 
@@ -59,20 +62,11 @@ def edgevpr(*args: object, check: bool = True) -> subprocess.CompletedProcess:
     return done
 
 
-def drive(folder: Path) -> tuple[list[np.ndarray], list[tuple[float, float]], list[float]]:
-    """A folder's frames in travel order, their lat/lon (shifted names), times 1 s apart."""
-    paths = sorted(list_images(folder), key=lambda p: name_key(p.name))
-    names = [parse_layout_name(p.name) for p in paths]
-    frames = [cv2.imread(str(p)) for p in paths]
-    latlon = [utm_to_latlon(n.east + SHIFT[0], n.north + SHIFT[1], ZONE) for n in names]
-    return frames, latlon, [START + i for i in range(len(frames))]
-
-
 def round_trip(model: Path, test: Path, work: Path) -> tuple[list[dict], Path, Path]:
     folder_map = work / "folder.vprmap"
     edgevpr("index", "build", model, test / "database", "-o", folder_map, "-q")
     reference = _positions(folder_map, (0.0, 0.0))
-    frames, latlon, times = drive(test / "database")
+    frames, latlon, times = drive_of(test / "database", ZONE, START, 1.0, SHIFT)
     rec = work / "summer"
     rec.mkdir()
     record_video(rec / "drive.avi", frames, 1.0)
@@ -105,7 +99,7 @@ def _positions(path: Path, shift: tuple[float, float]) -> np.ndarray:
 
 
 def truth_runs(model: Path, test: Path, folder_map: Path, bag_map: Path, work: Path) -> dict:
-    frames, latlon, times = drive(test / "queries")
+    frames, latlon, times = drive_of(test / "queries", ZONE, START, 1.0, SHIFT)
     winter = record_bag(work / "winter", frames, times, latlon)
     runs = {
         "winter bag vs bag-taught map, --truth /gps/fix":
@@ -139,7 +133,7 @@ def bad_inputs(model: Path, work: Path, rec: Path) -> list[dict]:
     frames = [np.full((32, 64, 3), 30 * i, np.uint8) for i in range(5)]
     lat_lon = [utm_to_latlon(SHIFT[0], SHIFT[1] + 20 * i, ZONE) for i in range(5)]
     times = [START + i for i in range(5)]
-    nofix = _nofix_bag(bad / "nofix", frames, times, lat_lon)
+    nofix = record_bag(bad / "nofix", frames, times, lat_lon, fix_status=-1)
     (bad / "nan.csv").write_text("time,lat,lon\n" + "".join(
         f"{t - START},{'nan' if i == 2 else lat},{lon}\n"
         for i, (t, (lat, lon)) in enumerate(zip(times, lat_lon, strict=True))))  # fmt: skip
@@ -173,34 +167,6 @@ def bad_inputs(model: Path, work: Path, rec: Path) -> list[dict]:
         rows.append({"case": name, "status": done.returncode, "lines": len(lines),
                      "message": lines[-1] if lines else "", "written": written})  # fmt: skip
     return rows
-
-
-def _nofix_bag(path: Path, frames, times, lat_lon) -> Path:
-    """A bag whose NavSatFix messages all say STATUS_NO_FIX."""
-    from rosbags.rosbag2 import Writer
-    from rosbags.typesys import Stores, get_typestore
-
-    store = get_typestore(Stores.ROS2_HUMBLE)
-    t = store.types
-    with Writer(path, version=8) as writer:
-        images = writer.add_connection("/camera/image_raw", "sensor_msgs/msg/Image",
-                                       typestore=store)  # fmt: skip
-        fixes = writer.add_connection("/gps/fix", "sensor_msgs/msg/NavSatFix", typestore=store)
-        for frame, seconds, (lat, lon) in zip(frames, times, lat_lon, strict=True):
-            ns = int(seconds * 1e9)
-            header = t["std_msgs/msg/Header"](
-                stamp=t["builtin_interfaces/msg/Time"](sec=ns // 10**9, nanosec=ns % 10**9),
-                frame_id="camera")  # fmt: skip
-            image = t["sensor_msgs/msg/Image"](
-                header=header, height=frame.shape[0], width=frame.shape[1], encoding="bgr8",
-                is_bigendian=0, step=frame.shape[1] * 3, data=frame.reshape(-1))  # fmt: skip
-            writer.write(images, ns, store.serialize_cdr(image, "sensor_msgs/msg/Image"))
-            fix = t["sensor_msgs/msg/NavSatFix"](
-                header=header, status=t["sensor_msgs/msg/NavSatStatus"](status=-1, service=1),
-                latitude=lat, longitude=lon, altitude=0.0, position_covariance=np.zeros(9),
-                position_covariance_type=0)  # fmt: skip
-            writer.write(fixes, ns, store.serialize_cdr(fix, "sensor_msgs/msg/NavSatFix"))
-    return path
 
 
 def report(model: Path, trip: list[dict], truth: dict, frames: list[dict], bad: list[dict],

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from edgevpr.cli import main as edgevpr_main
@@ -195,6 +195,7 @@ def test_embedder_and_recognizer_take_only_sane_arguments(
 
 @settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(st.sampled_from(["providers", "threads", "batch_size", "path"]), WRONG)
+@example("providers", [0])  # once read as a (name, options) pair before it was checked
 def test_embedder_construction_takes_only_sane_arguments(
     exported: dict[str, Path], name: str, value: object
 ) -> None:

@@ -9,11 +9,9 @@ east/north).
 
 from __future__ import annotations
 
-import tempfile
 from collections.abc import Sequence
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
 
 import cv2
 import numpy as np
@@ -24,6 +22,7 @@ from edgevpr.core.geo import utm_to_latlon
 from edgevpr.core.images import list_images
 from edgevpr.core.layout_names import parse_layout_name
 from edgevpr.runtime.localize.layout import name_key
+from edgevpr.runtime.tracks.bags import MCAP, SQLITE3, bag_written
 
 IMAGE_TOPIC, FIX_TOPIC = "/camera/image_raw", "/gps/fix"
 RECORDINGS = ("bag", "mcap", "video", "photos")
@@ -39,21 +38,30 @@ def record_drive(folder: Path, out: Path, kind: str, zone: str, start: float,
         raise EdgeVPRError(f"a recording is one of {', '.join(RECORDINGS)}, not {kind!r}")
     if out.exists():
         raise EdgeVPRError(f"{out} exists: record into a new path")
-    paths = sorted(list_images(folder), key=lambda p: name_key(p.name))
-    named = [(p, parse_layout_name(p.name)) for p in paths]
-    placed = [(p, n) for p, n in named if n is not None and n.east is not None]
-    if not placed:
-        raise EdgeVPRError(f"no image in {folder} is named with its east/north (@east@north@)")
-    frames = [_read(p) for p, _ in placed]
+    frames, latlon, times = drive_of(folder, zone, start, period)
     out.parent.mkdir(parents=True, exist_ok=True)
-    latlon = [utm_to_latlon(n.east, n.north, zone) for _, n in placed]  # type: ignore[arg-type]
-    times = [start + i * period for i in range(len(frames))]
     if kind in ("bag", "mcap"):
         return [record_bag(out, frames, times, latlon, mcap=kind == "mcap")]
     if kind == "video":
         track = out.with_suffix(".gpx")
         return [record_video(out, frames, 1.0 / period), write_gpx(track, times, latlon)]
     return record_photos(out, frames, times, latlon)
+
+
+def drive_of(
+    folder: Path, zone: str, start: float, period: float, shift: tuple[float, float] = (0, 0),
+) -> tuple[list[np.ndarray], list[tuple[float, float]], list[float]]:  # fmt: skip
+    """The placed images of an evaluation-layout folder in the natural order of their names
+    as a drive: BGR frames, lat/lon (east/north plus ``shift``, in ``zone``) and times
+    ``start + i * period``."""
+    paths = sorted(list_images(folder), key=lambda p: name_key(p.name))
+    named = [(p, parse_layout_name(p.name)) for p in paths]
+    placed = [(p, n) for p, n in named if n is not None and n.east is not None]
+    if not placed:
+        raise EdgeVPRError(f"no image in {folder} is named with its east/north (@east@north@)")
+    latlon = [utm_to_latlon(n.east + shift[0], n.north + shift[1], zone)  # type: ignore[operator]
+              for _, n in placed]  # fmt: skip
+    return [_read(p) for p, _ in placed], latlon, [start + i * period for i in range(len(placed))]
 
 
 def _read(path: Path) -> np.ndarray:
@@ -65,36 +73,14 @@ def _read(path: Path) -> np.ndarray:
 
 def record_bag(
     path: Path, frames: Sequence[np.ndarray], times: Sequence[float],
-    latlon: Sequence[tuple[float, float]] | None, mcap: bool = False,
+    latlon: Sequence[tuple[float, float]] | None, mcap: bool = False, fix_status: int = 0,
 ) -> Path:  # fmt: skip
     """A ROS 2 bag of BGR ``frames`` on IMAGE_TOPIC and, where ``latlon`` is given, a
-    NavSatFix a frame on FIX_TOPIC, stamped ``times`` (seconds since 1970): a bag folder
-    (sqlite3), or with ``mcap`` one bare ``.mcap`` file as Foxglove and ``ros2 bag play``
-    take it."""
-    try:
-        from rosbags.rosbag2 import StoragePlugin
-    except ImportError:
-        raise EdgeVPRError(f"writing bags needs rosbags: {install_hint('rosbags')}") from None
-    if not mcap:
-        return _write_bag(path, StoragePlugin.SQLITE3, frames, times, latlon)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(dir=path.parent) as work:
-        folder = _write_bag(Path(work) / "bag", StoragePlugin.MCAP, frames, times, latlon)
-        (single,) = folder.glob("*.mcap")
-        single.replace(path)
-    return path
-
-
-def _write_bag(
-    path: Path, plugin: Any, frames: Sequence[np.ndarray], times: Sequence[float],
-    latlon: Sequence[tuple[float, float]] | None,
-) -> Path:  # fmt: skip
-    from rosbags.rosbag2 import Writer
-    from rosbags.typesys import Stores, get_typestore
-
-    typestore = get_typestore(Stores.ROS2_HUMBLE)
-    types = typestore.types
-    with Writer(path, version=8, storage_plugin=plugin) as writer:
+    NavSatFix a frame on FIX_TOPIC (``fix_status`` -1: a receiver without a fix), stamped
+    ``times`` (seconds since 1970): a bag folder (sqlite3), or with ``mcap`` one bare
+    ``.mcap`` file."""
+    with bag_written(path, MCAP if mcap else SQLITE3) as (writer, typestore):
+        types = typestore.types
         images = writer.add_connection(IMAGE_TOPIC, "sensor_msgs/msg/Image", typestore=typestore)
         fixes = None if latlon is None else writer.add_connection(
             FIX_TOPIC, "sensor_msgs/msg/NavSatFix", typestore=typestore)  # fmt: skip
@@ -112,8 +98,8 @@ def _write_bag(
             if fixes is not None and latlon is not None:
                 lat, lon = latlon[i]
                 fix = types["sensor_msgs/msg/NavSatFix"](
-                    header=header, status=types["sensor_msgs/msg/NavSatStatus"](status=0,
-                                                                                service=1),
+                    header=header, status=types["sensor_msgs/msg/NavSatStatus"](
+                        status=fix_status, service=1),
                     latitude=lat, longitude=lon, altitude=0.0,
                     position_covariance=np.diag([4.0, 4.0, 9.0]).ravel(),
                     position_covariance_type=2)  # fmt: skip

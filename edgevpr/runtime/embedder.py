@@ -30,7 +30,7 @@ from edgevpr.core.images import decode_image
 from edgevpr.core.metadata import ModelMetadata
 from edgevpr.core.pixels import DEFAULT_ENCODING, check_encoding, to_rgb8
 from edgevpr.core.preprocess import PreprocessSpec, normalize, read_for_model, resize_rgb
-from edgevpr.runtime.backends.onnxruntime import ProviderRequest
+from edgevpr.runtime.backends import ProviderRequest
 
 DEFAULT_BATCH_SIZE = 16
 MAX_THREADS = 1024

@@ -11,6 +11,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from edgevpr.core.checks import shown
+from edgevpr.core.errors import EdgeVPRError
+
 TENSORRT_EP = "TensorrtExecutionProvider"
 CUDA_EP = "CUDAExecutionProvider"
 CPU_EP = "CPUExecutionProvider"
@@ -53,12 +56,31 @@ PROVIDER_ALIASES = {alias: p.name for p in PROVIDERS for alias in p.aliases}
 GPU_PROVIDERS = frozenset(p.name for p in PROVIDERS if p.gpu)
 
 
+ProviderRequest = str | tuple[str, dict[str, Any]]
+
+
+def provider_request(item: Any) -> tuple[str, dict[str, Any]]:
+    """A provider given as a name or a (name, options) pair, checked."""
+    if isinstance(item, str):
+        return item, {}
+    if (
+        isinstance(item, (tuple, list))
+        and len(item) == 2
+        and isinstance(item[0], str)
+        and isinstance(item[1], dict)
+    ):
+        return item[0], dict(item[1])
+    raise EdgeVPRError(
+        f"an execution provider is a name or a (name, options) pair, not {shown(item)}"
+    )
+
+
 def runtime_of(providers: list | None) -> str:
     """Which library runs an ONNX model asked for on ``providers`` (their first decides)."""
     if not providers:
         return ONNXRUNTIME_RUNTIME
-    first = providers[0] if isinstance(providers[0], str) else providers[0][0]
-    found = provider_named(PROVIDER_ALIASES.get(str(first).lower(), str(first)))
+    first, _ = provider_request(providers[0])
+    found = provider_named(PROVIDER_ALIASES.get(first.lower(), first))
     return found.runtime if found is not None else ONNXRUNTIME_RUNTIME
 
 

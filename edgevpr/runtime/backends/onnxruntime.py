@@ -19,7 +19,6 @@ from typing import Any
 import numpy as np
 import onnxruntime as ort
 
-from edgevpr.core.checks import shown
 from edgevpr.core.errors import EdgeVPRError, first_line
 from edgevpr.core.metadata import ModelMetadata
 from edgevpr.runtime.backends import (
@@ -28,6 +27,8 @@ from edgevpr.runtime.backends import (
     PROVIDER_ALIASES,
     PROVIDERS,
     TENSORRT_EP,
+    ProviderRequest,
+    provider_request,
 )
 from edgevpr.runtime.backends.onnx_external import check_external_data
 from edgevpr.runtime.backends.trt_provider import provider_options
@@ -43,8 +44,6 @@ FALLBACK_WARNING = "%s could not start for %s: running on %s (check the CUDA/Ten
 # The largest batch of the TensorRT provider's optimisation profile when none is asked for
 # (the embedder's default batch size).
 PROFILE_BATCH = 16
-
-ProviderRequest = str | tuple[str, dict[str, Any]]
 
 
 def resolve_providers(
@@ -69,22 +68,6 @@ def resolve_providers(
             )
         chosen.append((name, options))
     return chosen
-
-
-def provider_request(item: Any) -> tuple[str, dict[str, Any]]:
-    """A provider given as a name or a (name, options) pair, checked."""
-    if isinstance(item, str):
-        return item, {}
-    if (
-        isinstance(item, (tuple, list))
-        and len(item) == 2
-        and isinstance(item[0], str)
-        and isinstance(item[1], dict)
-    ):
-        return item[0], dict(item[1])
-    raise EdgeVPRError(
-        f"an execution provider is a name or a (name, options) pair, not {shown(item)}"
-    )
 
 
 @dataclass

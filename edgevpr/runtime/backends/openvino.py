@@ -20,9 +20,9 @@ from edgevpr.core.errors import EdgeVPRError, first_line
 from edgevpr.core.extras import install_hint
 from edgevpr.core.files import cache_root
 from edgevpr.core.metadata import ModelMetadata
-from edgevpr.runtime.backends import PROVIDER_ALIASES, provider_named
+from edgevpr.runtime.backends import PROVIDER_ALIASES, provider_named, provider_request
 from edgevpr.runtime.backends.onnx_external import check_external_data
-from edgevpr.runtime.backends.onnxruntime import model_io, open_cpu_session, provider_request
+from edgevpr.runtime.backends.onnxruntime import model_io, open_cpu_session
 
 DEVICE_KEY = "device"  # a provider option of ours: the OpenVINO device (CPU, GPU, NPU)
 

@@ -10,7 +10,6 @@ is left behind.
 
 from __future__ import annotations
 
-import functools
 import itertools
 import json
 from collections import deque
@@ -23,7 +22,13 @@ import click
 import numpy as np
 
 from edgevpr.core.errors import EdgeVPRError, Interrupted
-from edgevpr.runtime.commands.query import VERIFY_HELP, PathArg, model_options, open_embedder
+from edgevpr.runtime.commands.query import (
+    VERIFY_HELP,
+    PathArg,
+    model_options,
+    open_embedder,
+    with_options,
+)
 from edgevpr.runtime.localize.fix import Fix
 from edgevpr.runtime.localize.localizer import AUTO, MODES, Localizer
 from edgevpr.runtime.localize.route import DEFAULT_SPEEDS, RouteConfig
@@ -129,7 +134,7 @@ def localize_options(command: Callable) -> Callable:
         click.option("--quiet", "-q", is_flag=True, help="No progress bar."),
         click.option("--verify", is_flag=True, help=VERIFY_HELP),
     ]  # fmt: skip
-    return functools.reduce(lambda c, option: option(c), reversed(options), command)
+    return with_options(command, options)
 
 
 @dataclass(frozen=True)
@@ -233,11 +238,11 @@ class Run:
     def track(self, format_name: str) -> None:
         args, layout = self.args, self.localizer.layout
         frame = TrackFrame(layout.kind, bool(layout.coordinates.utm_zones))
-        seen: deque[StreamFrame] = deque()
-        fixes = self.localizer.run(
-            _remembered(self.frames.frames, seen), progress=not args.quiet,
-            on_unreadable=_report if args.skip_unreadable else None)  # fmt: skip
         viewer = _viewer(args, self.localizer)
+        seen: deque[StreamFrame] = deque()  # the frames awaiting their fix, for the viewer
+        frames = self.frames.frames if viewer is None else _remembered(self.frames.frames, seen)
+        fixes = self.localizer.run(frames, progress=not args.quiet,
+                                   on_unreadable=_report if args.skip_unreadable else None)
         with track_writer(args.out, TRACK_FORMATS[format_name], frame) as writer:
             try:
                 self._follow(fixes, seen, writer, viewer)
@@ -250,7 +255,6 @@ class Run:
     def _follow(self, fixes: Iterator[Fix], seen: deque[StreamFrame], writer: TrackWriter,
                 viewer: Any) -> None:  # fmt: skip
         for fix in fixes:
-            shown = _frame_of(fix, seen)
             writer.add(fix)
             self.kept.append(_light(fix))
             if self.args.plot is not None:
@@ -260,7 +264,7 @@ class Run:
             if self.scorer is not None:
                 self.scorer.add(fix, StreamFrame(None, fix.timestamp, fix.name))
             if viewer is not None:
-                viewer.show(fix, shown)
+                viewer.show(fix, _frame_of(fix, seen))
 
     def draw(self, path: Path) -> None:
         from edgevpr.runtime.localize.trackplot import TrackFigure, draw_track

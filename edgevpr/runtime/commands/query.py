@@ -7,8 +7,9 @@ rename after everything else has succeeded.
 
 from __future__ import annotations
 
+import functools
 import json
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import click
@@ -26,6 +27,11 @@ from edgevpr.runtime.placemap.tiles import TiledMap, is_tiled_map
 from edgevpr.runtime.recognizer import Recognition, Recognizer
 
 PathArg = click.Path(path_type=Path)
+
+
+def with_options(command: Callable, options: Sequence[Callable]) -> Callable:
+    """``command`` with click ``options`` applied so that ``--help`` lists them in order."""
+    return functools.reduce(lambda c, option: option(c), reversed(options), command)
 
 
 def expand_images(items: Sequence[Path]) -> list[Path]:

@@ -4,9 +4,8 @@ frames become places, and the drive's name."""
 
 from __future__ import annotations
 
-import functools
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any
 
@@ -14,7 +13,7 @@ import click
 
 from edgevpr.core.errors import EdgeVPRError
 from edgevpr.core.images import IMAGE_SUFFIXES
-from edgevpr.runtime.commands.query import PathArg
+from edgevpr.runtime.commands.query import PathArg, with_options
 from edgevpr.runtime.embedder import Embedder
 from edgevpr.runtime.placemap.build.drive import (
     DriveCheckpoint,
@@ -27,9 +26,6 @@ from edgevpr.runtime.placemap.build.drive import (
 from edgevpr.runtime.placemap.build.resumable import remove_partial
 from edgevpr.runtime.tracks.positions import PositionOptions, parse_start_time
 from edgevpr.runtime.tracks.track import DEFAULT_MAX_GAP_S
-
-DRIVE_OPTIONS = ("track", "position_topic", "topic", "frames", "max_gap", "time_offset",
-                 "start_time", "spacing", "every", "min_novelty", "max_blur", "drive")  # fmt: skip
 
 
 def drive_options(command: Callable) -> Callable:
@@ -65,7 +61,7 @@ def drive_options(command: Callable) -> Callable:
         click.option("--drive", "drive", default=None,
                      help="The drive's name in the map (default: the source's name)."),
     ]  # fmt: skip
-    return functools.reduce(lambda c, option: option(c), reversed(options), command)
+    return with_options(command, options)
 
 
 @dataclass(frozen=True)
@@ -87,7 +83,8 @@ class DriveArgs:
 
     @classmethod
     def of(cls, given: dict[str, Any]) -> DriveArgs:
-        return cls(**{name: given.pop(name) for name in DRIVE_OPTIONS})
+        """The drive options taken out of a command's ``given`` keyword arguments."""
+        return cls(**{field.name: given.pop(field.name) for field in fields(cls)})
 
     def given(self) -> bool:
         """Whether any option of teaching from a drive was given."""

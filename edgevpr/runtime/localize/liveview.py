@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import math
 import time
-from collections import deque
+from collections import OrderedDict, deque
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +30,7 @@ from edgevpr.runtime.localize.fix import EAST_NORTH, LAT_LON, Fix
 from edgevpr.runtime.localize.stream import StreamFrame
 
 TRACK_POSES = 2000
+REFERENCE_JPEGS = 64  # a tracked fix stays among a few places: their JPEGs are kept
 JPEG_QUALITY = 80
 STATUS_SCHEMA = {
     "type": "object",
@@ -69,6 +70,7 @@ class LiveView:
         self.status = foxglove.Channel("/fix/status", schema=STATUS_SCHEMA, context=c)
         self.frame_id = "utm" if self.layout.coordinates.utm_zones else "map"
         self.poses: deque[Any] = deque(maxlen=TRACK_POSES)
+        self.references: OrderedDict[int, bytes | None] = OrderedDict()
 
     def show(self, fix: Fix, frame: StreamFrame | None) -> None:
         """Publish one fix, its frame and its place's reference image."""
@@ -76,11 +78,9 @@ class LiveView:
         stamp = fix.timestamp if fix.timestamp is not None else time.time()
         when = m.Timestamp(int(stamp), int((stamp % 1) * 1e9))
         if frame is not None:
-            self._image(self.camera, frame.image, frame.encoding, when)
-        record = None if fix.place_id is None else self.layout.records[
-            int(self.layout.index_of(np.array([fix.place_id]))[0])]  # fmt: skip
-        if record is not None and record.path and Path(record.path).is_file():
-            self._image(self.reference, Path(record.path), "bgr8", when)
+            self._log_jpeg(self.camera, _jpeg(frame.image, frame.encoding), when)
+        if fix.place_id is not None:
+            self._log_jpeg(self.reference, self._reference_jpeg(fix.place_id), when)
         self.status.log({"frame": fix.frame, "accepted": fix.accepted,
                          "confidence": fix.confidence,
                          "margin": fix.margin if math.isfinite(fix.margin) else -1.0,
@@ -113,27 +113,45 @@ class LiveView:
             position_covariance=[sigma**2, 0, 0, 0, sigma**2, 0, 0, 0, 1e6],
             position_covariance_type=kind.Approximated))  # fmt: skip
 
-    def _image(self, channel: Any, image: Any, encoding: str, when: Any) -> None:
-        """A frame (pixels, a file, encoded bytes) as a JPEG on ``channel``."""
-        bgr: np.ndarray | None
-        try:
-            if isinstance(image, np.ndarray):
-                bgr = cv2.cvtColor(to_rgb8(image, encoding, "frame"), cv2.COLOR_RGB2BGR)
-            elif isinstance(image, (bytes, bytearray, memoryview)):
-                bgr = cv2.imdecode(np.frombuffer(bytes(image), np.uint8), cv2.IMREAD_COLOR)
-            else:
-                bgr = cv2.cvtColor(read_image(Path(image)), cv2.COLOR_RGB2BGR)
-        except EdgeVPRError:
-            return  # a frame the localizer skipped as unreadable: nothing to show
-        if bgr is None:
-            return
-        ok, jpeg = cv2.imencode(".jpg", bgr, [cv2.IMWRITE_JPEG_QUALITY, JPEG_QUALITY])
-        if ok:
+    def _reference_jpeg(self, place_id: int) -> bytes | None:
+        """A place's reference image as a JPEG (None: its file is not at hand), read and
+        encoded once while the place stays among the REFERENCE_JPEGS latest shown."""
+        if place_id in self.references:
+            self.references.move_to_end(place_id)
+            return self.references[place_id]
+        record = self.layout.records[int(self.layout.index_of(np.array([place_id]))[0])]
+        path = Path(record.path) if record.path else None
+        jpeg = _jpeg(path, "bgr8") if path is not None and path.is_file() else None
+        self.references[place_id] = jpeg
+        if len(self.references) > REFERENCE_JPEGS:
+            self.references.popitem(last=False)
+        return jpeg
+
+    def _log_jpeg(self, channel: Any, jpeg: bytes | None, when: Any) -> None:
+        if jpeg is not None:
             channel.log(self.messages.CompressedImage(timestamp=when, frame_id="camera",
-                                                      data=jpeg.tobytes(), format="jpeg"))
+                                                      data=jpeg, format="jpeg"))  # fmt: skip
 
     def close(self) -> None:
         if self.recording is not None:
             self.recording.close()
         if self.server is not None:
             self.server.stop()
+
+
+def _jpeg(image: Any, encoding: str) -> bytes | None:
+    """A frame (pixels, a file, encoded bytes) as JPEG bytes (None: it cannot be read)."""
+    bgr: np.ndarray | None
+    try:
+        if isinstance(image, np.ndarray):
+            bgr = cv2.cvtColor(to_rgb8(image, encoding, "frame"), cv2.COLOR_RGB2BGR)
+        elif isinstance(image, (bytes, bytearray, memoryview)):
+            bgr = cv2.imdecode(np.frombuffer(bytes(image), np.uint8), cv2.IMREAD_COLOR)
+        else:
+            bgr = cv2.cvtColor(read_image(Path(image)), cv2.COLOR_RGB2BGR)
+    except EdgeVPRError:
+        return None  # a frame the localizer skipped as unreadable: nothing to show
+    if bgr is None:
+        return None
+    ok, jpeg = cv2.imencode(".jpg", bgr, [cv2.IMWRITE_JPEG_QUALITY, JPEG_QUALITY])
+    return jpeg.tobytes() if ok else None

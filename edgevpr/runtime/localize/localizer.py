@@ -463,8 +463,8 @@ class Localizer:
         route_position: float | None = None,
         speed: float | None = None,
     ) -> Fix:
-        reason = self._rejection(margin, frames, support, rival, takeover)
-        if reason is None or reason.startswith("margin"):
+        reason, weighed = self._rejection(margin, frames, support, rival, takeover)
+        if weighed:
             confidence = (self.calibration.confidence(margin) if self.calibration is not None
                           else uncalibrated_confidence(margin, self.threshold))  # fmt: skip
         else:  # not a fix to weigh at all: no evidence of its own, or evidence against it
@@ -485,8 +485,9 @@ class Localizer:
         )
 
     def _rejection(self, margin: float, frames: int, support: float, rival: float,
-                   takeover: bool) -> str | None:  # fmt: skip
-        """Why this frame's fix is not accepted (None: it is). A tracked path whose last
+                   takeover: bool) -> tuple[str | None, bool]:  # fmt: skip
+        """Why this frame's fix is not accepted (None: it is), and whether its margin is
+        weighed at all (only a fix refused for its margin alone is). A tracked path whose last
         frames stop supporting it is lost: nothing is accepted until the frames support a
         path again, so evidence from before a jump never vouches for a fix after it."""
         integrity = self.integrity
@@ -496,20 +497,21 @@ class Localizer:
             if any(self._accepted):
                 self._lost = True
             return (f"{'lost: ' if self._lost else ''}the last {integrity.frames} frames do not "
-                    f"support the path (z {recent:.2f} < {integrity.floor:g})")  # fmt: skip
+                    f"support the path (z {recent:.2f} < {integrity.floor:g})"), False  # fmt: skip
         if frames < self.length:
-            return f"initialising ({frames} of {self.length} frames)"
+            return f"initialising ({frames} of {self.length} frames)", False
         if takeover:
-            return "a new path took over: accepted once the next frame confirms it"
+            return "a new path took over: accepted once the next frame confirms it", False
         if support < integrity.gate:
-            return f"the frame does not support the fix (z {support:.2f} < {integrity.gate:g})"
+            return (f"the frame does not support the fix (z {support:.2f} < "
+                    f"{integrity.gate:g})"), False  # fmt: skip
         if rival - support >= integrity.contradiction:
             return (f"the frame shows another place (z {rival:.2f}) far better than the fix's "
-                    f"({support:.2f})")  # fmt: skip
+                    f"({support:.2f})"), False  # fmt: skip
         if margin < self.threshold:
-            return f"margin {margin:.3f} below the threshold {self.threshold:.3f}"
+            return f"margin {margin:.3f} below the threshold {self.threshold:.3f}", True
         self._lost = False
-        return None
+        return None, True
 
     def _predicted(self, step: float) -> float | None:
         """Where the last best route path goes with this frame (None before the first)."""

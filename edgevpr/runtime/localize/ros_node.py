@@ -32,7 +32,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from edgevpr.core.errors import EdgeVPRError
-from edgevpr.runtime.localize.fix import EAST_NORTH, LOST, TRACKING, Fix
+from edgevpr.runtime.localize.fix import EAST_NORTH, TRACKING, Fix
 from edgevpr.runtime.localize.localizer import AUTO, Localizer
 from edgevpr.runtime.localize.rosmsg import (
     COMPRESSED,
@@ -111,8 +111,6 @@ class LocalizationBridge:
             x, y, _ = position["position"]
             _, _, qz, qw = position["orientation"]
             transform = (x, y, qz, qw)
-        if fix.state == LOST:
-            level = WARN
         return Outputs(fix, position, level, status, values, transform)
 
 

@@ -2,10 +2,13 @@
 ``sensor_msgs/NavSatFix`` (fixes with status < 0 dropped, covariance kept),
 ``nav_msgs/Odometry``, ``geometry_msgs/PoseStamped`` and ``PoseWithCovarianceStamped``, and
 ``/tf`` between two named frames (``--frames map:base_link``). Times are the header stamps.
+Also the one way a ROS 2 bag is written here (``bag_written``: tracks out, recordings).
 """
 
 from __future__ import annotations
 
+import shutil
+import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -15,6 +18,7 @@ import numpy as np
 
 from edgevpr.core.errors import EdgeVPRError, first_line
 from edgevpr.core.extras import install_hint
+from edgevpr.core.files import replace_folder
 from edgevpr.runtime.localize.rosmsg import stamp_seconds
 from edgevpr.runtime.tracks.track import EAST_NORTH, LAT_LON, Track, heading_from_quaternion
 
@@ -24,6 +28,36 @@ POSE = "geometry_msgs/msg/PoseStamped"
 POSE_COV = "geometry_msgs/msg/PoseWithCovarianceStamped"
 TF = "tf2_msgs/msg/TFMessage"
 POSITION_TYPES = (NAVSATFIX, ODOMETRY, POSE, POSE_COV, TF)
+
+
+MCAP, SQLITE3 = "mcap", "sqlite3"  # a bare .mcap file, or a bag folder
+
+
+@contextmanager
+def bag_written(path: Path, storage: str) -> Iterator[tuple[Any, Any]]:
+    """``with bag_written(path, storage) as (writer, typestore)``: a ROS 2 bag (ROS 2 Humble
+    message types) written in a fresh folder beside ``path`` and moved into place only when
+    the block ends without an exception: one bare ``.mcap`` file (MCAP, as Foxglove and
+    ``ros2 bag play`` take it) or a bag folder (SQLITE3, replacing a bag folder there)."""
+    try:
+        from rosbags.rosbag2 import StoragePlugin, Writer
+        from rosbags.typesys import Stores, get_typestore
+    except ImportError:
+        raise EdgeVPRError(f"writing bags needs rosbags: {install_hint('rosbags')}") from None
+    path.parent.mkdir(parents=True, exist_ok=True)
+    work = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
+    bag = work / path.stem
+    plugin = StoragePlugin.MCAP if storage == MCAP else StoragePlugin.SQLITE3
+    try:
+        with Writer(bag, version=8, storage_plugin=plugin) as writer:
+            yield writer, get_typestore(Stores.ROS2_HUMBLE)
+        if storage == MCAP:
+            (single,) = bag.glob("*.mcap")
+            single.replace(path)
+        else:
+            replace_folder(bag, path)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
 
 
 def _normal(msgtype: str) -> str:

@@ -23,6 +23,9 @@ DJI_FIELDS = {
     "alt": ("RelativeAltitude", "AbsoluteAltitude"),
     "heading": ("GimbalYawDegree", "FlightYawDegree"),
 }
+# exifread logs "file does not have exif data" for every plain image: a photo without EXIF
+# is an answer here (None), not a warning the user should see
+logging.getLogger("exifread").setLevel(logging.ERROR)
 
 
 @dataclass(frozen=True)
@@ -48,9 +51,6 @@ def _exif_gps(path: Path) -> PhotoPosition | None:
         import exifread
     except ImportError:
         raise EdgeVPRError(f"reading EXIF GPS needs exifread: {install_hint('exifread')}") from None
-    # exifread logs "file does not have exif data" for every plain image: a photo without
-    # EXIF is an answer here (None), not a warning the user should see
-    logging.getLogger("exifread").setLevel(logging.ERROR)
     try:
         with open(path, "rb") as fh:
             tags = exifread.process_file(fh, details=False, extract_thumbnail=False)

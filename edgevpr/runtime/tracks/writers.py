@@ -20,9 +20,7 @@ import csv
 import io
 import json
 import math
-import shutil
 import sys
-import tempfile
 from abc import ABC, abstractmethod
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -33,10 +31,11 @@ from xml.sax.saxutils import escape
 
 from edgevpr.core.errors import EdgeVPRError
 from edgevpr.core.extras import install_hint
-from edgevpr.core.files import atomic_open, replace_folder
+from edgevpr.core.files import atomic_open
 from edgevpr.core.geo import latlon_to_utm, utm_to_latlon, utm_zone_for
 from edgevpr.runtime.localize.fix import EAST_NORTH, LAT_LON, ROUTE_M, Fix
 from edgevpr.runtime.localize.rosmsg import navsat_fields, pose_fields
+from edgevpr.runtime.tracks.bags import MCAP, SQLITE3, bag_written
 
 # Times from 1980 on (the GPS epoch) are dates; earlier ones are a clock that started with
 # the stream (a video's position in seconds), which date-stamped formats leave out.
@@ -332,9 +331,9 @@ TRACK_FORMATS: dict[str, TrackFormat] = {f.name: f for f in (
     TrackFormat("geojson", (".geojson",), GeoJsonWriter, "accepted fixes, GeoJSON"),
     TrackFormat("kml", (".kml",), KmlWriter, "accepted fixes, KML"),
     TrackFormat("mcap", (".mcap",), RosBagWriter, "every frame, a ROS 2 bag in one MCAP file",
-                storage="mcap"),
+                storage=MCAP),
     TrackFormat("rosbag2", (), RosBagWriter, "every frame, a ROS 2 bag folder (sqlite3)",
-                storage="sqlite3"),
+                storage=SQLITE3),
 )}  # fmt: skip
 
 
@@ -368,7 +367,7 @@ def check_writable(fmt: TrackFormat, frame: TrackFrame, path: Path) -> None:
     if writer.needs_utm and frame.kind == EAST_NORTH and not frame.utm:
         raise EdgeVPRError(f"{fmt.name} holds latitude/longitude and the map's east/north has "
                            "no UTM zone to convert from: write jsonl, csv or tum")  # fmt: skip
-    if fmt.storage == "sqlite3" and path.exists() and not (path / "metadata.yaml").is_file():
+    if fmt.storage == SQLITE3 and path.exists() and not (path / "metadata.yaml").is_file():
         raise EdgeVPRError(f"{path} exists and is not a ROS 2 bag: it is left as it is")
 
 
@@ -384,38 +383,14 @@ def track_writer(path: Path, fmt: TrackFormat, frame: TrackFrame) -> Iterator[Tr
         return
     check_writable(fmt, frame, path)
     if fmt.storage is not None:
-        with _bag_writer(path, fmt.storage, frame) as bag:
-            yield bag
+        with bag_written(path, fmt.storage) as (writer, typestore):
+            yield RosBagWriter(writer, typestore, frame)
         return
     assert issubclass(fmt.writer, FileTrackWriter)
     with atomic_open(path) as fh:
         writer = fmt.writer(fh, frame)
         yield writer
         writer.finish()
-
-
-@contextlib.contextmanager
-def _bag_writer(path: Path, storage: str, frame: TrackFrame) -> Iterator[TrackWriter]:
-    """A ROS 2 bag written in a fresh folder beside ``path``, then moved into place."""
-    try:
-        from rosbags.rosbag2 import StoragePlugin, Writer
-        from rosbags.typesys import Stores, get_typestore
-    except ImportError:
-        raise EdgeVPRError(f"writing bags needs rosbags: {install_hint('rosbags')}") from None
-    path.parent.mkdir(parents=True, exist_ok=True)
-    work = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
-    bag = work / path.stem
-    plugin = StoragePlugin.MCAP if storage == "mcap" else StoragePlugin.SQLITE3
-    try:
-        with Writer(bag, version=8, storage_plugin=plugin) as opened:
-            yield RosBagWriter(opened, get_typestore(Stores.ROS2_HUMBLE), frame)
-        if storage == "mcap":
-            (single,) = bag.glob("*.mcap")
-            single.replace(path)
-        else:
-            replace_folder(bag, path)
-    finally:
-        shutil.rmtree(work, ignore_errors=True)
 
 
 def _position_columns(fix: Fix) -> dict[str, Any]:
