@@ -38,10 +38,12 @@ def recordings(road: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str
     out = tmp_path_factory.mktemp("recordings")
     record_drive(road / "database", out / "first.avi", "video", ZONE, START, 2.0)
     record_drive(road / "database", out / "first_bag", "bag", ZONE, START, 2.0)
+    record_drive(road / "database", out / "first.bag", "rosbag1", ZONE, START, 2.0)
     record_drive(road / "database", out / "photos", "photos", ZONE, START, 2.0)
     record_drive(road / "queries", out / "second.mcap", "mcap", ZONE, START + 86400, 2.0)
     return {"video": out / "first.avi", "gpx": out / "first.gpx", "bag": out / "first_bag",
-            "photos": out / "photos", "second": out / "second.mcap"}  # fmt: skip
+            "rosbag1": out / "first.bag", "photos": out / "photos",
+            "second": out / "second.mcap"}  # fmt: skip
 
 
 def positions(path: Path) -> np.ndarray:
@@ -56,7 +58,7 @@ def positions(path: Path) -> np.ndarray:
                      for r in records])  # fmt: skip
 
 
-def test_three_recordings_give_the_folder_maps_places(cli, exported, road, recordings, tmp_path):
+def test_every_recording_gives_the_folder_maps_places(cli, exported, road, recordings, tmp_path):
     model = exported["onnx"]
     assert cli("index", "build", model, road / "database", "-o", tmp_path / "folder.vprmap",
                "-q").code == 0  # fmt: skip
@@ -65,6 +67,7 @@ def test_three_recordings_give_the_folder_maps_places(cli, exported, road, recor
         "video": [recordings["video"], "--track", recordings["gpx"], "--start-time",
                   str(START)],
         "bag": [recordings["bag"]],
+        "rosbag1": [recordings["rosbag1"]],
         "photos": [recordings["photos"]],
     }  # fmt: skip
     for name, source in builds.items():

@@ -91,7 +91,7 @@ def test_every_format_reads_back_with_its_own_reader(cli, exported, drives, tmp_
                     "{http://www.opengis.net/kml/2.2}coordinates").text  # fmt: skip
     kml_points = np.array([[float(v) for v in c.split(",")[:2]] for c in text.split()])
     assert np.allclose(kml_points[:, ::-1], latlon, atol=1e-7)
-    for bag in (tmp_path / "t.mcap", tmp_path / "bagdir"):
+    for bag in (tmp_path / "t.mcap", tmp_path / "bagdir", tmp_path / "t.bag"):
         with AnyReader([bag]) as reader:
             counts = {c.topic: c.msgcount for c in reader.connections}
             assert counts == {"/edgevpr/pose": len(accepted), "/edgevpr/confidence": PLACES,

@@ -101,7 +101,8 @@ def synth(
 @click.argument("out", type=click.Path(path_type=Path))
 @click.option("--as", "kind", type=click.Choice(RECORDINGS), default="bag", show_default=True,
               help="bag: a ROS 2 bag folder (Image + NavSatFix); mcap: the same in MCAP; "
-              "video: an AVI with OUT.gpx beside it; photos: JPEGs with EXIF GPS.")
+              "rosbag1: the same as a ROS 1 .bag; video: an AVI with OUT.gpx beside it; "
+              "photos: JPEGs with EXIF GPS.")
 @click.option("--zone", default="32T", show_default=True,
               help="The UTM zone of the names' east/north (for latitude/longitude).")
 @click.option("--start", default="2026-06-01T10:00:00Z", show_default=True,

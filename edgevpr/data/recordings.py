@@ -22,26 +22,28 @@ from edgevpr.core.geo import utm_to_latlon
 from edgevpr.core.images import list_images
 from edgevpr.core.layout_names import parse_layout_name
 from edgevpr.runtime.localize.layout import name_key
-from edgevpr.runtime.tracks.bags import MCAP, SQLITE3, bag_written
+from edgevpr.runtime.tracks.bags import MCAP, ROS1, SQLITE3, bag_written
 
 IMAGE_TOPIC, FIX_TOPIC = "/camera/image_raw", "/gps/fix"
-RECORDINGS = ("bag", "mcap", "video", "photos")
+BAG_RECORDINGS = {"bag": SQLITE3, "mcap": MCAP, "rosbag1": ROS1}  # kind -> bag storage
+RECORDINGS = (*BAG_RECORDINGS, "video", "photos")
 
 
 def record_drive(folder: Path, out: Path, kind: str, zone: str, start: float,
                  period: float) -> list[Path]:  # fmt: skip
     """Record a folder of evaluation-layout images (east/north in ``zone``), in the natural
     order of their names, as a drive of ``kind`` (RECORDINGS): a ROS 2 bag (sqlite3 or
-    MCAP) with NavSatFix, a video with a GPX track beside it (``out`` with .gpx), or
-    geotagged photos; frame ``i`` taken at ``start + i * period``. Returns what it wrote."""
+    MCAP) or a ROS 1 bag with NavSatFix, a video with a GPX track beside it (``out`` with
+    .gpx), or geotagged photos; frame ``i`` taken at ``start + i * period``. Returns what
+    it wrote."""
     if kind not in RECORDINGS:
         raise EdgeVPRError(f"a recording is one of {', '.join(RECORDINGS)}, not {kind!r}")
     if out.exists():
         raise EdgeVPRError(f"{out} exists: record into a new path")
     frames, latlon, times = drive_of(folder, zone, start, period)
     out.parent.mkdir(parents=True, exist_ok=True)
-    if kind in ("bag", "mcap"):
-        return [record_bag(out, frames, times, latlon, mcap=kind == "mcap")]
+    if kind in BAG_RECORDINGS:
+        return [record_bag(out, frames, times, latlon, BAG_RECORDINGS[kind])]
     if kind == "video":
         track = out.with_suffix(".gpx")
         return [record_video(out, frames, 1.0 / period), write_gpx(track, times, latlon)]
@@ -73,28 +75,24 @@ def _read(path: Path) -> np.ndarray:
 
 def record_bag(
     path: Path, frames: Sequence[np.ndarray], times: Sequence[float],
-    latlon: Sequence[tuple[float, float]] | None, mcap: bool = False, fix_status: int = 0,
+    latlon: Sequence[tuple[float, float]] | None, storage: str = SQLITE3, fix_status: int = 0,
 ) -> Path:  # fmt: skip
-    """A ROS 2 bag of BGR ``frames`` on IMAGE_TOPIC and, where ``latlon`` is given, a
-    NavSatFix a frame on FIX_TOPIC (``fix_status`` -1: a receiver without a fix), stamped
-    ``times`` (seconds since 1970): a bag folder (sqlite3), or with ``mcap`` one bare
-    ``.mcap`` file."""
-    with bag_written(path, MCAP if mcap else SQLITE3) as (writer, typestore):
-        types = typestore.types
-        images = writer.add_connection(IMAGE_TOPIC, "sensor_msgs/msg/Image", typestore=typestore)
-        fixes = None if latlon is None else writer.add_connection(
-            FIX_TOPIC, "sensor_msgs/msg/NavSatFix", typestore=typestore)  # fmt: skip
+    """A bag of BGR ``frames`` on IMAGE_TOPIC and, where ``latlon`` is given, a NavSatFix a
+    frame on FIX_TOPIC (``fix_status`` -1: a receiver without a fix), stamped ``times``
+    (seconds since 1970), stored as ``storage`` (bags.BAG_STORAGES: a ROS 2 bag folder, one
+    bare ``.mcap`` file, or a ROS 1 ``.bag``)."""
+    with bag_written(path, storage) as bag:
+        types = bag.types
+        images = bag.topic(IMAGE_TOPIC, "sensor_msgs/msg/Image")
+        fixes = None if latlon is None else bag.topic(FIX_TOPIC, "sensor_msgs/msg/NavSatFix")
         for i, (frame, seconds) in enumerate(zip(frames, times, strict=True)):
             stamp_ns = int(round(seconds * 1e9))
-            header = types["std_msgs/msg/Header"](
-                stamp=types["builtin_interfaces/msg/Time"](sec=stamp_ns // 10**9,
-                                                           nanosec=stamp_ns % 10**9),
-                frame_id="camera")  # fmt: skip
+            header = bag.header(stamp_ns, "camera")
             height, width = frame.shape[:2]
             image = types["sensor_msgs/msg/Image"](
                 header=header, height=height, width=width, encoding="bgr8", is_bigendian=0,
                 step=width * 3, data=np.ascontiguousarray(frame).reshape(-1))  # fmt: skip
-            writer.write(images, stamp_ns, typestore.serialize_cdr(image, "sensor_msgs/msg/Image"))
+            bag.write(images, stamp_ns, image)
             if fixes is not None and latlon is not None:
                 lat, lon = latlon[i]
                 fix = types["sensor_msgs/msg/NavSatFix"](
@@ -103,8 +101,7 @@ def record_bag(
                     latitude=lat, longitude=lon, altitude=0.0,
                     position_covariance=np.diag([4.0, 4.0, 9.0]).ravel(),
                     position_covariance_type=2)  # fmt: skip
-                writer.write(fixes, stamp_ns,
-                             typestore.serialize_cdr(fix, "sensor_msgs/msg/NavSatFix"))  # fmt: skip
+                bag.write(fixes, stamp_ns, fix)
     return path
 
 

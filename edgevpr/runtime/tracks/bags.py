@@ -2,7 +2,8 @@
 ``sensor_msgs/NavSatFix`` (fixes with status < 0 dropped, covariance kept),
 ``nav_msgs/Odometry``, ``geometry_msgs/PoseStamped`` and ``PoseWithCovarianceStamped``, and
 ``/tf`` between two named frames (``--frames map:base_link``). Times are the header stamps.
-Also the one way a ROS 2 bag is written here (``bag_written``: tracks out, recordings).
+Also the one way a bag is written here (``bag_written``: tracks out, recordings): ROS 2 as
+MCAP or sqlite3, or ROS 1.
 """
 
 from __future__ import annotations
@@ -30,27 +31,65 @@ TF = "tf2_msgs/msg/TFMessage"
 POSITION_TYPES = (NAVSATFIX, ODOMETRY, POSE, POSE_COV, TF)
 
 
-MCAP, SQLITE3 = "mcap", "sqlite3"  # a bare .mcap file, or a bag folder
+# How a bag is stored: a bare ROS 2 .mcap file, a ROS 2 bag folder (sqlite3), or a ROS 1
+# .bag file (ROS 1 Noetic message types, as robots still on ROS 1 record them).
+MCAP, SQLITE3, ROS1 = "mcap", "sqlite3", "rosbag1"
+BAG_STORAGES = (MCAP, SQLITE3, ROS1)
+
+
+class BagOut:
+    """A bag being written: connections by topic, messages built from ``types`` with
+    ``header`` and serialised as the storage needs (CDR for ROS 2, ROS 1 wire format)."""
+
+    def __init__(self, writer: Any, typestore: Any, ros1: bool) -> None:
+        self.writer, self.typestore, self.ros1 = writer, typestore, ros1
+        self.types = typestore.types
+
+    def topic(self, name: str, msgtype: str) -> Any:
+        """A connection for messages of ``msgtype`` (ROS 2 spelling) on topic ``name``."""
+        return self.writer.add_connection(name, msgtype, typestore=self.typestore)
+
+    def header(self, stamp_ns: int, frame_id: str) -> Any:
+        """A ``std_msgs/Header`` stamped ``stamp_ns`` (ROS 1's carries a sequence number)."""
+        stamp = self.types["builtin_interfaces/msg/Time"](sec=stamp_ns // 10**9,
+                                                          nanosec=stamp_ns % 10**9)  # fmt: skip
+        extra = {"seq": 0} if self.ros1 else {}
+        return self.types["std_msgs/msg/Header"](stamp=stamp, frame_id=frame_id, **extra)
+
+    def write(self, connection: Any, stamp_ns: int, message: Any) -> None:
+        """One message on ``connection``, received at ``stamp_ns``."""
+        if self.ros1:
+            data = self.typestore.serialize_ros1(message, connection.msgtype)
+        else:
+            data = self.typestore.serialize_cdr(message, connection.msgtype)
+        self.writer.write(connection, stamp_ns, data)
 
 
 @contextmanager
-def bag_written(path: Path, storage: str) -> Iterator[tuple[Any, Any]]:
-    """``with bag_written(path, storage) as (writer, typestore)``: a ROS 2 bag (ROS 2 Humble
-    message types) written in a fresh folder beside ``path`` and moved into place only when
-    the block ends without an exception: one bare ``.mcap`` file (MCAP, as Foxglove and
-    ``ros2 bag play`` take it) or a bag folder (SQLITE3, replacing a bag folder there)."""
+def bag_written(path: Path, storage: str) -> Iterator[BagOut]:
+    """``with bag_written(path, storage) as bag``: a bag written in a fresh folder beside
+    ``path`` and moved into place only when the block ends without an exception: a ROS 2
+    bag (ROS 2 Humble message types) as one bare ``.mcap`` file (MCAP, as Foxglove and
+    ``ros2 bag play`` take it) or a bag folder (SQLITE3, replacing a bag folder there), or a
+    ROS 1 ``.bag`` file (ROS1)."""
     try:
+        from rosbags.rosbag1 import Writer as Ros1Writer
         from rosbags.rosbag2 import StoragePlugin, Writer
         from rosbags.typesys import Stores, get_typestore
     except ImportError:
         raise EdgeVPRError(f"writing bags needs rosbags: {install_hint('rosbags')}") from None
     path.parent.mkdir(parents=True, exist_ok=True)
     work = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
-    bag = work / path.stem
-    plugin = StoragePlugin.MCAP if storage == MCAP else StoragePlugin.SQLITE3
     try:
+        if storage == ROS1:
+            with Ros1Writer(work / path.name) as writer:
+                yield BagOut(writer, get_typestore(Stores.ROS1_NOETIC), ros1=True)
+            (work / path.name).replace(path)
+            return
+        bag = work / path.stem
+        plugin = StoragePlugin.MCAP if storage == MCAP else StoragePlugin.SQLITE3
         with Writer(bag, version=8, storage_plugin=plugin) as writer:
-            yield writer, get_typestore(Stores.ROS2_HUMBLE)
+            yield BagOut(writer, get_typestore(Stores.ROS2_HUMBLE), ros1=False)
         if storage == MCAP:
             (single,) = bag.glob("*.mcap")
             single.replace(path)

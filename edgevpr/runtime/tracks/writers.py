@@ -35,7 +35,7 @@ from edgevpr.core.files import atomic_open
 from edgevpr.core.geo import latlon_to_utm, utm_to_latlon, utm_zone_for
 from edgevpr.runtime.localize.fix import EAST_NORTH, LAT_LON, ROUTE_M, Fix
 from edgevpr.runtime.localize.rosmsg import navsat_fields, pose_fields
-from edgevpr.runtime.tracks.bags import MCAP, SQLITE3, bag_written
+from edgevpr.runtime.tracks.bags import MCAP, ROS1, SQLITE3, BagOut, bag_written
 
 # Times from 1980 on (the GPS epoch) are dates; earlier ones are a clock that started with
 # the stream (a video's position in seconds), which date-stamped formats leave out.
@@ -240,49 +240,36 @@ class KmlWriter(_LatLonWriter):
 
 
 class RosBagWriter(TrackWriter):
-    """A ROS 2 bag (CDR): the pose (``PoseWithCovarianceStamped``, accepted fixes) or the
-    NavSatFix (every frame, status NO_FIX where not accepted), the confidence
+    """A ROS 2 bag (CDR) or a ROS 1 bag: the pose (``PoseWithCovarianceStamped``, accepted
+    fixes) or the NavSatFix (every frame, status NO_FIX where not accepted), the confidence
     (``std_msgs/Float32``) and the state (``std_msgs/String``), every frame, stamped with
     the frame's time (the frame index in seconds where it has none)."""
 
     needs = (EAST_NORTH, LAT_LON)
 
-    def __init__(self, writer: Any, typestore: Any, frame: TrackFrame) -> None:
+    def __init__(self, bag: BagOut, frame: TrackFrame) -> None:
         super().__init__(frame)
-        # a rosbags Writer, not a file: the bag's storage writes its own files
-        self.writer, self.typestore = writer, typestore
-        self.types = typestore.types
+        # a bag, not a file: the bag's storage writes its own files
+        self.bag, self.types = bag, bag.types
         if frame.kind == LAT_LON:
-            self.position = writer.add_connection(FIX_TOPIC, "sensor_msgs/msg/NavSatFix",
-                                                  typestore=typestore)  # fmt: skip
+            self.position = bag.topic(FIX_TOPIC, "sensor_msgs/msg/NavSatFix")
         else:
-            self.position = writer.add_connection(
-                POSE_TOPIC, "geometry_msgs/msg/PoseWithCovarianceStamped", typestore=typestore)
-        self.confidence = writer.add_connection(CONFIDENCE_TOPIC, "std_msgs/msg/Float32",
-                                                typestore=typestore)  # fmt: skip
-        self.state = writer.add_connection(STATE_TOPIC, "std_msgs/msg/String",
-                                           typestore=typestore)  # fmt: skip
+            self.position = bag.topic(POSE_TOPIC, "geometry_msgs/msg/PoseWithCovarianceStamped")
+        self.confidence = bag.topic(CONFIDENCE_TOPIC, "std_msgs/msg/Float32")
+        self.state = bag.topic(STATE_TOPIC, "std_msgs/msg/String")
         self.frame_id = "utm" if frame.utm else "map"
 
     def write(self, fix: Fix) -> None:
         seconds = fix.timestamp if fix.timestamp is not None else float(fix.frame)
         stamp_ns = max(int(round(seconds * 1e9)), 0)
-        t = self.types
-        header = t["std_msgs/msg/Header"](
-            stamp=t["builtin_interfaces/msg/Time"](sec=stamp_ns // 10**9,
-                                                   nanosec=stamp_ns % 10**9),
-            frame_id=self.frame_id)  # fmt: skip
+        t, header = self.types, self.bag.header(stamp_ns, self.frame_id)
         if self.frame.kind == LAT_LON and fix.position is not None:
-            self._put(self.position, stamp_ns, self._navsat(header, fix))
+            self.bag.write(self.position, stamp_ns, self._navsat(header, fix))
         elif fix.accepted and fix.position is not None:
-            self._put(self.position, stamp_ns, self._pose(header, fix))
-        self._put(self.confidence, stamp_ns, t["std_msgs/msg/Float32"](data=fix.confidence))
-        self._put(self.state, stamp_ns, t["std_msgs/msg/String"](
+            self.bag.write(self.position, stamp_ns, self._pose(header, fix))
+        self.bag.write(self.confidence, stamp_ns, t["std_msgs/msg/Float32"](data=fix.confidence))
+        self.bag.write(self.state, stamp_ns, t["std_msgs/msg/String"](
             data=f"{fix.state}{' accepted' if fix.accepted else ''}"))  # fmt: skip
-
-    def _put(self, connection: Any, stamp_ns: int, message: Any) -> None:
-        data = self.typestore.serialize_cdr(message, connection.msgtype)
-        self.writer.write(connection, stamp_ns, data)
 
     def _pose(self, header: Any, fix: Fix) -> Any:
         import numpy as np
@@ -313,8 +300,7 @@ class RosBagWriter(TrackWriter):
 @dataclass(frozen=True)
 class TrackFormat:
     """One way a track goes out: its name (``--format``), the suffixes that choose it, and
-    its writer; ``storage``: for a ROS 2 bag, its storage ("mcap": one file, "sqlite3": a
-    bag folder)."""
+    its writer; ``storage``: for a bag, its storage (bags.BAG_STORAGES)."""
 
     name: str
     suffixes: tuple[str, ...]
@@ -334,6 +320,8 @@ TRACK_FORMATS: dict[str, TrackFormat] = {f.name: f for f in (
                 storage=MCAP),
     TrackFormat("rosbag2", (), RosBagWriter, "every frame, a ROS 2 bag folder (sqlite3)",
                 storage=SQLITE3),
+    TrackFormat("rosbag1", (".bag",), RosBagWriter, "every frame, a ROS 1 bag (Noetic types)",
+                storage=ROS1),
 )}  # fmt: skip
 
 
@@ -383,8 +371,8 @@ def track_writer(path: Path, fmt: TrackFormat, frame: TrackFrame) -> Iterator[Tr
         return
     check_writable(fmt, frame, path)
     if fmt.storage is not None:
-        with bag_written(path, fmt.storage) as (writer, typestore):
-            yield RosBagWriter(writer, typestore, frame)
+        with bag_written(path, fmt.storage) as bag:
+            yield RosBagWriter(bag, frame)
         return
     assert issubclass(fmt.writer, FileTrackWriter)
     with atomic_open(path) as fh:
