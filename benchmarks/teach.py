@@ -119,11 +119,14 @@ def keyframes(model: Path, summer_bag: Path, winter: Path, work: Path) -> list[d
     for every in (0, 20, 40, 80):
         out = work / f"every{every}.vprmap"
         edgevpr("index", "build", model, summer_bag, "--every", every, "-o", out, "-q")
-        done = edgevpr("localize", out, winter, "-m", model, "--truth", "/gps/fix",
-                       "--length", "10", "-o", work / "k.jsonl", "--json", "-q")  # fmt: skip
-        score = json.loads(done.stdout)["score"]
-        rows.append({"every": every, "places": len(PlaceMap.load(out)),
-                     "bytes": out.stat().st_size, **score})  # fmt: skip
+        for pace in ([], ["--pace", "1"]):  # the map's own pace, then one place a frame
+            done = edgevpr("localize", out, winter, "-m", model, "--truth", "/gps/fix",
+                           "--length", "10", *pace, "-o", work / "k.jsonl", "--json",
+                           "-q")  # fmt: skip
+            result = json.loads(done.stdout)
+            rows.append({"every": every, "places": len(PlaceMap.load(out)),
+                         "bytes": out.stat().st_size, "pace": result["pace"],
+                         "given": bool(pace), **result["score"]})  # fmt: skip
     return rows
 
 
@@ -194,19 +197,27 @@ def report(model: Path, trip: list[dict], truth: dict, frames: list[dict], bad: 
                      f"| {s['median_m']:.3f} m | {s['p95_m']:.3f} m | "
                      f"{100 * s['share_within']:.2f} % |")  # fmt: skip
     lines += ["", "## 3. Keyframes: map size and sequence Recall@1 (L=10) against spacing", "",
-              "| --every | places | map file | sequence R@1 (fix within 25 m, all frames) | "
-              "accepted | precision of accepted |", "|---|---|---|---|---|---|"]  # fmt: skip
+              "| --every | places | map file | route pace (places a frame) | sequence R@1 (fix "
+              "within 25 m, all frames) | accepted | precision of accepted |",
+              "|---|---|---|---|---|---|---|"]  # fmt: skip
     for row in frames:
         every = "every frame (0)" if not row["every"] else f"{row['every']} m"
+        given = "--pace 1" if row["given"] else "the map's own"
+        pace = f"{row['pace']:g} ({given})"
         precision = "-" if row["precision"] is None else f"{100 * row['precision']:.1f} %"
-        lines.append(f"| {every} | {row['places']} | {row['bytes'] / 1e6:.2f} MB | "
+        lines.append(f"| {every} | {row['places']} | {row['bytes'] / 1e6:.2f} MB | {pace} | "
                      f"{100 * row['share_within']:.1f} % | {row['accepted']} | {precision} |")
-    lines += ["", f"Why spacing costs recall: the winter frames are 20 m apart, so against a map "
-              f"with a place every N metres the stream moves 20/N places a frame; the route "
-              f"search tries speeds {', '.join(f'{v:g}' for v in DEFAULT_SPEEDS)}x. At 80 m "
-              "(0.25 places a frame) the true speed is outside them: teach with --every at "
-              "most twice the spacing of the frames that will be localised (or give the "
-              "Localizer a RouteConfig with slower speeds)."]  # fmt: skip
+    lines += ["", "Why spacing costs recall: the winter frames are 20 m apart, so against a map "
+              "with a place every N metres the stream moves 20/N places a frame. The route "
+              "search tries speeds of "
+              f"{', '.join(f'{v:g}' for v in DEFAULT_SPEEDS)}x its pace, and the pace is the "
+              "map's own: one over the recorded frames between its places (4 at 80 m), so a "
+              "stream recorded as the map's drive was is searched around its true speed; "
+              "`--pace 1` shows what searching around one place a frame gives. A map's "
+              "position is its places': at 80 m a frame half-way between two places is 40 m "
+              "from either, beyond the 25 m counted here (the fix says so: its uncertainty is "
+              "at least half the spacing). Teach with --every at most twice the spacing of "
+              "the frames that will be localised where 25 m matters."]  # fmt: skip
     lines += ["", "## 4. Bad input: one line, nothing written", "",
               "| case | exit | lines on stderr | message | files left |", "|---|---|---|---|---|"]
     for row in bad:

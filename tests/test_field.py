@@ -193,6 +193,17 @@ def test_speeds_are_an_option(cli, exported, route, tmp_path, speeds, message) -
     assert bad.code == 2 and message in bad.err
 
 
+def test_the_pace_is_an_option(cli, exported, route, tmp_path) -> None:
+    base = ("localize", route["map"], route["queries"][0].parent, "-m", exported["onnx"], "-q",
+            "-o", tmp_path / "t.jsonl", "--json")  # fmt: skip
+    assert json.loads(cli(*base).out)["pace"] == 1.0  # the map's own: every frame a place
+    given = cli(*base, "--pace", "0.5")
+    assert given.code == 0 and json.loads(given.out)["pace"] == 0.5
+    assert "at 0.5 places a frame" in cli(*base[:-1], "--pace", "0.5").out
+    refused = cli(*base, "--pace", "0")
+    assert refused.code == 2 and "--pace" in refused.err
+
+
 # ------------------------------------------------------------------ video and signals
 def test_a_truncated_video_is_warned_about_and_ffmpeg_stays_quiet(exported, route, tmp_path):
     video = tmp_path / "cut.avi"
@@ -461,6 +472,10 @@ def test_ros2_node_parameters_keep_their_types(exported, route, monkeypatch) -> 
     node = build_node(standin_ros.messages())
     qos = node.subscriptions[0][3]
     assert qos.depth == 3 and qos.reliability == standin_ros.ReliabilityPolicy.RELIABLE
+    assert node.bridge.localizer.pace == 1.0  # unset: the map's own (every frame a place)
+    standin_ros.Node.overrides = {"map": str(route["map"]), "model": str(exported["onnx"]),
+                                  "pace": 0.5}  # fmt: skip
+    assert build_node(standin_ros.messages()).bridge.localizer.pace == 0.5
     standin_ros.Node.overrides = {"map": str(route["map"]), "model": str(exported["onnx"]),
                                   "length": "5"}  # fmt: skip
     with pytest.raises(standin_ros.InvalidParameterTypeException):

@@ -34,7 +34,7 @@ from edgevpr.runtime.localize.rosmsg import navsat_fields, pixels_of, pose_field
 from edgevpr.runtime.localize.route import RouteConfig, RouteTracker
 from edgevpr.runtime.localize.vectorcache import VectorCache
 from edgevpr.runtime.placemap import PlaceMap
-from edgevpr.runtime.placemap.place_record import record_for
+from edgevpr.runtime.placemap.place_record import PlaceRecord, record_for
 
 PLACES = 40
 
@@ -55,10 +55,11 @@ def noisy_route_scorer(truth: float, rng: np.random.Generator, places: int):
     return score, np.argsort(-noise)[:20]
 
 
-def run_route(speeds: list[float], seed: int = 0, places: int = 400) -> tuple[int, int, int]:
+def run_route(speeds: list[float], seed: int = 0, places: int = 400,
+              pace: float | None = None) -> tuple[int, int, int]:  # fmt: skip
     """(frames, right after the window filled, single frames right): speeds per frame."""
     rng = np.random.default_rng(seed)
-    tracker = RouteTracker(places, RouteConfig(length=10))
+    tracker = RouteTracker(places, RouteConfig(length=10, pace=pace))
     truth, right, single, frames = 20.0, 0, 0, 0
     for t, speed in enumerate(speeds):
         truth += speed
@@ -83,6 +84,16 @@ def test_route_tracker_survives_speed_changes_drops_and_repeats() -> None:
     speeds = [1.0] * 40 + [0.5] * 40 + [2.0] * 40 + [1.0, 0.0, 1.0, 2.0] * 10
     frames, right, _ = run_route(speeds, seed=1)
     assert right / (frames - 10) >= 0.85
+
+
+def test_a_route_keyframed_every_fourth_frame_is_followed_at_its_pace() -> None:
+    """A stream moving a quarter place a frame (a map keyframed every fourth frame of its
+    drive) is outside the speeds searched at pace 1, and inside them at pace 0.25."""
+    quarter = [0.25] * 240
+    frames, right, _ = run_route(quarter, seed=2, pace=0.25)
+    assert right / (frames - 10) >= 0.9
+    _, right_at_1, _ = run_route(quarter, seed=2)
+    assert right_at_1 < 0.8 * right
 
 
 def test_route_ranking_and_margin() -> None:
@@ -180,6 +191,29 @@ def test_localizer_tracks_a_route_and_accepts_only_right_fixes(
     assert fix.uncertainty_m >= localizer.layout.spacing_m / 2 > 15.0
     assert 0 <= fix.confidence <= 1 and len(fix.matches) == 5
     assert json.loads(json.dumps(fix.to_dict()))["position"]["kind"] == "east/north"
+
+
+def test_the_pace_is_the_maps_own_unless_given(embedder: Embedder, tmp_path) -> None:
+    """A map taught from a drive keyframed every fourth frame (orders 0, 4, 8, ...) is
+    matched at 0.25 places a frame; a map of every frame, or a RouteConfig's pace, at its
+    own."""
+    rng = np.random.default_rng(0)
+    vectors = rng.standard_normal((PLACES, embedder.descriptor_dim)).astype(np.float32)
+    vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+
+    def taught(every: int) -> PlaceMap:
+        placemap = PlaceMap.create(embedder.descriptor_dim, embedder.fingerprint)
+        placemap.add(vectors, [PlaceRecord(east=80.0 * i, north=0.0, drive="d",
+                                           order=every * i) for i in range(PLACES)])  # fmt: skip
+        return placemap
+
+    keyframed = Localizer(embedder, taught(4), calibration=None)
+    assert keyframed.layout.frames_per_place == 4 and keyframed.pace == 0.25
+    assert Localizer(embedder, taught(1), calibration=None).pace == 1.0
+    given = Localizer(embedder, taught(4), calibration=None, route=RouteConfig(pace=0.5))
+    assert given.pace == 0.5
+    with pytest.raises(EdgeVPRError, match="pace"):
+        RouteConfig(pace=0.0)
 
 
 def test_frames_run_one_by_one_give_the_same_fixes(embedder: Embedder, route: dict) -> None:

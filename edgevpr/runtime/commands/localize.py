@@ -108,8 +108,12 @@ def localize_options(command: Callable) -> Callable:
         click.option("--length", type=click.IntRange(1, 1000), default=10, show_default=True,
                      help="Frames of evidence (L)."),
         click.option("--speeds", default=None,
-                     help="Route matching: relative speeds searched, places a frame "
+                     help="Route matching: relative speeds searched, multiples of the pace "
                      f"(default {','.join(f'{v:g}' for v in DEFAULT_SPEEDS)})."),
+        click.option("--pace", type=click.FloatRange(0.001, 100), default=None,
+                     help="Route matching: places a frame at speed 1 (default: the map's "
+                     "own, 1 over the recorded frames between its places: 0.25 for a drive "
+                     "keyframed every fourth frame; else 1)."),
         click.option("--threshold", type=float, default=None,
                      help="Accept fixes with at least this margin; overrides the "
                      "calibration's threshold (default: MAP's calibration, else the mode's "
@@ -158,6 +162,7 @@ class LocalizeArgs:
     mode: str
     length: int
     speeds: str | None
+    pace: float | None
     threshold: float | None
     calibration: str | None
     max_speed: float | None
@@ -204,11 +209,12 @@ def localize(**given: Any) -> None:
     positions = truth_positions(args.truth, Path(args.source), frames.kind, first, options)
     scorer = None if positions is None else TruthScorer(positions, args.radius)
     speeds = speeds_list(args.speeds)
+    route = RouteConfig(speeds=speeds or DEFAULT_SPEEDS, pace=args.pace)
     localizer = Localizer(
         embedder, placemap, mode=args.mode, length=args.length,
         calibration=args.calibration_choice, threshold=args.threshold,
         max_speed=args.max_speed, k=args.k,
-        route=None if speeds is None else RouteConfig(speeds=speeds),
+        route=route,
     )  # fmt: skip
     if localizer.calibration_note:
         click.echo(f"warning: {localizer.calibration_note}", err=True)
@@ -334,7 +340,7 @@ def _print_summary(run: Run, fmt: str, args: LocalizeArgs) -> None:
         click.echo(json.dumps({
             "out": str(args.out), "format": fmt, "source": frames.description,
             "frames": len(fixes), "accepted": accepted, "mode": localizer.mode,
-            "length": localizer.length, "threshold": localizer.threshold,
+            "length": localizer.length, "pace": localizer.pace, "threshold": localizer.threshold,
             "calibrated": bool(localizer.calibration), "stopped_by": run.stopped,
             "live": None if frames.live is None else vars(frames.live),
             "score": None if score is None else score.to_dict(),
@@ -342,8 +348,9 @@ def _print_summary(run: Run, fmt: str, args: LocalizeArgs) -> None:
         return
     line = (
         f"wrote {args.out} ({fmt}): {len(fixes)} frames from {frames.description}, {accepted} "
-        f"fixes accepted ({localizer.mode} matching over {localizer.length} frames, threshold "
-        f"{localizer.threshold:.3f}{', calibrated' if localizer.calibration else ''})"
+        f"fixes accepted ({localizer.mode} matching over {localizer.length} frames"
+        f"{'' if localizer.pace in (None, 1.0) else f' at {localizer.pace:g} places a frame'}"
+        f", threshold {localizer.threshold:.3f}{', calibrated' if localizer.calibration else ''})"
     )
     if frames.live is not None:
         line += f"; live: {frames.live.describe()}"

@@ -44,6 +44,9 @@ class PlaceLayout:
     is_route: bool
     ordered_by: str  # "drive", "timestamp", "name" or "id"
     segments: np.ndarray  # per place, the number of its drive (all 0 without drives)
+    # median frames of the recorded drive from one place to the next (more than 1 where the
+    # drive was keyframed); None where the places were not taught from drives
+    frames_per_place: float | None = None
 
     @property
     def drives(self) -> int:
@@ -52,6 +55,12 @@ class PlaceLayout:
 
     def __len__(self) -> int:
         return len(self.ids)
+
+    @property
+    def pace(self) -> float:
+        """Route places a frame of a stream recorded as the map's drives were (1 where
+        the map does not say)."""
+        return 1.0 / self.frames_per_place if self.frames_per_place else 1.0
 
     def index_of(self, place_ids: np.ndarray) -> np.ndarray:
         """Route positions of place ids (all must be places of the map)."""
@@ -101,6 +110,7 @@ class PlaceLayout:
             is_route=is_route(xy, spacing, segments),
             ordered_by=ordered_by,
             segments=segments,
+            frames_per_place=frame_gap(records, segments) if ordered_by == "drive" else None,
         )
 
 
@@ -175,6 +185,15 @@ def drive_spacing(xy: np.ndarray, segments: np.ndarray) -> float | None:
     steps = np.linalg.norm(np.diff(xy, axis=0), axis=1)[np.diff(segments) == 0]
     steps = steps[np.isfinite(steps) & (steps > 0)]
     return float(np.median(steps)) if len(steps) else None
+
+
+def frame_gap(records: list[PlaceRecord], segments: np.ndarray) -> float | None:
+    """Median step in recorded frame order between consecutive places of each drive
+    (records in traversal order): 1 where every frame became a place, 4 where a drive of
+    frames 20 m apart was keyframed every 80 m."""
+    gaps = np.diff(_column(records, "order"))[np.diff(segments) == 0]
+    gaps = gaps[np.isfinite(gaps) & (gaps > 0)]
+    return float(np.median(gaps)) if len(gaps) else None
 
 
 def typical_spacing(xy: np.ndarray) -> float | None:

@@ -167,7 +167,11 @@ class Localizer:
         if self.mode == AREA and self.layout.kind in (None, ROUTE_M):
             raise EdgeVPRError("area tracking needs a map whose places have coordinates")
         self.integrity = integrity or FixIntegrity()
-        self._route_config = replace(route or RouteConfig(), length=self.length)
+        route = route or RouteConfig()
+        # a keyframed map's places lie several recorded frames apart: a stream recorded as
+        # its drive was moves that much slower through them (RouteConfig.pace)
+        pace = route.pace if route.pace is not None else self.layout.pace
+        self._route_config = replace(route, length=self.length, pace=pace)
         self._area_config = replace(area or AreaConfig(), length=self.length)
         self.calibration = self._calibration(calibration)
         self.threshold = real(
@@ -182,6 +186,11 @@ class Localizer:
         self._cache = VectorCache(self._vectors, len(self.layout), self.embedder.descriptor_dim)
         self._lock = threading.Lock()
         self.reset()
+
+    @property
+    def pace(self) -> float | None:
+        """Route matching: route places a frame at speed 1 (None for area tracking)."""
+        return self._route_config.pace if self.mode == ROUTE else None
 
     # ------------------------------------------------------------------ set-up
     def _calibration(self, given: Any) -> Calibration | None:
@@ -350,8 +359,9 @@ class Localizer:
         return config.seeds
 
     def _step(self, timestamp: float | None, odometry: tuple[float, float] | None) -> float:
-        """Frames elapsed since the last frame, for the route tracker: from odometry (one
-        place spacing a frame), timestamps (against the typical period), else 1."""
+        """Frames elapsed since the last frame, for the route tracker: from odometry (the
+        places moved over the route's pace), timestamps (against the typical period), else
+        1."""
         step = 1.0
         if timestamp is not None and self._last_time is not None:
             period = timestamp - self._last_time
@@ -361,7 +371,9 @@ class Localizer:
         if timestamp is not None:
             self._last_time = timestamp
         if odometry is not None and self.layout.spacing_m:
-            step = math.hypot(*odometry) / self.layout.spacing_m
+            places = math.hypot(*odometry) / self.layout.spacing_m
+            # the route moves pace x speed places a frame: as many frames as at speed 1
+            step = places / self._route_config.pace if self.mode == ROUTE else places
         return step
 
     def _vectors(self, positions: np.ndarray) -> np.ndarray:

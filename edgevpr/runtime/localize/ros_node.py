@@ -14,7 +14,7 @@ what camera drivers publish; ``reliable:=true`` for a reliable publisher) and pu
   fix on a metric map.
 
 Parameters cover every Localizer option (map, model, mode, length, threshold, calibration,
-speeds, k, max_speed, providers). An image the node cannot read (an unsupported encoding, a
+speeds, pace, k, max_speed, providers). An image the node cannot read (an unsupported encoding, a
 damaged JPEG) is a warning, throttled, never an exception in the callback.
 
 In a ROS 2 workspace, the package in ``ros2/edgevpr`` gives ``ros2 run edgevpr localize``
@@ -45,7 +45,7 @@ from edgevpr.runtime.localize.rosmsg import (
 from edgevpr.runtime.localize.route import DEFAULT_SPEEDS, RouteConfig
 
 POSE, NAVSAT = "pose", "navsat"
-UNSET = -1.0  # threshold and max_speed: ROS parameters have no None
+UNSET = -1.0  # threshold, max_speed and pace: ROS parameters have no None
 WARN_EVERY_S = 5.0  # a repeated warning (unreadable images) at most this often
 # name -> default (its type is the parameter's type)
 PARAMETERS: dict[str, Any] = {
@@ -65,6 +65,7 @@ PARAMETERS: dict[str, Any] = {
     "threshold": UNSET,
     "calibration": "",  # "": the one beside the map where it fits; "none": none
     "speeds": list(DEFAULT_SPEEDS),
+    "pace": UNSET,  # route places a frame at speed 1; unset: the map's own
     "k": 5,
     "max_speed": UNSET,
     "providers": "",  # comma-separated; "": the best available
@@ -161,7 +162,8 @@ def localizer_from(values: dict[str, Any]) -> Localizer:
         threshold=None if values["threshold"] == UNSET else float(values["threshold"]),
         max_speed=None if values["max_speed"] == UNSET else float(values["max_speed"]),
         k=int(values["k"]),
-        route=RouteConfig(speeds=tuple(float(v) for v in values["speeds"])),
+        route=RouteConfig(speeds=tuple(float(v) for v in values["speeds"]),
+                          pace=None if values["pace"] == UNSET else float(values["pace"])),
     )
 
 

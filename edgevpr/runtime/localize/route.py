@@ -53,14 +53,16 @@ Scorer = Callable[[np.ndarray], np.ndarray]
 class RouteConfig:
     """How the route is searched.
 
-    ``length``: frames of evidence (L); ``speeds``: relative speeds searched, places per
-    frame; ``seeds``: nearest places seeded each frame; ``beam``: hypotheses kept;
-    ``change_cost`` and ``speed_cost``: z-units a frame for changing speed and for each
-    octave away from speed 1.
+    ``length``: frames of evidence (L); ``speeds``: relative speeds searched, multiples of
+    ``pace``; ``pace``: route places a frame at speed 1 (None: the map's own, where it
+    knows it, else 1; see ``Localizer``); ``seeds``: nearest places seeded each frame;
+    ``beam``: hypotheses kept; ``change_cost`` and ``speed_cost``: z-units a frame for
+    changing speed and for each octave away from speed 1.
     """
 
     length: int = DEFAULT_LENGTH
     speeds: tuple[float, ...] = DEFAULT_SPEEDS
+    pace: float | None = None
     seeds: int = DEFAULT_SEEDS
     beam: int = DEFAULT_BEAM
     change_cost: float = DEFAULT_CHANGE_COST
@@ -74,6 +76,8 @@ class RouteConfig:
             raise EdgeVPRError("speeds must be a non-empty tuple of positive numbers")
         if not all(0 < real(v, "speed") <= 100 for v in self.speeds):
             raise EdgeVPRError(f"speeds must be in (0, 100], got {self.speeds}")
+        if self.pace is not None and not 0.001 <= real(self.pace, "pace") <= 100:
+            raise EdgeVPRError(f"pace must be in [0.001, 100] places a frame, got {self.pace}")
         for name in ("change_cost", "speed_cost"):
             if not 0 <= real(getattr(self, name), name.replace("_", " ")) < 100:
                 raise EdgeVPRError(f"{name.replace('_', ' ')} must be in [0, 100)")
@@ -113,7 +117,7 @@ class RouteEstimate:
 
     position: float  # route position, fractional between places
     place: int  # the place the best path stands on now (nearest ``position``)
-    speed: float  # places per frame
+    speed: float  # places per frame (pace times the relative speed)
     score: float  # mean z-value along the path over the window
     margin: float  # score minus the best hypothesis more than MARGIN_WINDOW places away
     frames: int  # frames of evidence in the window
@@ -182,8 +186,9 @@ class RouteTracker:
             raise EdgeVPRError(f"the route shape has {len(self.shape.segments)} places, not "
                                f"{self.places}")  # fmt: skip
         self._ends = self.shape.ends()
-        self._speeds = np.unique(np.asarray(self.config.speeds, np.float64))
-        self._octaves = np.abs(np.log2(self._speeds))
+        relative = np.unique(np.asarray(self.config.speeds, np.float64))
+        self._octaves = np.abs(np.log2(relative))
+        self._speeds = relative * (self.config.pace or 1.0)  # places a frame
         self.reset()
 
     def reset(self) -> None:
