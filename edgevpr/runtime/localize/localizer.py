@@ -170,8 +170,8 @@ class Localizer:
         route = route or RouteConfig()
         # a keyframed map's places lie several recorded frames apart: a stream recorded as
         # its drive was moves that much slower through them (RouteConfig.pace)
-        pace = route.pace if route.pace is not None else self.layout.pace
-        self._route_config = replace(route, length=self.length, pace=pace)
+        self._pace: float = route.pace if route.pace is not None else self.layout.pace
+        self._route_config = replace(route, length=self.length, pace=self._pace)
         self._area_config = replace(area or AreaConfig(), length=self.length)
         self.calibration = self._calibration(calibration)
         self.threshold = real(
@@ -190,7 +190,7 @@ class Localizer:
     @property
     def pace(self) -> float | None:
         """Route matching: route places a frame at speed 1 (None for area tracking)."""
-        return self._route_config.pace if self.mode == ROUTE else None
+        return self._pace if self.mode == ROUTE else None
 
     # ------------------------------------------------------------------ set-up
     def _calibration(self, given: Any) -> Calibration | None:
@@ -373,7 +373,7 @@ class Localizer:
         if odometry is not None and self.layout.spacing_m:
             places = math.hypot(*odometry) / self.layout.spacing_m
             # the route moves pace x speed places a frame: as many frames as at speed 1
-            step = places / self._route_config.pace if self.mode == ROUTE else places
+            step = places / self._pace if self.mode == ROUTE else places
         return step
 
     def _vectors(self, positions: np.ndarray) -> np.ndarray:
