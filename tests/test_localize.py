@@ -37,6 +37,8 @@ from edgevpr.runtime.placemap import PlaceMap
 from edgevpr.runtime.placemap.place_record import PlaceRecord, record_for
 
 PLACES = 40
+NOISE = 0.4  # added to a query's descriptor: its nearest place is within one of the truth
+# about half the time (0.51-0.54 measured at 256-d and 512-d), as real frames are
 
 
 # ------------------------------------------------------------------ trackers, on known paths
@@ -214,6 +216,67 @@ def test_the_pace_is_the_maps_own_unless_given(embedder: Embedder, tmp_path) -> 
     assert given.pace == 0.5
     with pytest.raises(EdgeVPRError, match="pace"):
         RouteConfig(pace=0.0)
+
+
+def timed_drive(embedder: Embedder) -> tuple[Localizer, np.ndarray]:
+    """A localizer on a drive recorded at 1 frame a second and keyframed every fourth frame
+    (PLACES places 40 m apart), and the drive's recorded frames."""
+    rng = np.random.default_rng(5)
+    dim = embedder.descriptor_dim
+    frames = np.empty((4 * PLACES, dim), np.float32)
+    current = rng.standard_normal(dim)
+    for i in range(len(frames)):  # a recorded drive whose views drift frame to frame
+        current = 0.9 * current + 0.45 * rng.standard_normal(dim)
+        frames[i] = current / np.linalg.norm(current)
+    placemap = PlaceMap.create(dim, embedder.fingerprint)
+    placemap.add(frames[::4], [PlaceRecord(east=40.0 * i, north=0.0, drive="d", order=4 * i,
+                                           timestamp=1000.0 + 4 * i) for i in range(PLACES)])
+    return Localizer(embedder, placemap, length=10, calibration=None), frames
+
+
+def test_a_faster_camera_moves_through_a_timed_drive_at_the_recorded_pace(
+    embedder: Embedder,
+) -> None:
+    """From a camera at 4 frames a second: with the stream's timestamps each frame is a
+    quarter of a recorded frame, so the path moves 1/16 place a frame; without them it would
+    be taken for a stream at the recorded rate (a quarter place a frame) and run ahead."""
+    localizer, frames = timed_drive(embedder)
+    assert localizer.layout.frame_period_s == 1.0 and localizer.pace == 0.25
+
+    def right_share(timed: bool) -> float:
+        rng = np.random.default_rng(6)
+        localizer.reset()
+        right = []
+        for j in range(16 * (PLACES - 8)):  # 4 camera frames a recorded frame
+            truth = j / 16  # places
+            view = frames[min(round(j / 4), len(frames) - 1)]
+            query = view + NOISE * rng.standard_normal(view.shape)
+            fix = localizer.update_descriptor(query, timestamp=j * 0.25 if timed else None)
+            if j >= 10:
+                right.append(abs(fix.route_position - truth) <= 1.0)
+        return float(np.mean(right))
+
+    timed, untimed = right_share(timed=True), right_share(timed=False)
+    assert timed >= 0.95 and untimed < 0.9  # measured: 0.998 and 0.789
+
+
+def test_a_view_seen_four_times_is_weighed_as_one(embedder: Embedder) -> None:
+    """The same views once a second, then each four times at 4 frames a second: the second
+    stream's window of 10 frames holds 2.5 views, so its margins are weighed at half
+    (sqrt(2.5 / 10)) of what its frames alone give."""
+    localizer, frames = timed_drive(embedder)
+    rng = np.random.default_rng(7)
+    views = frames[:-8] + NOISE * rng.standard_normal(frames[:-8].shape)
+
+    def margins(repeats: int) -> float:
+        localizer.reset()
+        fixes = [localizer.update_descriptor(view, timestamp=i + k / repeats)
+                 for i, view in enumerate(views) for k in range(repeats)]  # fmt: skip
+        return float(np.median([f.margin for f in fixes[10 * repeats:]]))
+
+    once, four_times = margins(1), margins(4)
+    # measured: 0.37 (0.75 before the window's views were counted)
+    assert 0.25 < four_times / once < 0.6, (once, four_times)
 
 
 def test_frames_run_one_by_one_give_the_same_fixes(embedder: Embedder, route: dict) -> None:
@@ -482,5 +545,3 @@ def test_fixes_become_poses_and_navsat_fixes() -> None:
     assert navsat["position_covariance"][0] == 64.0
     with pytest.raises(EdgeVPRError, match="needs a fix with a latitude/longitude"):
         navsat_fields(fix)
-
-

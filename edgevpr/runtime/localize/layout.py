@@ -47,6 +47,8 @@ class PlaceLayout:
     # median frames of the recorded drive from one place to the next (more than 1 where the
     # drive was keyframed); None where the places were not taught from drives
     frames_per_place: float | None = None
+    # median seconds between the recorded drive's frames, where its places have times
+    frame_period_s: float | None = None
 
     @property
     def drives(self) -> int:
@@ -111,6 +113,7 @@ class PlaceLayout:
             ordered_by=ordered_by,
             segments=segments,
             frames_per_place=frame_gap(records, segments) if ordered_by == "drive" else None,
+            frame_period_s=frame_period(records, segments) if ordered_by == "drive" else None,
         )
 
 
@@ -194,6 +197,18 @@ def frame_gap(records: list[PlaceRecord], segments: np.ndarray) -> float | None:
     gaps = np.diff(_column(records, "order"))[np.diff(segments) == 0]
     gaps = gaps[np.isfinite(gaps) & (gaps > 0)]
     return float(np.median(gaps)) if len(gaps) else None
+
+
+def frame_period(records: list[PlaceRecord], segments: np.ndarray) -> float | None:
+    """Median seconds a recorded frame of the drives took (time over frame-order steps
+    between consecutive places of a drive; records in traversal order), where their places
+    have times."""
+    times = np.fromiter((np.nan if (t := timestamp_value(r.timestamp)) is None else t
+                         for r in records), np.float64, len(records))  # fmt: skip
+    same = np.diff(segments) == 0
+    seconds, frames = np.diff(times)[same], np.diff(_column(records, "order"))[same]
+    known = np.isfinite(seconds) & np.isfinite(frames) & (seconds > 0) & (frames > 0)
+    return float(np.median(seconds[known] / frames[known])) if known.any() else None
 
 
 def typical_spacing(xy: np.ndarray) -> float | None:

@@ -245,6 +245,7 @@ class Localizer:
         self._periods: deque[float] = deque(maxlen=25)
         self._pending_step = 0.0
         self._accepted: deque[bool] = deque(maxlen=self.length)
+        self._steps: deque[float] = deque(maxlen=self.length)  # route: steps in the window
         self._support: deque[float] = deque(maxlen=self.integrity.frames)
         self._lost = False  # support failed: nothing accepted until a path re-earns it
         self._last_path: tuple[float, float] | None = None  # route: (position, speed)
@@ -359,15 +360,18 @@ class Localizer:
         return config.seeds
 
     def _step(self, timestamp: float | None, odometry: tuple[float, float] | None) -> float:
-        """Frames elapsed since the last frame, for the route tracker: from odometry (the
-        places moved over the route's pace), timestamps (against the typical period), else
-        1."""
+        """Frames elapsed since the last frame, for the tracker: from odometry (the places
+        moved over the route's pace), timestamps (for route matching on a map whose drives
+        have times, in frames of those drives: a camera at another rate than the recording
+        moves through the places at the recorded pace all the same; else against the
+        stream's typical period), else 1."""
         step = 1.0
         if timestamp is not None and self._last_time is not None:
             period = timestamp - self._last_time
             if period > 0:
                 self._periods.append(period)
-                step = period / statistics.median(self._periods)
+                recorded = self.layout.frame_period_s if self.mode == ROUTE else None
+                step = period / (recorded or statistics.median(self._periods))
         if timestamp is not None:
             self._last_time = timestamp
         if odometry is not None and self.layout.spacing_m:
@@ -391,6 +395,7 @@ class Localizer:
         tracker = self._tracker
         assert isinstance(tracker, RouteTracker)
         predicted = self._predicted(step)
+        self._steps.append(step)
         estimate = tracker.update(seeds, scorer, step)
         self._last_path = (estimate.position, estimate.speed)
         place = estimate.place
@@ -408,7 +413,7 @@ class Localizer:
             place=place,
             position=here,
             spread=self._spread(around, here),
-            margin=estimate.margin,
+            margin=estimate.margin * self._independence(),
             frames=estimate.frames,
             support=support,
             rival=self._best_elsewhere(seeds, place, scorer),
@@ -416,6 +421,14 @@ class Localizer:
             route_position=estimate.position,
             speed=estimate.speed,
         )
+
+    def _independence(self) -> float:
+        """How far the route window's frames are independent evidence: 1 where they span
+        at least L recorded frames (steps of the map's drive, or of the stream's own typical
+        period); a camera at four times the recorded rate sees each view about four times,
+        so its L frames hold L/4 views and the noise of their mean margin is twice as large:
+        the margin is scaled by sqrt(views / L)."""
+        return math.sqrt(min(1.0, sum(self._steps) / self.length))
 
     def _area_fix(
         self,
