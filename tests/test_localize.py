@@ -31,7 +31,7 @@ from edgevpr.runtime.localize.area import AreaTracker, Motion
 from edgevpr.runtime.localize.calibration import sidecar
 from edgevpr.runtime.localize.layout import name_key
 from edgevpr.runtime.localize.rosmsg import navsat_fields, pixels_of, pose_fields
-from edgevpr.runtime.localize.route import RouteConfig, RouteTracker
+from edgevpr.runtime.localize.route import MIN_PACE, RouteConfig, RouteTracker
 from edgevpr.runtime.localize.vectorcache import VectorCache
 from edgevpr.runtime.placemap import PlaceMap
 from edgevpr.runtime.placemap.place_record import PlaceRecord, record_for
@@ -96,6 +96,24 @@ def test_a_route_keyframed_every_fourth_frame_is_followed_at_its_pace() -> None:
     assert right / (frames - 10) >= 0.9
     _, right_at_1, _ = run_route(quarter, seed=2)
     assert right_at_1 < 0.8 * right
+
+
+def test_a_long_step_moves_the_route_up_to_l_places_at_speed_1() -> None:
+    """A sparse stream against a drive keyframed every 50th frame (pace 0.02): 30 recorded
+    frames between two frames move the path 0.6 places, and a gap of an hour at most L."""
+    flat = np.zeros(100)
+
+    def peak_at(place: int):
+        z = flat.copy()
+        z[place] = 5.0
+        return lambda positions: z[np.clip(np.round(positions), 0, 99).astype(int)]
+
+    tracker = RouteTracker(100, RouteConfig(length=10, speeds=(1.0,), pace=0.02, seeds=1))
+    tracker.update(np.array([10]), peak_at(10))
+    assert tracker.update(np.array([], np.int64), peak_at(11), step=30).position == (
+        pytest.approx(10.6))
+    assert tracker.update(np.array([], np.int64), peak_at(21), step=1e6).position == (
+        pytest.approx(20.6))
 
 
 def test_route_ranking_and_margin() -> None:
@@ -216,6 +234,9 @@ def test_the_pace_is_the_maps_own_unless_given(embedder: Embedder, tmp_path) -> 
     assert given.pace == 0.5
     with pytest.raises(EdgeVPRError, match="pace"):
         RouteConfig(pace=0.0)
+    # a drone hovering between places of a 30 fps video: paces below the searchable floor
+    # are held at it, never a refusal of a map the user did not choose the pace of
+    assert Localizer(embedder, taught(30_000), calibration=None).pace == MIN_PACE
 
 
 def timed_drive(embedder: Embedder) -> tuple[Localizer, np.ndarray]:

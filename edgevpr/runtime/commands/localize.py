@@ -31,7 +31,7 @@ from edgevpr.runtime.commands.query import (
 )
 from edgevpr.runtime.localize.fix import Fix
 from edgevpr.runtime.localize.localizer import AUTO, MODES, Localizer
-from edgevpr.runtime.localize.route import DEFAULT_SPEEDS, RouteConfig
+from edgevpr.runtime.localize.route import DEFAULT_SPEEDS, MAX_PACE, MIN_PACE, RouteConfig
 from edgevpr.runtime.localize.sources import FrameSource, open_source
 from edgevpr.runtime.localize.stream import StreamFrame
 from edgevpr.runtime.localize.truth import TrackScore, TruthScorer, truth_positions
@@ -110,7 +110,7 @@ def localize_options(command: Callable) -> Callable:
         click.option("--speeds", default=None,
                      help="Route matching: relative speeds searched, multiples of the pace "
                      f"(default {','.join(f'{v:g}' for v in DEFAULT_SPEEDS)})."),
-        click.option("--pace", type=click.FloatRange(0.001, 100), default=None,
+        click.option("--pace", type=click.FloatRange(MIN_PACE, MAX_PACE), default=None,
                      help="Route matching: places a frame at speed 1 (default: the map's "
                      "own, 1 over the recorded frames between its places: 0.25 for a drive "
                      "keyframed every fourth frame; else 1)."),

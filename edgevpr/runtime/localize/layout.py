@@ -21,6 +21,7 @@ import numpy as np
 from edgevpr.core.geo import LocalProjection, PlaceCoordinates
 from edgevpr.core.layout_names import parse_layout_name
 from edgevpr.runtime.localize.fix import ROUTE_M
+from edgevpr.runtime.localize.route import MAX_PACE, MIN_PACE
 from edgevpr.runtime.placemap import PlaceMap, PlaceRecord
 
 # Consecutive places count as neighbours within this multiple of the typical spacing, and a
@@ -61,8 +62,10 @@ class PlaceLayout:
     @property
     def pace(self) -> float:
         """Route places a frame of a stream recorded as the map's drives were (1 where
-        the map does not say)."""
-        return 1.0 / self.frames_per_place if self.frames_per_place else 1.0
+        the map does not say; within the paces a route is searched at)."""
+        if not self.frames_per_place:
+            return 1.0
+        return min(max(1.0 / self.frames_per_place, MIN_PACE), MAX_PACE)
 
     def index_of(self, place_ids: np.ndarray) -> np.ndarray:
         """Route positions of place ids (all must be places of the map)."""

@@ -41,6 +41,9 @@ DEFAULT_BEAM = 400
 # without them the speed search lost 14 points of Recall@1 at a steady speed.
 DEFAULT_CHANGE_COST = 1.5
 DEFAULT_SPEED_COST = 0.15
+# Route places a frame at speed 1: from a drone hovering minutes between places of a video
+# at 30 frames a second (1e-4: 333 s a place) to a stream far sparser than its map.
+MIN_PACE, MAX_PACE = 1e-4, 100.0
 # Places on either side of the best that the margin confidence looks past: a path one or
 # two places off is the same answer, not a rival.
 MARGIN_WINDOW = 3
@@ -76,8 +79,9 @@ class RouteConfig:
             raise EdgeVPRError("speeds must be a non-empty tuple of positive numbers")
         if not all(0 < real(v, "speed") <= 100 for v in self.speeds):
             raise EdgeVPRError(f"speeds must be in (0, 100], got {self.speeds}")
-        if self.pace is not None and not 0.001 <= real(self.pace, "pace") <= 100:
-            raise EdgeVPRError(f"pace must be in [0.001, 100] places a frame, got {self.pace}")
+        if self.pace is not None and not MIN_PACE <= real(self.pace, "pace") <= MAX_PACE:
+            raise EdgeVPRError(f"pace must be in [{MIN_PACE:g}, {MAX_PACE:g}] places a frame, "
+                               f"got {self.pace}")  # fmt: skip
         for name in ("change_cost", "speed_cost"):
             if not 0 <= real(getattr(self, name), name.replace("_", " ")) < 100:
                 raise EdgeVPRError(f"{name.replace('_', ' ')} must be in [0, 100)")
@@ -211,7 +215,8 @@ class RouteTracker:
         config = self.config
         column = self._frames % config.length
         self._frames += 1
-        step = min(max(float(step), 0.0), float(config.length))
+        # a long gap moves the route at most L places at speed 1: its evidence is stale
+        step = min(max(float(step), 0.0), config.length / (config.pace or 1.0))
         positions, ends, speeds, rings, costs = self._moved(step)
         seeded = np.asarray(seeds, np.float64)[: config.seeds]
         positions = np.concatenate([positions, np.tile(seeded, len(self._speeds))])
