@@ -89,7 +89,8 @@ class Fix:
     state: str
     accepted: bool
     confidence: float
-    margin: float  # the raw confidence: z-units of evidence over the best rival
+    margin: float  # the raw confidence: z-units of evidence over the best rival (weighed by
+    # sqrt(views / L) where the window holds fewer views than frames)
     position: Position | None = None
     uncertainty_m: float | None = None
     heading: float | None = None
