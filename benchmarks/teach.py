@@ -101,19 +101,23 @@ def _positions(path: Path, shift: tuple[float, float]) -> np.ndarray:
     return np.array([(r.east - shift[0], r.north - shift[1]) for r in records])
 
 
-def truth_runs(model: Path, test: Path, folder_map: Path, bag_map: Path, work: Path) -> dict:
-    frames, latlon, times = drive_of(test / "queries", ZONE, START, 1.0, SHIFT)
-    winter = record_bag(work / "winter", frames, times, latlon)
+def localized(model: Path, map_path: Path, source: Path, work: Path, *extra: object) -> dict:
+    """``edgevpr localize --json``'s summary of ``source`` against ``map_path``."""
+    done = edgevpr("localize", map_path, source, "-m", model, "-o", work / "t.jsonl", "--json",
+                   "-q", *extra)  # fmt: skip
+    return json.loads(done.stdout)
+
+
+def truth_runs(model: Path, test: Path, winter_drive: tuple, folder_map: Path, bag_map: Path,
+               work: Path) -> dict:  # fmt: skip
+    winter = record_bag(work / "winter", *winter_drive)
     runs = {
         "winter bag vs bag-taught map, --truth /gps/fix":
             [bag_map, winter, "--truth", "/gps/fix"],
         "winter PNGs vs folder map, truth from file names": [folder_map, test / "queries"],
     }  # fmt: skip
-    results = {}
-    for name, (map_path, source, *extra) in runs.items():
-        done = edgevpr("localize", map_path, source, "-m", model, "-o", work / "t.jsonl",
-                       "--json", "-q", *extra)  # fmt: skip
-        results[name] = json.loads(done.stdout)
+    results = {name: localized(model, map_path, source, work, *extra)
+               for name, (map_path, source, *extra) in runs.items()}  # fmt: skip
     return {"winter": winter, "runs": results}
 
 
@@ -122,32 +126,31 @@ def keyframes(model: Path, summer_bag: Path, winter: Path, work: Path) -> list[d
     for every in (0, 20, 40, 80):
         out = work / f"every{every}.vprmap"
         edgevpr("index", "build", model, summer_bag, "--every", every, "-o", out, "-q")
+        size = {"every": every, "places": len(PlaceMap.load(out)), "bytes": out.stat().st_size}
         for pace in ([], ["--pace", "1"]):  # the map's own pace, then one place a frame
-            done = edgevpr("localize", out, winter, "-m", model, "--truth", "/gps/fix",
-                           "--length", "10", *pace, "-o", work / "k.jsonl", "--json",
-                           "-q")  # fmt: skip
-            result = json.loads(done.stdout)
-            rows.append({"every": every, "places": len(PlaceMap.load(out)),
-                         "bytes": out.stat().st_size, "pace": result["pace"],
-                         "given": bool(pace), **result["score"]})  # fmt: skip
+            result = localized(model, out, winter, work, "--truth", "/gps/fix", "--length",
+                               "10", *pace)  # fmt: skip
+            rows.append({**size, "pace": result["pace"], "given": bool(pace),
+                         **result["score"]})  # fmt: skip
     return rows
 
 
-def camera_rates(model: Path, test: Path, winter: Path, work: Path) -> list[dict]:
+def camera_rates(model: Path, winter_drive: tuple, keyframe_rows: list[dict],
+                 work: Path) -> list[dict]:  # fmt: skip
     """The winter drive as a camera at 4 frames a second would give it (each frame four
-    times, 0.25 s apart) against maps taught from the 1 frame-a-second summer bag."""
-    frames, latlon, times = drive_of(test / "queries", ZONE, START, 1.0, SHIFT)
+    times, 0.25 s apart) against maps taught from the 1 frame-a-second summer bag, beside
+    the recorded rate's runs of those maps (from the keyframe section)."""
+    frames, times, latlon = winter_drive
     four = record_bag(work / "winter4x", [f for f in frames for _ in range(4)],
                       [t + k / 4 for t in times for k in range(4)],
                       [p for p in latlon for _ in range(4)])  # fmt: skip
     rows = []
     for every in (0, 40):
-        for name, stream in (("1 frame a second (as recorded)", winter),
-                             ("4 frames a second", four)):  # fmt: skip
-            done = edgevpr("localize", work / f"every{every}.vprmap", stream, "-m", model,
-                           "--truth", "/gps/fix", "--length", "10", "-o", work / "c.jsonl",
-                           "--json", "-q")  # fmt: skip
-            rows.append({"every": every, "stream": name, **json.loads(done.stdout)["score"]})
+        recorded = next(r for r in keyframe_rows if r["every"] == every and not r["given"])
+        result = localized(model, work / f"every{every}.vprmap", four, work, "--truth",
+                           "/gps/fix", "--length", "10")  # fmt: skip
+        rows += [{**recorded, "stream": "1 frame a second (as recorded)"},
+                 {"every": every, "stream": "4 frames a second", **result["score"]}]
     return rows
 
 
@@ -273,11 +276,14 @@ def main() -> None:
     work = args.work or Path(tempfile.mkdtemp(prefix="teach-"))
     work.mkdir(parents=True, exist_ok=True)
     trip, folder_map, bag_map = round_trip(args.model, test, work)
-    truth = truth_runs(args.model, test, folder_map, bag_map, work)
-    frames = keyframes(args.model, work / "summer/bag", truth["winter"], work)
-    rates = camera_rates(args.model, test, truth["winter"], work)
+    frames, latlon, times = drive_of(test / "queries", ZONE, START, 1.0, SHIFT)
+    winter_drive = (frames, times, latlon)  # record_bag's order
+    truth = truth_runs(args.model, test, winter_drive, folder_map, bag_map, work)
+    keyframe_rows = keyframes(args.model, work / "summer/bag", truth["winter"], work)
+    rates = camera_rates(args.model, winter_drive, keyframe_rows, work)
     bad = bad_inputs(args.model, work, work / "summer")
-    text = report(args.model, trip, truth, frames, rates, bad, time.perf_counter() - began)
+    text = report(args.model, trip, truth, keyframe_rows, rates, bad,
+                  time.perf_counter() - began)  # fmt: skip
     args.out.write_text(text)
     print(text)
 

@@ -79,8 +79,8 @@ def record_bag(
 ) -> Path:  # fmt: skip
     """A bag of BGR ``frames`` on IMAGE_TOPIC and, where ``latlon`` is given, a NavSatFix a
     frame on FIX_TOPIC (``fix_status`` -1: a receiver without a fix), stamped ``times``
-    (seconds since 1970), stored as ``storage`` (bags.BAG_STORAGES: a ROS 2 bag folder, one
-    bare ``.mcap`` file, or a ROS 1 ``.bag``)."""
+    (seconds since 1970), stored as ``storage`` (bags.SQLITE3: a ROS 2 bag folder; MCAP: one
+    bare ``.mcap`` file; ROS1: a ROS 1 ``.bag``)."""
     with bag_written(path, storage) as bag:
         types = bag.types
         images = bag.topic(IMAGE_TOPIC, "sensor_msgs/msg/Image")

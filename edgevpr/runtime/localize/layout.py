@@ -104,6 +104,9 @@ class PlaceLayout:
         # drives of one road lie on top of each other: the nearest place is the same spot in
         # another drive, so their spacing is the step along each drive
         spacing = drive_spacing(xy, segments) if ordered_by == "drive" else typical_spacing(xy)
+        frames_per_place, frame_period_s = (
+            drive_frames(records, segments) if ordered_by == "drive" else (None, None)
+        )
         return cls(
             ids=ids,
             xy=xy,
@@ -115,8 +118,8 @@ class PlaceLayout:
             is_route=is_route(xy, spacing, segments),
             ordered_by=ordered_by,
             segments=segments,
-            frames_per_place=frame_gap(records, segments) if ordered_by == "drive" else None,
-            frame_period_s=frame_period(records, segments) if ordered_by == "drive" else None,
+            frames_per_place=frames_per_place,
+            frame_period_s=frame_period_s,
         )
 
 
@@ -193,25 +196,23 @@ def drive_spacing(xy: np.ndarray, segments: np.ndarray) -> float | None:
     return float(np.median(steps)) if len(steps) else None
 
 
-def frame_gap(records: list[PlaceRecord], segments: np.ndarray) -> float | None:
-    """Median step in recorded frame order between consecutive places of each drive
-    (records in traversal order): 1 where every frame became a place, 4 where a drive of
-    frames 20 m apart was keyframed every 80 m."""
-    gaps = np.diff(_column(records, "order"))[np.diff(segments) == 0]
-    gaps = gaps[np.isfinite(gaps) & (gaps > 0)]
-    return float(np.median(gaps)) if len(gaps) else None
-
-
-def frame_period(records: list[PlaceRecord], segments: np.ndarray) -> float | None:
-    """Median seconds a recorded frame of the drives took (time over frame-order steps
-    between consecutive places of a drive; records in traversal order), where their places
-    have times."""
+def drive_frames(
+    records: list[PlaceRecord], segments: np.ndarray
+) -> tuple[float | None, float | None]:
+    """From consecutive places of each drive (records in traversal order): the median step
+    in recorded frame order between them (1 where every frame became a place, 4 where a
+    drive of frames 20 m apart was keyframed every 80 m), and the median seconds a recorded
+    frame took, where the places have times (None where unknown)."""
+    same = np.diff(segments) == 0
+    frames = np.diff(_column(records, "order"))[same]
     times = np.fromiter((np.nan if (t := timestamp_value(r.timestamp)) is None else t
                          for r in records), np.float64, len(records))  # fmt: skip
-    same = np.diff(segments) == 0
-    seconds, frames = np.diff(times)[same], np.diff(_column(records, "order"))[same]
-    known = np.isfinite(seconds) & np.isfinite(frames) & (seconds > 0) & (frames > 0)
-    return float(np.median(seconds[known] / frames[known])) if known.any() else None
+    seconds = np.diff(times)[same]
+    stepped = np.isfinite(frames) & (frames > 0)
+    timed = stepped & np.isfinite(seconds) & (seconds > 0)
+    gap = float(np.median(frames[stepped])) if stepped.any() else None
+    period = float(np.median(seconds[timed] / frames[timed])) if timed.any() else None
+    return gap, period
 
 
 def typical_spacing(xy: np.ndarray) -> float | None:

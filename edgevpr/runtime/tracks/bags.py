@@ -34,7 +34,6 @@ POSITION_TYPES = (NAVSATFIX, ODOMETRY, POSE, POSE_COV, TF)
 # How a bag is stored: a bare ROS 2 .mcap file, a ROS 2 bag folder (sqlite3), or a ROS 1
 # .bag file (ROS 1 Noetic message types, as robots still on ROS 1 record them).
 MCAP, SQLITE3, ROS1 = "mcap", "sqlite3", "rosbag1"
-BAG_STORAGES = (MCAP, SQLITE3, ROS1)
 
 
 class BagOut:

@@ -300,7 +300,7 @@ class RosBagWriter(TrackWriter):
 @dataclass(frozen=True)
 class TrackFormat:
     """One way a track goes out: its name (``--format``), the suffixes that choose it, and
-    its writer; ``storage``: for a bag, its storage (bags.BAG_STORAGES)."""
+    its writer; ``storage``: for a bag, its storage (bags.MCAP, SQLITE3 or ROS1)."""
 
     name: str
     suffixes: tuple[str, ...]
