@@ -59,60 +59,53 @@ def _varint(buf: mmap.mmap | bytes, pos: int, end: int) -> tuple[int, int]:
         shift += 7
 
 
+def _value_span(buf: mmap.mmap | bytes, pos: int, end: int, wire: int) -> tuple[int, int]:
+    """Where a field's value lies (a length-delimited one's payload, after its length)."""
+    if wire == WIRE_VARINT:
+        return pos, _varint(buf, pos, end)[1]
+    if wire == WIRE_FIXED64:
+        return pos, pos + 8
+    if wire == WIRE_FIXED32:
+        return pos, pos + 4
+    if wire == WIRE_BYTES:
+        length, pos = _varint(buf, pos, end)
+        return pos, pos + length
+    raise _Malformed(f"unexpected wire type {wire}")
+
+
 def _skip_group(buf: mmap.mmap | bytes, pos: int, end: int, number: int) -> int:
     """Past the end-group tag that closes group ``number`` (nested groups included)."""
     open_groups = [number]
     while open_groups:
         key, pos = _varint(buf, pos, end)
         field, wire = key >> 3, key & 7
-        if wire == WIRE_VARINT:
-            _, pos = _varint(buf, pos, end)
-        elif wire == WIRE_FIXED64:
-            pos += 8
-        elif wire == WIRE_FIXED32:
-            pos += 4
-        elif wire == WIRE_BYTES:
-            length, pos = _varint(buf, pos, end)
-            pos += length
-        elif wire == WIRE_START_GROUP:
+        if wire == WIRE_START_GROUP:
             if len(open_groups) > MAX_DEPTH:
                 raise _Malformed("nested too deeply")
             open_groups.append(field)
         elif wire == WIRE_END_GROUP and field == open_groups[-1]:
             open_groups.pop()
         else:
-            raise _Malformed(f"unexpected wire type {wire}")
+            _, pos = _value_span(buf, pos, end, wire)
         if pos > end:
             raise _Malformed("field runs past its message")
     return pos
 
 
 def _fields(buf: mmap.mmap | bytes, pos: int, end: int) -> Iterator[tuple[int, int, int, int]]:
-    """(field number, wire type, start, stop) of each field of one message; for length-
-    delimited fields start:stop is the payload, for the others the value is skipped."""
+    """(field number, wire type, start, stop) of each length-delimited field of one message
+    (start:stop is the payload); the other fields are skipped."""
     while pos < end:
         key, pos = _varint(buf, pos, end)
         number, wire = key >> 3, key & 7
-        if wire == WIRE_VARINT:
-            _, pos = _varint(buf, pos, end)
-            continue
-        if wire == WIRE_FIXED64:
-            pos += 8
-        elif wire == WIRE_FIXED32:
-            pos += 4
-        elif wire == WIRE_BYTES:
-            length, pos = _varint(buf, pos, end)
-            start, pos = pos, pos + length
-            if pos > end:
-                raise _Malformed("field runs past its message")
-            yield number, wire, start, pos
-            continue
-        elif wire == WIRE_START_GROUP:  # deprecated; protobuf skips unknown ones, so do we
+        if wire == WIRE_START_GROUP:  # deprecated; protobuf skips unknown ones, so do we
             pos = _skip_group(buf, pos, end, number)
-        else:
-            raise _Malformed(f"unexpected wire type {wire}")
+            continue
+        start, pos = _value_span(buf, pos, end, wire)
         if pos > end:
             raise _Malformed("field runs past its message")
+        if wire == WIRE_BYTES:
+            yield number, wire, start, pos
 
 
 def _locations(
